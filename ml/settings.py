@@ -1,0 +1,91 @@
+"""The one settings module: every path, endpoint and switch the platform reads from the environment.
+
+Nothing happens on import. ``get_settings()`` reads the environment (and ``.env`` in the working
+directory, if present) once and caches the result; ``Settings.as_env()`` is the environment handed to
+dbt, Feast and Airflow subprocesses so they see exactly the same values.
+
+Hyperparameters do not live here (they belong to per-model config files): only the *where*.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Scale = Literal["tiny", "small", "medium", "large"]
+
+# Telemetry switches of the stack (no network here, and users expect them off).
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    "FEAST_USAGE": "False",
+    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+    "SCARF_ANALYTICS": "false",
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+}
+
+
+class Settings(BaseSettings):
+    """Where things live. Every field maps to the environment variable of the same name, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of all local state (lake, warehouse, ...)")
+    lake_dir: Path | None = Field(None, description="Raw data lake (Parquet). Default: DATA_DIR/lake")
+    landing_dir: Path | None = Field(None, description="Drop folder for raw exports. Default: DATA_DIR/landing")
+    quarantine_dir: Path | None = Field(None, description="Rejected rows with reasons. Default: DATA_DIR/quarantine")
+    warehouse_path: Path | None = Field(
+        None, description="The DuckDB warehouse file dbt writes. Default: DATA_DIR/warehouse/warehouse.duckdb"
+    )
+    features_dir: Path | None = Field(
+        None, description="dbt `external` feature marts (Parquet, read by Feast). Default: DATA_DIR/warehouse/features"
+    )
+    dbt_project_dir: Path = Field(PROJECT_ROOT / "dbt_project", description="The dbt project")
+    dbt_profiles_dir: Path = Field(PROJECT_ROOT / "dbt_project", description="Folder holding profiles.yml")
+    dbt_target: str = Field("dev", description="dbt target in profiles.yml")
+    dbt_threads: int = Field(2, ge=1, description="dbt threads (= cores here)")
+    duckdb_memory_limit: str = Field("4GB", description="DuckDB memory_limit for dbt and readers")
+    scale: Scale = Field("tiny", description="Default generator scale: tiny | small | medium | large")
+    seed: int = Field(42, description="Default generator seed")
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        self.data_dir = self.data_dir.resolve()
+        defaults = {
+            "lake_dir": self.data_dir / "lake",
+            "landing_dir": self.data_dir / "landing",
+            "quarantine_dir": self.data_dir / "quarantine",
+            "warehouse_path": self.data_dir / "warehouse" / "warehouse.duckdb",
+            "features_dir": self.data_dir / "warehouse" / "features",
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            setattr(self, name, (value or default).resolve())
+        return self
+
+    def as_env(self) -> dict[str, str]:
+        """The environment for dbt / Feast / Airflow subprocesses: every setting plus telemetry off."""
+        env = {name.upper(): str(value) for name, value in self.model_dump().items()}
+        env.update(TELEMETRY_OFF)
+        return env
+
+    def ensure_dirs(self) -> None:
+        """Create the local state folders (called by commands, never on import)."""
+        for path in (self.lake_dir, self.landing_dir, self.quarantine_dir, self.features_dir, self.warehouse_path.parent):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def settings_for(**overrides) -> Settings:
+    """Settings with explicit overrides (tests, benchmarks); bypasses the cache."""
+    return Settings(**overrides)

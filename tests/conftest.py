@@ -1,0 +1,57 @@
+"""Shared test plumbing: locating shared/data, service availability, temp settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from ml.settings import PROJECT_ROOT, settings_for
+
+SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+# .ci/run sets REQUIRE_SERVICES=1: a test that would skip for a missing service or dataset fails instead.
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (REQUIRE_SERVICES=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under shared/data, or skip (fail under REQUIRE_SERVICES) when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        skip_or_fail(f"real sample {path} not found; set SHARED_DATA_DIR to the shared/data folder")
+    return path
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture
+def postgres_url():
+    if not port_open("127.0.0.1", 5432):
+        skip_or_fail("PostgreSQL is not listening on 127.0.0.1:5432")
+    return "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def redis_url():
+    if not port_open("127.0.0.1", 6379):
+        skip_or_fail("Redis is not listening on 127.0.0.1:6379")
+    return "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def tmp_settings(tmp_path):
+    """Settings whose every local path lives under a fresh temp directory."""
+    settings = settings_for(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    return settings
