@@ -1,0 +1,58 @@
+# The two README commands: `make demo` (set up + run the main job) and `make test` (the whole suite).
+# Both create .venv/ when missing and are safe to re-run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SCALE  ?= small
+BENCH_SCALES ?= tiny,small
+PYTEST_ARGS ?=
+
+export DO_NOT_TRACK=1
+export DBT_SEND_ANONYMOUS_USAGE_STATS=False
+export FEAST_USAGE=False
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
+
+.PHONY: help install demo test test-unit bench lock docs clean
+
+help:
+	@echo "make demo   - create .venv, generate the '$(SCALE)' dataset, build the feature warehouse, print where to look"
+	@echo "make test   - run unit, integration and e2e tests (creates .venv if missing)"
+	@echo "make bench  - benchmarks at BENCH_SCALES=$(BENCH_SCALES) -> bench/results/*.json"
+	@echo "make docs   - regenerate docs/data_contract.md and dbt docs"
+	@echo "make lock   - re-resolve requirements.txt into constraints.txt"
+
+# One install step: pinned direct requirements + the full constraints file (no resolver backtracking).
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ecomml demo --scale $(SCALE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_generate.py --scales $(BENCH_SCALES)
+	$(BIN)/python bench/bench_dbt.py --scales $(BENCH_SCALES)
+
+docs: $(STAMP)
+	$(BIN)/ecomml contract --update-docs
+	$(BIN)/ecomml warehouse docs
+
+lock:
+	rm -rf /tmp/ecomml-lock && $(PYTHON) -m venv /tmp/ecomml-lock
+	/tmp/ecomml-lock/bin/pip install --quiet -r requirements.txt
+	( echo "# Full resolved set for requirements.txt (pip freeze of a fresh install; regenerate with \`make lock\`)."; \
+	  /tmp/ecomml-lock/bin/pip freeze | sed 's/+cpu//' ) > constraints.txt
+
+clean:
+	rm -rf data dbt_project/target dbt_project/logs

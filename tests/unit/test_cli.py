@@ -1,0 +1,48 @@
+"""The CLI: every command answers --help, and commands read locations from the settings module."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ml.cli import app
+
+runner = CliRunner()
+
+
+def _commands(typer_app, prefix=()):
+    group = typer_app
+    for info in group.registered_commands:
+        yield prefix + (info.name or info.callback.__name__.replace("_", "-"),)
+    for sub in group.registered_groups:
+        yield from _commands(sub.typer_instance, prefix + (sub.name,))
+
+
+COMMANDS = list(_commands(app))
+
+
+def test_cli_has_the_documented_commands():
+    assert {("generate",), ("ingest",), ("warehouse", "build"), ("demo",), ("contract",)} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_settings_command_prints_resolved_paths(tmp_path, monkeypatch):
+    from ml.settings import get_settings
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["settings"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    env = json.loads(result.output)
+    assert env["LAKE_DIR"] == str(tmp_path / "lake")

@@ -1,0 +1,55 @@
+"""The settings module: derivation of paths, env export, no side effects, .env.example completeness."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from ml.settings import PROJECT_ROOT, TELEMETRY_OFF, Settings, settings_for
+
+
+def test_paths_derive_from_data_dir(tmp_path):
+    s = settings_for(data_dir=tmp_path)
+    assert s.lake_dir == tmp_path / "lake"
+    assert s.warehouse_path == tmp_path / "warehouse" / "warehouse.duckdb"
+    assert s.features_dir == tmp_path / "warehouse" / "features"
+
+
+def test_explicit_path_wins_over_derived(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / "elsewhere.duckdb"))
+    s = Settings()
+    assert s.warehouse_path == tmp_path / "elsewhere.duckdb"
+    assert s.lake_dir == tmp_path / "lake"
+
+
+def test_as_env_exports_every_setting_and_turns_telemetry_off(tmp_path):
+    env = settings_for(data_dir=tmp_path).as_env()
+    for name in Settings.model_fields:
+        assert name.upper() in env
+    assert env["WAREHOUSE_PATH"] == str(tmp_path / "warehouse" / "warehouse.duckdb")
+    for key, value in TELEMETRY_OFF.items():
+        assert env[key] == value
+    assert all(isinstance(v, str) for v in env.values())
+
+
+def test_invalid_scale_is_rejected(tmp_path):
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError):
+        settings_for(data_dir=tmp_path, scale="huge")
+
+
+def test_import_has_no_side_effects(tmp_path):
+    """Importing the settings module must not read the environment or create folders."""
+    code = "import ml.settings, os; print(os.listdir('.'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_env_example_lists_every_setting():
+    text = (PROJECT_ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+    assert {n.upper() for n in Settings.model_fields} <= listed
