@@ -1,0 +1,71 @@
+"""The ingestion report, the quarantine folder and the ingest ledger.
+
+Quarantine layout: ``<quarantine_dir>/<sha12>/rows.parquet`` (every rejected row: ``source_row``,
+``reason`` and the original columns) and ``<quarantine_dir>/<sha12>/report.json``.
+Ledger: ``<lake_dir>/_ingest_log.jsonl``, one JSON line per ingested file (sha256 -> report).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+LEDGER = "_ingest_log.jsonl"
+QUARANTINE_FILE = "rows.parquet"
+
+
+@dataclass
+class IngestReport:
+    file: str
+    sha256: str
+    mapping: str
+    read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, int] = field(default_factory=dict)
+    skipped: bool = False
+    seconds: float = 0.0  # wall time (not part of to_dict, which is stable across runs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("seconds")
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "IngestReport":
+        keys = {"file", "sha256", "mapping", "read", "accepted", "quarantined", "by_reason", "tables", "skipped"}
+        return cls(**{k: v for k, v in data.items() if k in keys})
+
+
+def write_quarantine(quarantine_dir: Path, sha: str, rows: pd.DataFrame, report: IngestReport) -> Path:
+    folder = Path(quarantine_dir) / sha[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(folder / QUARANTINE_FILE, index=False)
+    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return folder
+
+
+def read_ledger(lake_dir: Path) -> dict[str, dict]:
+    """sha256 -> the latest ledger entry for that file."""
+    path = Path(lake_dir) / LEDGER
+    entries: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                entries[entry["sha256"]] = entry
+    return entries
+
+
+def append_ledger(lake_dir: Path, report: IngestReport) -> None:
+    path = Path(lake_dir) / LEDGER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"sha256": report.sha256, "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "report": report.to_dict()}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
