@@ -43,6 +43,7 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generate.py --scales $(BENCH_SCALES)
 	$(BIN)/python bench/bench_dbt.py --scales $(BENCH_SCALES)
+	$(BIN)/python bench/report.py
 
 docs: $(STAMP)
 	$(BIN)/ecomml contract --update-docs
