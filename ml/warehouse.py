@@ -1,0 +1,209 @@
+"""The feature warehouse: run the dbt project (lake -> DuckDB warehouse + feature Parquet files).
+
+dbt always runs as a subprocess with ``Settings.as_env()`` in its environment, so the project,
+its profile and the Python side read the same paths. Each settings object gets its own dbt target
+and log folders (``<data_dir>/dbt/target``, ``<data_dir>/dbt/logs``): builds in different temp
+directories never collide in ``dbt_project/target``.
+
+    build(settings)            dbt build (models + data tests + unit tests); summary dict or WarehouseBuildError
+    build(settings, select="marts.features", full_refresh=True)
+    docs(settings)             dbt docs generate; the folder holding index.html / catalog.json
+    connect(settings)          a read-only DuckDB connection to the warehouse file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from ml.settings import Settings
+
+FEATURE_MODELS = ("feat_user_rfm", "feat_user_activity", "feat_item_stats", "feat_item_warehouse_demand")
+
+
+class WarehouseBuildError(RuntimeError):
+    """dbt failed: ``summary`` holds the parsed run results, ``failures`` the failing nodes."""
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
+        self.failures = self.summary.get("failures", [])
+
+
+def target_path(settings: Settings) -> Path:
+    """dbt's target folder for these settings (manifest.json, run_results.json, compiled SQL, docs)."""
+    return settings.data_dir / "dbt" / "target"
+
+
+def log_path(settings: Settings) -> Path:
+    return settings.data_dir / "dbt" / "logs"
+
+
+def feature_path(settings: Settings, model: str) -> Path:
+    """The Parquet file a feature mart is written to (``$FEATURES_DIR/<model>.parquet``)."""
+    return settings.features_dir / f"{model}.parquet"
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The environment of a dbt subprocess: ours, the settings, and per-settings target/log folders."""
+    return {
+        **os.environ,
+        **settings.as_env(),
+        "DBT_TARGET_PATH": str(target_path(settings)),
+        "DBT_LOG_PATH": str(log_path(settings)),
+    }
+
+
+def dbt_command() -> list[str]:
+    """The dbt executable of this interpreter's environment (the venv's ``dbt``), else ``python -c``."""
+    exe = Path(sys.executable).parent / ("dbt.exe" if os.name == "nt" else "dbt")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("dbt")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from dbt.cli.main import cli; sys.exit(cli())"]
+
+
+def run_dbt(
+    settings: Settings,
+    args: list[str],
+    echo: Callable[[str], None] | None = print,
+) -> tuple[int, list[str]]:
+    """Run ``dbt <args>`` for these settings; stream each output line to ``echo``. Returns (rc, lines)."""
+    settings.features_dir.mkdir(parents=True, exist_ok=True)
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    target_path(settings).mkdir(parents=True, exist_ok=True)
+    log_path(settings).mkdir(parents=True, exist_ok=True)
+    cmd = [
+        *dbt_command(),
+        *args,
+        "--project-dir", str(settings.dbt_project_dir),
+        "--profiles-dir", str(settings.dbt_profiles_dir),
+        "--target", settings.dbt_target,
+    ]
+    lines: list[str] = []
+    with subprocess.Popen(
+        cmd,
+        env=dbt_env(settings),
+        cwd=str(settings.dbt_project_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if echo is not None:
+                echo(line)
+    return proc.returncode, lines
+
+
+def summarize(run_results: Path) -> dict:
+    """Nodes by status, failures with node names and messages, and seconds, from run_results.json."""
+    data = json.loads(Path(run_results).read_text())
+    results = data.get("results", [])
+    counts = Counter(r["status"] for r in results)
+    failures = [
+        {
+            "node": r["unique_id"],
+            "name": r["unique_id"].split(".")[2] if r["unique_id"].count(".") >= 2 else r["unique_id"],
+            "status": r["status"],
+            "message": (r.get("message") or "").strip(),
+            "failures": r.get("failures"),
+        }
+        for r in results
+        if r["status"] in ("error", "fail", "runtime error")
+    ]
+    by_type = Counter(r["unique_id"].split(".")[0] for r in results)
+    return {
+        "success": not failures,
+        "nodes": len(results),
+        "by_status": dict(counts),
+        "by_type": dict(by_type),
+        "failures": failures,
+        "warnings": [r["unique_id"] for r in results if r["status"] == "warn"],
+        "skipped": [r["unique_id"] for r in results if r["status"] == "skipped"],
+        "elapsed_s": round(float(data.get("elapsed_time") or 0.0), 3),
+        "node_seconds": {r["unique_id"]: round(float(r.get("execution_time") or 0.0), 3) for r in results},
+    }
+
+
+def _run_and_summarize(settings: Settings, command: str, args: list[str], echo) -> dict:
+    results_file = target_path(settings) / "run_results.json"
+    results_file.unlink(missing_ok=True)
+    start = time.perf_counter()
+    rc, lines = run_dbt(settings, [command, *args], echo=echo)
+    seconds = round(time.perf_counter() - start, 3)
+    if not results_file.exists():
+        tail = "\n".join(lines[-30:])
+        raise WarehouseBuildError(f"dbt {command} failed before running any node (exit {rc}):\n{tail}")
+    summary = summarize(results_file)
+    summary.update(command=command, returncode=rc, seconds=seconds, target_path=str(target_path(settings)))
+    if summary["failures"] or rc != 0:
+        names = ", ".join(f"{f['name']} ({f['status']})" for f in summary["failures"]) or f"exit code {rc}"
+        details = "\n".join(f"  {f['node']}: {f['message']}" for f in summary["failures"][:20])
+        raise WarehouseBuildError(f"dbt {command} failed: {names}\n{details}".rstrip(), summary)
+    return summary
+
+
+def build(
+    settings: Settings,
+    select: str | None = None,
+    full_refresh: bool = False,
+    vars: dict | None = None,
+    exclude: str | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> dict:
+    """``dbt build`` (models, data tests, unit tests) for these settings.
+
+    Returns the summary of run_results.json; raises WarehouseBuildError naming the failing nodes.
+    """
+    args: list[str] = []
+    if select:
+        args += ["--select", select]
+    if exclude:
+        args += ["--exclude", exclude]
+    if full_refresh:
+        args.append("--full-refresh")
+    if vars:
+        args += ["--vars", json.dumps(vars)]
+    return _run_and_summarize(settings, "build", args, echo)
+
+
+def run(settings: Settings, select: str | None = None, echo: Callable[[str], None] | None = print) -> dict:
+    """``dbt run``: the models only, without tests."""
+    return _run_and_summarize(settings, "run", ["--select", select] if select else [], echo)
+
+
+def docs(settings: Settings, echo: Callable[[str], None] | None = print) -> Path:
+    """``dbt docs generate``; returns the target folder holding index.html, manifest.json and catalog.json."""
+    rc, lines = run_dbt(settings, ["docs", "generate"], echo=echo)
+    catalog = target_path(settings) / "catalog.json"
+    if rc != 0 or not catalog.exists():
+        tail = "\n".join(lines[-30:])
+        raise WarehouseBuildError(f"dbt docs generate failed (exit {rc}):\n{tail}")
+    return target_path(settings)
+
+
+def manifest(settings: Settings) -> dict:
+    """The manifest.json of the last dbt invocation for these settings (Feast reads meta/columns from it)."""
+    return json.loads((target_path(settings) / "manifest.json").read_text())
+
+
+def connect(settings: Settings, read_only: bool = True):
+    """A DuckDB connection to the warehouse file (read-only by default: dbt is the only writer)."""
+    import duckdb
+
+    con = duckdb.connect(str(settings.warehouse_path), read_only=read_only)
+    con.execute("set TimeZone = 'UTC'")
+    return con
