@@ -53,6 +53,26 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory_limit for dbt and readers")
     scale: Scale = Field("tiny", description="Default generator scale: tiny | small | medium | large")
     seed: int = Field(42, description="Default generator seed")
+    # Feast (feature_repo/ + ml/features/): embedded = DuckDB offline, SQLite online, file registry;
+    # production = DuckDB offline, Redis online, SQL registry on PostgreSQL.
+    feast_mode: Literal["embedded", "production"] = Field(
+        "embedded", description="Feast deployment: embedded (SQLite + file registry) | production (Redis + Postgres registry)"
+    )
+    feast_project: str = Field(
+        "ecom", pattern=r"^[A-Za-z0-9_]+$", description="Feast project name (namespaces registry entries and online keys)"
+    )
+    feast_repo_dir: Path = Field(PROJECT_ROOT / "feature_repo", description="The Feast repo (definitions + yaml templates)")
+    feast_registry_path: Path | None = Field(
+        None, description="Embedded mode: file registry. Default: DATA_DIR/feast/registry.db"
+    )
+    feast_online_path: Path | None = Field(
+        None, description="Embedded mode: SQLite online store. Default: DATA_DIR/feast/online_store.db"
+    )
+    feast_registry_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/feast",
+        description="Production mode: SQLAlchemy URL of the Feast SQL registry (PostgreSQL, psycopg 3)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Production mode: Redis online store (redis://[:password@]host:port/db)")
 
     @model_validator(mode="after")
     def _derive_paths(self) -> "Settings":
@@ -63,6 +83,8 @@ class Settings(BaseSettings):
             "quarantine_dir": self.data_dir / "quarantine",
             "warehouse_path": self.data_dir / "warehouse" / "warehouse.duckdb",
             "features_dir": self.data_dir / "warehouse" / "features",
+            "feast_registry_path": self.data_dir / "feast" / "registry.db",
+            "feast_online_path": self.data_dir / "feast" / "online_store.db",
         }
         for name, default in defaults.items():
             value = getattr(self, name)
@@ -77,7 +99,15 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the local state folders (called by commands, never on import)."""
-        for path in (self.lake_dir, self.landing_dir, self.quarantine_dir, self.features_dir, self.warehouse_path.parent):
+        for path in (
+            self.lake_dir,
+            self.landing_dir,
+            self.quarantine_dir,
+            self.features_dir,
+            self.warehouse_path.parent,
+            self.feast_registry_path.parent,
+            self.feast_online_path.parent,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 

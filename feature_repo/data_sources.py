@@ -1,0 +1,60 @@
+"""Data sources: one FileSource per dbt feature mart ($FEATURES_DIR/<model>.parquet).
+
+GENERATED from dbt's manifest.json by `python -m ml.features.repo generate`: do not edit by hand.
+Change the mart's .yml under dbt_project/models/marts/features/, `dbt parse` (or build), then
+regenerate.
+tests/integration/test_feast_repo.py fails when this file and the manifest disagree.
+"""
+
+import os
+from pathlib import Path
+
+from feast import FileSource
+
+# Where dbt writes the feature marts (Settings.features_dir, handed over as $FEATURES_DIR by
+# ml.features.repo); the default matches the settings' default for a checkout.
+FEATURES_DIR = Path(os.environ.get("FEATURES_DIR") or Path(__file__).resolve().parent.parent / "data" / "warehouse" / "features")
+
+
+# dbt model feat_item_stats (external Parquet) -> feature view item_stats.
+feat_item_stats_source = FileSource(
+    name="feat_item_stats_source",
+    path=str(FEATURES_DIR / "feat_item_stats.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_item_stats: Engagement and sales per item over trailing 7 and 30 days, with price and price band (Feast view item_stats). Grain: one row per item per snapshot event_timestamp, emitted only on the days the values change. Values cover data up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. Event-based columns are null for orders-only lakes.",
+    tags={"dbt_model": "feat_item_stats"},
+    owner="data-platform",
+)
+
+
+# dbt model feat_item_warehouse_demand (external Parquet) -> feature view item_warehouse_demand.
+feat_item_warehouse_demand_source = FileSource(
+    name="feat_item_warehouse_demand_source",
+    path=str(FEATURES_DIR / "feat_item_warehouse_demand.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_item_warehouse_demand: Recent demand per item and warehouse (Feast view item_warehouse_demand). Grain: one row per item x warehouse per snapshot event_timestamp, emitted only on the days the values change. Values cover fct_daily_demand up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC.",
+    tags={"dbt_model": "feat_item_warehouse_demand"},
+    owner="data-platform",
+)
+
+
+# dbt model feat_user_activity (external Parquet) -> feature view user_activity.
+feat_user_activity_source = FileSource(
+    name="feat_user_activity_source",
+    path=str(FEATURES_DIR / "feat_user_activity.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_user_activity: Clickstream activity per user over trailing 7 and 30 days (Feast view user_activity). Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (activity days and the days activity leaves the 7/30-day windows). Values cover events up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake has no events.",
+    tags={"dbt_model": "feat_user_activity"},
+    owner="data-platform",
+)
+
+
+# dbt model feat_user_rfm (external Parquet) -> feature view user_rfm.
+feat_user_rfm_source = FileSource(
+    name="feat_user_rfm_source",
+    path=str(FEATURES_DIR / "feat_user_rfm.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_user_rfm: Recency, frequency and monetary value per user from non-cancelled orders (Feast view user_rfm). Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (order days and the days an order leaves the 90-day window). Values cover orders up to the end of day D and are stamped event_timestamp = D + 1 00:00 UTC.",
+    tags={"dbt_model": "feat_user_rfm"},
+    owner="data-platform",
+)

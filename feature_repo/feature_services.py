@@ -1,0 +1,29 @@
+"""Feature services: one per model version, named ``<model>_v<N>`` (STYLE.md).
+
+A model trains (``ml.features.training.build_training_set``) and serves (``get_online_features``)
+through the same service, so the feature list is written once, here. A new feature list is a new
+version (``_v2``) beside the old one, never an edit of a deployed version.
+"""
+
+from feast import FeatureService
+
+from feature_views import item_stats, item_warehouse_demand, user_activity, user_rfm
+from on_demand_views import user_recency_now
+
+# Purchase propensity (LightGBM): RFM + 7/30-day activity + request-time recency. Entity: user.
+propensity_lgbm_v1 = FeatureService(
+    name="propensity_lgbm_v1",
+    features=[user_rfm, user_activity, user_recency_now],
+    description="Features of the propensity_lgbm model, version 1 (entity user)",
+    owner="data-platform",
+    tags={"model": "propensity_lgbm", "version": "1", "entities": "user"},
+)
+
+# Demand forecast (LightGBM) per item x warehouse: recent demand + item engagement and price.
+demand_lgbm_v1 = FeatureService(
+    name="demand_lgbm_v1",
+    features=[item_warehouse_demand, item_stats],
+    description="Features of the demand_lgbm model, version 1 (entities item, warehouse)",
+    owner="data-platform",
+    tags={"model": "demand_lgbm", "version": "1", "entities": "item,warehouse"},
+)

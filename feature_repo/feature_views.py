@@ -1,0 +1,140 @@
+"""Feature views: one per dbt feature mart, same column names, types from the manifest.
+
+GENERATED from dbt's manifest.json by `python -m ml.features.repo generate`: do not edit by hand.
+Change the mart's .yml under dbt_project/models/marts/features/, `dbt parse` (or build), then
+regenerate.
+tests/integration/test_feast_repo.py fails when this file and the manifest disagree.
+"""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Float64, Int64, String, UnixTimestamp
+
+from data_sources import (
+    feat_item_stats_source,
+    feat_item_warehouse_demand_source,
+    feat_user_activity_source,
+    feat_user_rfm_source,
+)
+from entities import item, user, warehouse
+
+
+# feat_item_stats: Engagement and sales per item over trailing 7 and 30 days, with price and price
+# band (Feast view item_stats). Grain: one row per item per snapshot event_timestamp, emitted only
+# on the days the values change. Values cover data up to the end of day D, stamped event_timestamp =
+# D + 1 00:00 UTC. Event-based columns are null for orders-only lakes. TTL: no expiry (ttl_days 0).
+item_stats = FeatureView(
+    name="item_stats",
+    entities=[item],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="item_id", dtype=String, description="Item (entity item)"),  # join key
+        Field(name="view_count_7d", dtype=Int64, description="Views, 7 days (null without events)"),
+        Field(name="view_count_30d", dtype=Int64, description="Views, 30 days (null without events)"),
+        Field(name="cart_add_count_7d", dtype=Int64, description="Add-to-cart events, 7 days (null without events)"),
+        Field(name="cart_add_count_30d", dtype=Int64, description="Add-to-cart events, 30 days (null without events)"),
+        Field(name="purchase_count_7d", dtype=Int64, description="Purchase events, 7 days (null without events)"),
+        Field(name="purchase_count_30d", dtype=Int64, description="Purchase events, 30 days (null without events)"),
+        Field(name="units_sold_7d", dtype=Int64, description="Units on non-cancelled orders, 7 days"),
+        Field(name="units_sold_30d", dtype=Int64, description="Units on non-cancelled orders, 30 days"),
+        Field(name="view_to_cart_rate_30d", dtype=Float64, description="cart_add_count_30d / view_count_30d (null without views)"),
+        Field(name="cart_to_purchase_rate_30d", dtype=Float64, description="purchase_count_30d / cart_add_count_30d (null without cart adds)"),
+        Field(name="price", dtype=Float64, description="Current list price (dim_items)"),
+        Field(name="price_band", dtype=String, description="low | mid | high | premium | unknown (price quartile within category_l1)"),
+    ],
+    source=feat_item_stats_source,
+    online=True,
+    description="Engagement and sales per item over trailing 7 and 30 days, with price and price band (Feast view item_stats). Grain: one row per item per snapshot event_timestamp, emitted only on the days the values change. Values cover data up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. Event-based columns are null for orders-only lakes.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_item_stats", "owner": "data-platform"},
+)
+
+
+# feat_item_warehouse_demand: Recent demand per item and warehouse (Feast view
+# item_warehouse_demand). Grain: one row per item x warehouse per snapshot event_timestamp, emitted
+# only on the days the values change. Values cover fct_daily_demand up to the end of day D, stamped
+# event_timestamp = D + 1 00:00 UTC. TTL: no expiry (ttl_days 0).
+item_warehouse_demand = FeatureView(
+    name="item_warehouse_demand",
+    entities=[item, warehouse],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="item_id", dtype=String, description="Item (entity item)"),  # join key
+        Field(name="warehouse_id", dtype=String, description="Warehouse (entity warehouse)"),  # join key
+        Field(name="units_sum_7d", dtype=Int64, description="Units ordered in the 7 days ending on the snapshot day"),
+        Field(name="units_sum_28d", dtype=Int64, description="Units ordered in the 28 days ending on the snapshot day"),
+        Field(name="units_mean_28d", dtype=Float64, description="units_sum_28d / 28 (days before the first sale count as 0)"),
+        Field(name="units_std_28d", dtype=Float64, description="Population standard deviation of daily units over the 28 days"),
+        Field(name="stockout_day_count_28d", dtype=Int64, description="Days with end-of-day stock 0 in the 28 days (0 without inventory data)"),
+        Field(name="promo_day_count_28d", dtype=Int64, description="Promoted days in the 28 days"),
+        Field(name="last_sale_date", dtype=UnixTimestamp, description="Last day with units > 0 up to the snapshot"),
+        Field(name="days_since_last_sale", dtype=Int64, description="Days from last_sale_date to the snapshot day (as of this row; recompute from last_sale_date between rows)"),
+    ],
+    source=feat_item_warehouse_demand_source,
+    online=True,
+    description="Recent demand per item and warehouse (Feast view item_warehouse_demand). Grain: one row per item x warehouse per snapshot event_timestamp, emitted only on the days the values change. Values cover fct_daily_demand up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_item_warehouse_demand", "owner": "data-platform"},
+)
+
+
+# feat_user_activity: Clickstream activity per user over trailing 7 and 30 days (Feast view
+# user_activity). Grain: one row per user per snapshot event_timestamp, emitted only on the days the
+# values change (activity days and the days activity leaves the 7/30-day windows). Values cover
+# events up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake
+# has no events. TTL: no expiry (ttl_days 0).
+user_activity = FeatureView(
+    name="user_activity",
+    entities=[user],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="user_id", dtype=String, description="Shopper (entity user)"),  # join key
+        Field(name="view_count_7d", dtype=Int64, description="Product views in the 7 days ending on the snapshot day"),
+        Field(name="view_count_30d", dtype=Int64, description="Product views in the 30 days ending on the snapshot day"),
+        Field(name="cart_add_count_7d", dtype=Int64, description="Add-to-cart events, 7 days"),
+        Field(name="cart_add_count_30d", dtype=Int64, description="Add-to-cart events, 30 days"),
+        Field(name="purchase_count_7d", dtype=Int64, description="Purchase events, 7 days"),
+        Field(name="purchase_count_30d", dtype=Int64, description="Purchase events, 30 days"),
+        Field(name="search_count_7d", dtype=Int64, description="Searches, 7 days"),
+        Field(name="search_count_30d", dtype=Int64, description="Searches, 30 days"),
+        Field(name="category_distinct_count_7d", dtype=Int64, description="Distinct leaf categories viewed, added or bought, 7 days"),
+        Field(name="category_distinct_count_30d", dtype=Int64, description="Distinct leaf categories viewed, added or bought, 30 days"),
+        Field(name="cart_abandon_count_7d", dtype=Int64, description="Cart adds not bought within 24 h, counted on the day the 24 h ran out, 7 days"),
+        Field(name="cart_abandon_count_30d", dtype=Int64, description="Cart adds not bought within 24 h, 30 days"),
+        Field(name="last_cart_add_at", dtype=UnixTimestamp, description="Latest add-to-cart up to the snapshot (null when none yet)"),
+        Field(name="hours_since_last_cart_add", dtype=Float64, description="Hours from last_cart_add_at to this row's event_timestamp (recompute at request time from last_cart_add_at)"),
+    ],
+    source=feat_user_activity_source,
+    online=True,
+    description="Clickstream activity per user over trailing 7 and 30 days (Feast view user_activity). Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (activity days and the days activity leaves the 7/30-day windows). Values cover events up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake has no events.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_user_activity", "owner": "data-platform"},
+)
+
+
+# feat_user_rfm: Recency, frequency and monetary value per user from non-cancelled orders (Feast
+# view user_rfm). Grain: one row per user per snapshot event_timestamp, emitted only on the days the
+# values change (order days and the days an order leaves the 90-day window). Values cover orders up
+# to the end of day D and are stamped event_timestamp = D + 1 00:00 UTC. TTL: no expiry (ttl_days
+# 0).
+user_rfm = FeatureView(
+    name="user_rfm",
+    entities=[user],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="user_id", dtype=String, description="Shopper (entity user)"),  # join key
+        Field(name="order_count_lifetime", dtype=Int64, description="Non-cancelled orders so far"),
+        Field(name="revenue_sum_lifetime", dtype=Float64, description="Net revenue so far (null when the log has no prices)"),
+        Field(name="avg_order_value_lifetime", dtype=Float64, description="revenue_sum_lifetime / order_count_lifetime"),
+        Field(name="first_order_at", dtype=UnixTimestamp, description="First non-cancelled order time"),
+        Field(name="last_order_at", dtype=UnixTimestamp, description="Latest non-cancelled order time (recency = event_timestamp - last_order_at)"),
+        Field(name="order_count_90d", dtype=Int64, description="Non-cancelled orders in the 90 days ending on the snapshot day"),
+        Field(name="revenue_sum_90d", dtype=Float64, description="Net revenue in the 90 days ending on the snapshot day"),
+    ],
+    source=feat_user_rfm_source,
+    online=True,
+    description="Recency, frequency and monetary value per user from non-cancelled orders (Feast view user_rfm). Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (order days and the days an order leaves the 90-day window). Values cover orders up to the end of day D and are stamped event_timestamp = D + 1 00:00 UTC.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_user_rfm", "owner": "data-platform"},
+)
