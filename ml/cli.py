@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 warehouse_app = typer.Typer(help="The dbt/DuckDB feature warehouse.", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
+features_app = typer.Typer(help="The Feast feature store over the dbt feature marts.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
 
 
 def _echo_json(payload) -> None:
@@ -136,6 +138,127 @@ def warehouse_docs() -> None:
     from ml.warehouse import docs
 
     _echo_json(docs(get_settings()))
+
+
+def _utc(value: Optional[str]):
+    """Parse an ISO date/time option as UTC (naive values are UTC)."""
+    if value is None:
+        return None
+    from datetime import datetime, timezone
+
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+@features_app.command("generate")
+def features_generate() -> None:
+    """Regenerate feature_repo/ data sources and views from dbt's manifest (run `warehouse build` first)."""
+    from ml.features.repo import generate as run
+
+    for path in run(get_settings()):
+        typer.echo(f"wrote {path}")
+
+
+@features_app.command("check")
+def features_check() -> None:
+    """Check feature_repo/ against dbt's manifest: renamed, dropped or retyped mart columns fail."""
+    from ml.features.repo import check_contract
+
+    problems = check_contract(get_settings())
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("feature_repo/ matches the dbt manifest")
+
+
+@features_app.command("validate")
+def features_validate() -> None:
+    """Check every feature mart Parquet file: present, non-empty, typed columns, keys, no duplicates."""
+    from ml.features.repo import SourceValidationError, validate_sources
+
+    try:
+        _echo_json(validate_sources(get_settings()))
+    except SourceValidationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Check the contract and sources, then `feast apply` (registers entities, views, services)."""
+    from ml.features.repo import apply
+
+    typer.echo(apply(get_settings(), echo=typer.echo)["output"])
+
+
+@features_app.command("plan")
+def features_plan() -> None:
+    """`feast plan`: what `apply` would change in the registry."""
+    from ml.features.repo import plan
+
+    typer.echo(plan(get_settings())["output"])
+
+
+@features_app.command("services")
+def features_services() -> None:
+    """List the feature services and their features (from the registry; run `features apply` first)."""
+    from ml.features.repo import list_feature_services
+
+    _echo_json(list_feature_services(get_settings()))
+
+
+@features_app.command("training-set")
+def features_training_set(
+    entities: Path = typer.Argument(..., exists=True, dir_okay=False, help="Parquet/CSV: join keys, event_timestamp, labels."),
+    service: str = typer.Option(..., "--service", help="Feature service, e.g. propensity_lgbm_v1."),
+    out: Path = typer.Option(..., "--out", help="Output Parquet file."),
+) -> None:
+    """Point-in-time training set: features of a service as of each row's event_timestamp."""
+    import pandas as pd
+
+    from ml.features.training import build_training_set
+
+    frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
+    result = build_training_set(get_settings(), frame, service)
+    result.to_parquet(out, index=False)
+    typer.echo(f"wrote {len(result):,} rows x {result.shape[1]} columns to {out}")
+
+
+@features_app.command("materialize")
+def features_materialize(
+    end: Optional[str] = typer.Option(None, help="Window end (ISO, UTC; default now)."),
+    start: Optional[str] = typer.Option(None, help="Window start (ISO, UTC); default: since the last materialization."),
+    view: Optional[list[str]] = typer.Option(None, "--view", help="Only these feature views (repeatable)."),
+) -> None:
+    """Fast materialization into the online store: latest value per entity in [start, end)."""
+    from ml.features.materialize import materialize, materialize_incremental
+
+    s = get_settings()
+    end_at = _utc(end) or _now()
+    if start is None:
+        stats = materialize_incremental(s, end_at, views=view or None, echo=typer.echo)
+    else:
+        stats = materialize(s, _utc(start), end_at, views=view or None, echo=typer.echo)
+    _echo_json(stats)
+
+
+@features_app.command("online")
+def features_online(
+    service: str = typer.Option(..., "--service", help="Feature service, e.g. propensity_lgbm_v1."),
+    entity: list[str] = typer.Option(..., "--entity", help="key=value, e.g. user_id=u000001 (repeat for more keys)."),
+) -> None:
+    """Read one entity's online features for a service."""
+    from ml.features.serving import get_online_features
+
+    row = dict(pair.split("=", 1) for pair in entity)
+    _echo_json(get_online_features(get_settings(), service, row))
 
 
 @app.command()

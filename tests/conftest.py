@@ -55,3 +55,23 @@ def tmp_settings(tmp_path):
     settings = settings_for(data_dir=tmp_path / "data")
     settings.ensure_dirs()
     return settings
+
+
+# DuckDB 2.0's nanobind bindings print hundreds of "leaked instance" lines at interpreter exit when a
+# library (Feast's ibis-based DuckDB offline store) still holds a connection. They are harmless but
+# land after pytest's summary line and bury it, so exit right after pytest has reported.
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if _EXIT_STATUS and not os.environ.get("PYTEST_NORMAL_EXIT"):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[0])
