@@ -258,26 +258,39 @@ def features_online(
     from ml.features.serving import get_online_features
 
     row = dict(pair.split("=", 1) for pair in entity)
-    _echo_json(get_online_features(get_settings(), service, row))
+    values = get_online_features(get_settings(), service, row)
+    _echo_json({name: column[0] for name, column in values.items()})
 
 
 @app.command()
 def demo(
     scale: Optional[str] = typer.Option(None, help="Generator scale (default: SCALE setting)."),
 ) -> None:
-    """The main job on the embedded default: generate data, build the warehouse, print where to look."""
+    """The main job on the embedded default: generate, build the warehouse, apply + materialize Feast."""
+    import duckdb
+
     from ml import contract as c
+    from ml.features.materialize import materialize_incremental
+    from ml.features.repo import apply
     from ml.generate import generate as run_generate
-    from ml.warehouse import build
+    from ml.warehouse import build, feature_path
 
     s = get_settings()
     s.ensure_dirs()
     scale = scale or s.scale
-    typer.echo(f"[1/2] generating the '{scale}' dataset into {s.lake_dir}")
+    typer.echo(f"[1/4] generating the '{scale}' dataset into {s.lake_dir}")
     gen = run_generate(scale=scale, seed=s.seed, lake_dir=s.lake_dir, progress=True)
-    typer.echo(f"      {gen.get('rows', gen)}")
-    typer.echo(f"[2/2] dbt build into {s.warehouse_path}")
+    typer.echo(f"      {gen['rows']}")
+    typer.echo(f"[2/4] dbt build into {s.warehouse_path}")
     summary = build(s)
+    typer.echo("[3/4] feast apply (definitions checked against the dbt manifest)")
+    apply(s)
+    typer.echo("[4/4] materializing the latest feature values into the online store")
+    stats = materialize_incremental(s, _now())
+    rows = stats["rows"]
+    user = duckdb.connect().execute(
+        f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1"
+    ).fetchone()
     features = sorted(p.name for p in s.features_dir.glob("*.parquet"))
     held = [n for n, t in c.lake_status(s.lake_dir)["tables"].items() if t["present"]]
     typer.echo(
@@ -285,8 +298,12 @@ def demo(
         f"  lake (raw Parquet, {len(held)} tables)   {s.lake_dir}\n"
         f"  warehouse (DuckDB)              {s.warehouse_path}\n"
         f"  feature marts (Parquet)         {s.features_dir}: {', '.join(features)}\n"
-        f"  dbt results                     {summary.get('nodes', summary)}\n"
-        f"  explore:  duckdb -readonly {s.warehouse_path}   or   .venv/bin/ecomml warehouse docs"
+        f"  dbt build                       {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
+        f"  online store (SQLite)           {s.feast_online_path} ({rows:,} rows materialized)\n"
+        f"  explore the warehouse           duckdb -readonly {s.warehouse_path}  |  .venv/bin/ecomml warehouse docs\n"
+        f"  one user's online features      .venv/bin/ecomml features online --service propensity_lgbm_v1"
+        f" --entity user_id={user[0] if user else '<user_id>'}\n"
+        f"  list feature services           .venv/bin/ecomml features services"
     )
 
 
