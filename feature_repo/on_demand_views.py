@@ -7,7 +7,6 @@ where ``ml.features.training.build_training_set`` fills it with each row's event
 They only read the stored ``*_at`` timestamps; no SQL and no aggregation here.
 """
 
-import pandas as pd
 from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, UnixTimestamp
@@ -32,26 +31,38 @@ request_time = RequestSource(
         Field(name="hours_since_last_cart_add_now", dtype=Float64),  # hours from last_cart_add_at to request_timestamp
         Field(name="days_since_last_order_now", dtype=Float64),  # days from last_order_at to request_timestamp
     ],
-    mode="pandas",
+    # Python mode: ~10x cheaper per online request than pandas (no DataFrame round trip).
+    mode="python",
     description="Request-time recency of the user's last cart add and last order",
     owner="data-platform",
     tags={"owner": "data-platform", "inputs": "user_activity.last_cart_add_at,user_rfm.last_order_at"},
 )
-def user_recency_now(inputs: pd.DataFrame) -> pd.DataFrame:
+def user_recency_now(inputs: dict) -> dict:
     # Feast stores this function's source and runs it on its own (training and serving), so it
-    # imports and defines everything it uses inside its body.
-    import pandas as pd
+    # imports and defines everything it uses inside its body. Inputs are lists (one per column).
+    from datetime import datetime, timezone
 
-    def _utc(values: pd.Series) -> pd.Series:
-        """Timestamps as tz-aware UTC whatever arrives (datetime64, tz-aware, epoch seconds, None)."""
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            return pd.to_datetime(values, unit="s", utc=True)
-        return pd.to_datetime(values, utc=True)
+    def _utc(value):
+        """A tz-aware UTC datetime from whatever arrives (datetime, Timestamp, ISO text, epoch seconds, None)."""
+        if value is None or value != value:  # None or NaN/NaT
+            return None
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        if isinstance(value, str):  # JSON requests to the feature server
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if hasattr(value, "to_pydatetime"):
+            value = value.to_pydatetime()
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
-    now = _utc(inputs["request_timestamp"])
-    out = pd.DataFrame(index=inputs.index)
-    cart = (now - _utc(inputs["last_cart_add_at"])).dt.total_seconds() / 3600.0
-    order = (now - _utc(inputs["last_order_at"])).dt.total_seconds() / 86400.0
-    out["hours_since_last_cart_add_now"] = cart.clip(lower=0.0).astype("float64")
-    out["days_since_last_order_now"] = order.clip(lower=0.0).astype("float64")
-    return out
+    def _gap(now, then, unit_seconds):
+        if now is None or then is None:
+            return None
+        return max((now - then).total_seconds(), 0.0) / unit_seconds
+
+    nows = [_utc(v) for v in inputs["request_timestamp"]]
+    carts = [_utc(v) for v in inputs["last_cart_add_at"]]
+    orders = [_utc(v) for v in inputs["last_order_at"]]
+    return {
+        "hours_since_last_cart_add_now": [_gap(n, c, 3600.0) for n, c in zip(nows, carts)],
+        "days_since_last_order_now": [_gap(n, o, 86400.0) for n, o in zip(nows, orders)],
+    }

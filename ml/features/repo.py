@@ -16,7 +16,7 @@ and every Feast call points at that file (``feast -c feature_repo -f <rendered>`
     list_feature_services(settings)    {service: ["view:feature", ...]} from the registry
 
 Feast is imported inside functions only (``import feast`` takes seconds; DAG files import this).
-Run ``python -m ml.features.repo {generate,check,validate,apply,plan,services}`` by hand.
+From a shell: ``ecomml features {generate,check,validate,apply,plan,services}``.
 """
 
 from __future__ import annotations
@@ -348,43 +348,3 @@ def list_feature_services(settings: Settings, store: "FeatureStore | None" = Non
         refs = [f"{p.name_to_use()}:{f.name}" for p in fs.feature_view_projections for f in p.features]
         services[fs.name] = {"features": refs, "description": fs.description, "tags": dict(fs.tags)}
     return services
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from ml.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m ml.features.repo", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["generate", "check", "validate", "render", "apply", "plan", "services"])
-    parser.add_argument("--manifest", type=Path, help="generate/check: this manifest.json instead of $DATA_DIR/dbt/target's")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    manifest = json.loads(args.manifest.read_text()) if args.manifest else None
-    if args.command == "generate":
-        changed = generate(settings, manifest)
-        print("\n".join(str(p) for p in changed) or "feature_repo/ is up to date")
-    elif args.command == "check":
-        problems = check_contract(settings, manifest)
-        print("\n".join(problems) or "feature_repo/ matches dbt's manifest")
-        return 1 if problems else 0
-    elif args.command == "validate":
-        report = validate_sources(settings, raise_on_error=False)
-        for view, entry in report.items():
-            print(f"{view:<24} {entry['rows']!s:>10} rows  {'; '.join(entry['problems']) or 'ok'}")
-        return 1 if any(e["problems"] for e in report.values()) else 0
-    elif args.command == "render":
-        print(write_config(settings))
-    elif args.command in ("apply", "plan"):
-        result = (apply if args.command == "apply" else plan)(settings, echo=print)
-        print(f"feast {args.command}: {result['seconds']} s ({result['config']})")
-    elif args.command == "services":
-        for name, svc in list_feature_services(settings).items():
-            print(name)
-            for ref in svc["features"]:
-                print(f"  {ref}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

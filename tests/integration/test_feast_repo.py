@@ -32,7 +32,7 @@ def manifest(built_warehouse):
 
 
 def test_committed_repo_matches_dbt_manifest(manifest):
-    """Fails when a mart changed in dbt and `python -m ml.features.repo generate` was not run."""
+    """Fails when a mart changed in dbt and `ecomml features generate` was not run."""
     problems = contract.check_repo(manifest, PROJECT_ROOT / "feature_repo")
     assert problems == [], "\n".join(problems)
     marts = contract.feature_marts(manifest)
