@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCALE  ?= small
 BENCH_SCALES ?= tiny,small
+BENCH_ROWS ?= 10000,100000
+BENCH_MATERIALIZE_ROWS ?= 100000
 PYTEST_ARGS ?=
 
 export DO_NOT_TRACK=1
@@ -18,7 +20,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
 help:
 	@echo "make demo   - create .venv, generate the '$(SCALE)' dataset, build the feature warehouse, print where to look"
 	@echo "make test   - run unit, integration and e2e tests (creates .venv if missing)"
-	@echo "make bench  - benchmarks at BENCH_SCALES=$(BENCH_SCALES) -> bench/results/*.json"
+	@echo "make bench  - benchmarks (BENCH_SCALES=$(BENCH_SCALES), BENCH_ROWS=$(BENCH_ROWS)) -> bench/results/*.json, docs/benchmarks.md"
 	@echo "make docs   - regenerate docs/data_contract.md and dbt docs"
 	@echo "make lock   - re-resolve requirements.txt into constraints.txt"
 
@@ -43,6 +45,9 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generate.py --scales $(BENCH_SCALES)
 	$(BIN)/python bench/bench_dbt.py --scales $(BENCH_SCALES)
+	$(BIN)/python bench/bench_retrieval.py --rows $(BENCH_ROWS)
+	$(BIN)/python bench/bench_materialize.py --rows $(BENCH_MATERIALIZE_ROWS)
+	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)

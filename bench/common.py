@@ -81,15 +81,30 @@ def timed():
 
 
 def write_results(name: str, results: list[Result]) -> Path:
-    """Print a table and write ``bench/results/<name>.json``."""
+    """Print a table and write ``bench/results/<name>.json``.
+
+    Results of earlier runs for other (metric, scale) pairs are kept, so a quick run at small scales
+    does not erase the figures measured at large ones; each result carries its own ``when``.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    fresh = [{**asdict(r), "when": now} for r in results]
+    measured = {(r["metric"], r["scale"]) for r in fresh}
+    kept = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        kept = [
+            {**r, "when": r.get("when", old.get("when"))}
+            for r in old.get("results", [])
+            if (r["metric"], r.get("scale")) not in measured
+        ]
     payload = {
         "benchmark": name,
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": now,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
-        "results": [asdict(r) for r in results],
+        "results": kept + fresh,
     }
-    path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"\n{name}")
     for r in results:

@@ -27,7 +27,7 @@ def table() -> str:
             base = f"{_fmt(r['baseline'])} ({r['baseline_name']})" if r.get("baseline") is not None else ""
             rows.append(
                 f"| {payload['benchmark']} | {r['metric']} | {r.get('scale') or ''} | {_fmt(r['value'])} | {r['unit']} "
-                f"| {base} | {_fmt(r.get('ratio'))} | {r.get('target') or ''} | {payload['when'][:10]} |"
+                f"| {base} | {_fmt(r.get('ratio'))} | {r.get('target') or ''} | {(r.get('when') or payload['when'])[:10]} |"
             )
     return "\n".join(rows)
 
