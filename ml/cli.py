@@ -132,6 +132,22 @@ def warehouse_build(
     _echo_json(summary)
 
 
+@warehouse_app.command("query")
+def warehouse_query(
+    sql: str = typer.Argument(..., help="A SQL query against the warehouse (opened read-only)."),
+    limit: int = typer.Option(50, help="Rows to print at most."),
+) -> None:
+    """Run a read-only SQL query against the DuckDB warehouse and print the result."""
+    from ml.warehouse import connect
+
+    con = connect(get_settings(), read_only=True)
+    try:
+        frame = con.execute(sql).fetch_df().head(limit)
+    finally:
+        con.close()
+    typer.echo(frame.to_string(index=False))
+
+
 @warehouse_app.command("docs")
 def warehouse_docs() -> None:
     """Run `dbt docs generate` (catalog + manifest for the docs site)."""
@@ -300,7 +316,7 @@ def demo(
         f"  feature marts (Parquet)         {s.features_dir}: {', '.join(features)}\n"
         f"  dbt build                       {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
         f"  online store (SQLite)           {s.feast_online_path} ({rows:,} rows materialized)\n"
-        f"  explore the warehouse           duckdb -readonly {s.warehouse_path}  |  .venv/bin/ecomml warehouse docs\n"
+        f"  explore the warehouse           .venv/bin/ecomml warehouse query \"select * from fct_daily_demand limit 5\"\n"
         f"  one user's online features      .venv/bin/ecomml features online --service propensity_lgbm_v1"
         f" --entity user_id={user[0] if user else '<user_id>'}\n"
         f"  list feature services           .venv/bin/ecomml features services"
