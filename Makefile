@@ -18,7 +18,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
 .PHONY: help install demo test test-unit bench lock docs clean
 
 help:
-	@echo "make demo   - create .venv, generate the '$(SCALE)' dataset, build the feature warehouse, print where to look"
+	@echo "make demo   - create .venv, run ingest(generate '$(SCALE)') -> dbt -> Feast through a local Airflow, print the UI login (DEMO_KEEP=1 keeps it serving)"
 	@echo "make test   - run unit, integration and e2e tests (creates .venv if missing)"
 	@echo "make bench  - benchmarks (BENCH_SCALES=$(BENCH_SCALES), BENCH_ROWS=$(BENCH_ROWS)) -> bench/results/*.json, docs/benchmarks.md"
 	@echo "make docs   - regenerate docs/data_contract.md and dbt docs"
@@ -34,7 +34,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ecomml demo --scale $(SCALE)
+	$(BIN)/ecomml demo --scale $(SCALE)$(if $(filter 1,$(DEMO_KEEP)), --keep,)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

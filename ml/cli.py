@@ -25,6 +25,8 @@ warehouse_app = typer.Typer(help="The dbt/DuckDB feature warehouse.", no_args_is
 app.add_typer(warehouse_app, name="warehouse")
 features_app = typer.Typer(help="The Feast feature store over the dbt feature marts.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+airflow_app = typer.Typer(help="The local Airflow that runs the DAGs in dags/.", no_args_is_help=True)
+app.add_typer(airflow_app, name="airflow")
 
 
 def _echo_json(payload) -> None:
@@ -130,6 +132,14 @@ def warehouse_build(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     _echo_json(summary)
+
+
+@warehouse_app.command("parse")
+def warehouse_parse() -> None:
+    """`dbt parse`: write manifest.json, from which the warehouse DAG builds one task per dbt node."""
+    from ml.orchestration import parse
+
+    typer.echo(parse(get_settings(), echo=typer.echo))
 
 
 @warehouse_app.command("query")
@@ -278,11 +288,51 @@ def features_online(
     _echo_json({name: column[0] for name, column in values.items()})
 
 
+@airflow_app.command("setup")
+def airflow_setup() -> None:
+    """`airflow db migrate`, the single-writer pools, and dbt's manifest for the warehouse DAG."""
+    from ml.orchestration import pools, setup
+
+    s = get_settings()
+    setup(s)
+    typer.echo(f"AIRFLOW_HOME {s.airflow_home}: database migrated, pools {sorted(pools(s))} set")
+
+
+@airflow_app.command("standalone")
+def airflow_standalone() -> None:
+    """Start a local Airflow (API server + scheduler + DAG processor + triggerer) until Ctrl-C."""
+    import time
+
+    from ml.orchestration import LocalAirflow
+
+    airflow = LocalAirflow(get_settings()).start()
+    user, password = airflow.credentials()
+    typer.echo(f"Airflow UI: {airflow.url}   login: {user} / {password}   (Ctrl-C stops it)")
+    try:
+        while airflow.proc.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        airflow.stop()
+
+
 @app.command()
 def demo(
     scale: Optional[str] = typer.Option(None, help="Generator scale (default: SCALE setting)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep Airflow serving after the chain (Ctrl-C stops it)."),
 ) -> None:
-    """The main job on the embedded default: generate, build the warehouse, apply + materialize Feast."""
+    """The main job, through Airflow: ingest(generate) -> warehouse (dbt) -> feature store, then print the UI login."""
+    from ml.orchestration import demo as run
+
+    raise typer.Exit(run(get_settings(), scale=scale, keep_running=keep))
+
+
+@app.command()
+def pipeline(
+    scale: Optional[str] = typer.Option(None, help="Generator scale (default: SCALE setting)."),
+) -> None:
+    """The same steps without Airflow: generate, dbt build, feast apply, materialize (for scripts and benchmarks)."""
     import duckdb
 
     from ml import contract as c

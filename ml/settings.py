@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +73,27 @@ class Settings(BaseSettings):
         description="Production mode: SQLAlchemy URL of the Feast SQL registry (PostgreSQL, psycopg 3)",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Production mode: Redis online store (redis://[:password@]host:port/db)")
+    # Airflow (dags/ + ml/orchestration.py): where its metadata lives, the single-writer pools, how dbt runs.
+    airflow_home: Path | None = Field(None, description="Airflow home (airflow.cfg, SQLite metadata, logs). Default: DATA_DIR/airflow")
+    airflow_port: int = Field(8080, ge=0, le=65535, description="Port of the local Airflow API server / UI (0 = pick a free one)")
+    airflow_parallelism: int = Field(2, ge=1, description="Airflow [core] parallelism (task slots; = cores here)")
+    duckdb_pool: str = Field(
+        "duckdb_writer", description="Airflow pool (size 1) every lake/warehouse writer runs in: DuckDB allows one writer"
+    )
+    feast_pool: str = Field(
+        "feast_writer", description="Airflow pool (size 1) for writers of the Feast registry and online store (embedded mode)"
+    )
+    dbt_execution_mode: Literal["watcher", "local"] = Field(
+        "watcher", description="Cosmos mode: watcher (one dbt build, node tasks mirror it) | local (one dbt call per node)"
+    )
+    ingest_mapping: str | None = Field(
+        None, description="Mapping preset or YAML the ingest DAG applies to new files in LANDING_DIR (DAG param overrides)"
+    )
+
+    @field_validator("ingest_mapping", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return value or None  # as_env() exports an unset optional as ""
 
     @model_validator(mode="after")
     def _derive_paths(self) -> "Settings":
@@ -85,6 +106,7 @@ class Settings(BaseSettings):
             "features_dir": self.data_dir / "warehouse" / "features",
             "feast_registry_path": self.data_dir / "feast" / "registry.db",
             "feast_online_path": self.data_dir / "feast" / "online_store.db",
+            "airflow_home": self.data_dir / "airflow",
         }
         for name, default in defaults.items():
             value = getattr(self, name)

@@ -1,4 +1,4 @@
-"""The README's main job through the real CLI: generate -> dbt build -> feast apply -> materialize -> read online."""
+"""The pipeline without Airflow through the real CLI: generate -> dbt build -> feast apply -> materialize -> read online."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def _cli(args, data_dir, timeout=600):
     return subprocess.run([sys.executable, "-m", "ml", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_demo_leaves_warehouse_features_and_online_values(tmp_path):
+def test_pipeline_leaves_warehouse_features_and_online_values(tmp_path):
     data_dir = tmp_path / "data"
-    result = _cli(["demo", "--scale", "tiny"], data_dir)
+    result = _cli(["pipeline", "--scale", "tiny"], data_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "Where to look" in out
@@ -43,5 +43,5 @@ def test_demo_leaves_warehouse_features_and_online_values(tmp_path):
     assert values["order_count_lifetime"] == latest
 
     # Idempotent: a second run succeeds on the existing state.
-    again = _cli(["demo", "--scale", "tiny"], data_dir)
+    again = _cli(["pipeline", "--scale", "tiny"], data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
