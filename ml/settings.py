@@ -115,7 +115,7 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """The environment for dbt / Feast / Airflow subprocesses: every setting plus telemetry off."""
-        env = {name.upper(): str(value) for name, value in self.model_dump().items()}
+        env = {name.upper(): "" if value is None else str(value) for name, value in self.model_dump().items()}
         env.update(TELEMETRY_OFF)
         return env
 

@@ -53,3 +53,12 @@ def test_env_example_lists_every_setting():
     text = (PROJECT_ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
     assert {n.upper() for n in Settings.model_fields} <= listed
+
+
+def test_as_env_round_trips_through_the_environment(tmp_path, monkeypatch):
+    """A subprocess rebuilding Settings from as_env() sees the same values (unset optionals stay unset)."""
+    original = settings_for(data_dir=tmp_path)
+    assert original.ingest_mapping is None
+    for key, value in original.as_env().items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original
