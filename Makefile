@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_retrieval.py --rows $(BENCH_ROWS)
 	$(BIN)/python bench/bench_materialize.py --rows $(BENCH_MATERIALIZE_ROWS)
 	$(BIN)/python bench/bench_serving.py
+	$(BIN)/python bench/bench_airflow.py --scales $(BENCH_SCALES) --modes watcher
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)
