@@ -83,8 +83,16 @@ def dbt_task_group(group_id: str = "dbt"):
         # local: a relationships test needs both models built; run it in its own task after both
         should_detach_multiple_parents_tests=not watcher,
     )
-    # watcher sensors only read XCom; a retried sensor would run dbt outside the pool, so none
-    operator_args = {"retries": 0} if watcher else {"pool": SETTINGS.duckdb_pool}
+    # Watcher sensors only read XCom. They get retries because Airflow 3.3 can mark a deferrable task
+    # FAILED when its trigger fires within about a second ("finished with state success, but the task
+    # instance's state attribute is queued"; apache/airflow#66374, fix pending) even though dbt passed.
+    # A retried sensor whose producer has finished re-runs its own node (`dbt run/test --select`),
+    # which is idempotent; a DuckDB lock clash with another retry is absorbed by the next retry.
+    operator_args = (
+        {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": 2.0}
+        if watcher
+        else {"pool": SETTINGS.duckdb_pool}
+    )
     return DbtTaskGroup(
         group_id=group_id,
         project_config=project,
