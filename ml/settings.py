@@ -86,11 +86,27 @@ class Settings(BaseSettings):
     dbt_execution_mode: Literal["watcher", "local"] = Field(
         "watcher", description="Cosmos mode: watcher (one dbt build, node tasks mirror it) | local (one dbt call per node)"
     )
+    # Models (ml/models/): exported marts Python reads, scores, reports, the MLflow registry.
+    exports_dir: Path | None = Field(
+        None, description="dbt `external` marts read by Python (labels, sequences, cart conversions). Default: DATA_DIR/warehouse/exports"
+    )
+    scores_dir: Path | None = Field(
+        None, description="Batch scores, one Parquet partition per model and scoring date. Default: DATA_DIR/warehouse/scores"
+    )
+    reports_dir: Path | None = Field(None, description="HTML model reports with PNG plots. Default: DATA_DIR/reports")
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking + registry backend: sqlite:///... (default DATA_DIR/mlflow/mlflow.db), postgresql+psycopg://... or http://server",
+    )
+    mlflow_artifact_root: Path | None = Field(
+        None, description="Where a new MLflow experiment stores artifacts (local/shared volume). Default: DATA_DIR/mlflow/artifacts"
+    )
+    mlflow_experiment: str = Field("ecomml", description="MLflow experiment every training run logs to")
     ingest_mapping: str | None = Field(
         None, description="Mapping preset or YAML the ingest DAG applies to new files in LANDING_DIR (DAG param overrides)"
     )
 
-    @field_validator("ingest_mapping", mode="before")
+    @field_validator("ingest_mapping", "mlflow_tracking_uri", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return value or None  # as_env() exports an unset optional as ""
@@ -107,10 +123,16 @@ class Settings(BaseSettings):
             "feast_registry_path": self.data_dir / "feast" / "registry.db",
             "feast_online_path": self.data_dir / "feast" / "online_store.db",
             "airflow_home": self.data_dir / "airflow",
+            "exports_dir": self.data_dir / "warehouse" / "exports",
+            "scores_dir": self.data_dir / "warehouse" / "scores",
+            "reports_dir": self.data_dir / "reports",
+            "mlflow_artifact_root": self.data_dir / "mlflow" / "artifacts",
         }
         for name, default in defaults.items():
             value = getattr(self, name)
             setattr(self, name, (value or default).resolve())
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
         return self
 
     def as_env(self) -> dict[str, str]:
@@ -126,6 +148,10 @@ class Settings(BaseSettings):
             self.landing_dir,
             self.quarantine_dir,
             self.features_dir,
+            self.exports_dir,
+            self.scores_dir,
+            self.reports_dir,
+            self.mlflow_artifact_root,
             self.warehouse_path.parent,
             self.feast_registry_path.parent,
             self.feast_online_path.parent,
