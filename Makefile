@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCALE  ?= small
 BENCH_SCALES ?= tiny,small
+BENCH_MODEL_SCALES ?= small,medium
 BENCH_ROWS ?= 10000,100000
 BENCH_MATERIALIZE_ROWS ?= 100000
 PYTEST_ARGS ?=
@@ -14,6 +15,7 @@ export DO_NOT_TRACK=1
 export DBT_SEND_ANONYMOUS_USAGE_STATS=False
 export FEAST_USAGE=False
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
+export MLFLOW_DISABLE_TELEMETRY=true
 
 .PHONY: help install demo test test-unit bench lock docs clean
 
@@ -49,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_materialize.py --rows $(BENCH_MATERIALIZE_ROWS)
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_airflow.py --scales $(BENCH_SCALES) --modes watcher
+	$(BIN)/python bench/bench_models.py --scales $(BENCH_MODEL_SCALES)
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)

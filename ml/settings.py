@@ -28,6 +28,8 @@ TELEMETRY_OFF = {
     "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
     "SCARF_ANALYTICS": "false",
     "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+    # MLflow decides at import time and reads DO_NOT_TRACK only when it is "true"
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 

@@ -39,7 +39,7 @@ def port_open(host: str, port: int) -> bool:
 def postgres_url():
     if not port_open("127.0.0.1", 5432):
         skip_or_fail("PostgreSQL is not listening on 127.0.0.1:5432")
-    return "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
