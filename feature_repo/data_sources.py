@@ -49,6 +49,17 @@ feat_user_activity_source = FileSource(
 )
 
 
+# dbt model feat_user_affinity (external Parquet) -> feature view user_affinity.
+feat_user_affinity_source = FileSource(
+    name="feat_user_affinity_source",
+    path=str(FEATURES_DIR / "feat_user_affinity.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_user_affinity: Item affinity per user over a trailing 30 days, from view / add_to_cart / purchase events on known items (Feast view user_affinity): category concentration, relative price level of the items browsed, and the share of views on promoted items. Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (interaction days and the days interactions leave the 30-day window, when every value turns null). Values cover events up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake has no events (orders-only lakes such as Online Retail II): the features are then null at retrieval.",
+    tags={"dbt_model": "feat_user_affinity"},
+    owner="data-platform",
+)
+
+
 # dbt model feat_user_rfm (external Parquet) -> feature view user_rfm.
 feat_user_rfm_source = FileSource(
     name="feat_user_rfm_source",
@@ -56,5 +67,16 @@ feat_user_rfm_source = FileSource(
     timestamp_field="event_timestamp",
     description="dbt model feat_user_rfm: Recency, frequency and monetary value per user from non-cancelled orders (Feast view user_rfm). Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (order days and the days an order leaves the 90-day window). Values cover orders up to the end of day D and are stamped event_timestamp = D + 1 00:00 UTC.",
     tags={"dbt_model": "feat_user_rfm"},
+    owner="data-platform",
+)
+
+
+# dbt model feat_user_rfm_segments (external Parquet) -> feature view user_rfm_segments.
+feat_user_rfm_segments_source = FileSource(
+    name="feat_user_rfm_segments_source",
+    path=str(FEATURES_DIR / "feat_user_rfm_segments.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_user_rfm_segments: RFM quintile scores and named segments per user from non-cancelled orders (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp: snapshot days are every 7th day counting back from the lake's last day, and a user has a row on every snapshot from the first one on or after their first non-cancelled order. Values cover orders up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3 potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2 about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise hibernating.",
+    tags={"dbt_model": "feat_user_rfm_segments"},
     owner="data-platform",
 )

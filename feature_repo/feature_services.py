@@ -7,7 +7,14 @@ version (``_v2``) beside the old one, never an edit of a deployed version.
 
 from feast import FeatureService
 
-from feature_views import item_stats, item_warehouse_demand, user_activity, user_rfm
+from feature_views import (
+    item_stats,
+    item_warehouse_demand,
+    user_activity,
+    user_affinity,
+    user_rfm,
+    user_rfm_segments,
+)
 from on_demand_views import user_recency_now
 
 # Purchase propensity (LightGBM): RFM + 7/30-day activity + request-time recency. Entity: user.
@@ -17,6 +24,16 @@ propensity_lgbm_v1 = FeatureService(
     description="Features of the propensity_lgbm model, version 1 (entity user)",
     owner="data-platform",
     tags={"model": "propensity_lgbm", "version": "1", "entities": "user"},
+)
+
+# Purchase propensity (LightGBM), version 2: v1 plus weekly RFM quintile scores / segment (rfm_segment
+# is a string: the model encodes it as a category) and 30-day item affinity. Entity: user.
+propensity_lgbm_v2 = FeatureService(
+    name="propensity_lgbm_v2",
+    features=[user_rfm, user_activity, user_rfm_segments, user_affinity, user_recency_now],
+    description="Features of the propensity_lgbm model, version 2 (entity user)",
+    owner="data-platform",
+    tags={"model": "propensity_lgbm", "version": "2", "entities": "user"},
 )
 
 # Demand forecast (LightGBM) per item x warehouse: recent demand + item engagement and price.

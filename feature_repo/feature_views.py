@@ -9,13 +9,15 @@ tests/integration/test_feast_repo.py fails when this file and the manifest disag
 from datetime import timedelta
 
 from feast import FeatureView, Field
-from feast.types import Float64, Int64, String, UnixTimestamp
+from feast.types import Float64, Int32, Int64, String, UnixTimestamp
 
 from data_sources import (
     feat_item_stats_source,
     feat_item_warehouse_demand_source,
     feat_user_activity_source,
+    feat_user_affinity_source,
     feat_user_rfm_source,
+    feat_user_rfm_segments_source,
 )
 from entities import item, user, warehouse
 
@@ -113,6 +115,33 @@ user_activity = FeatureView(
 )
 
 
+# feat_user_affinity: Item affinity per user over a trailing 30 days, from view / add_to_cart /
+# purchase events on known items (Feast view user_affinity): category concentration, relative price
+# level of the items browsed, and the share of views on promoted items. Grain: one row per user per
+# snapshot event_timestamp, emitted only on the days the values change (interaction days and the
+# days interactions leave the 30-day window, when every value turns null). Values cover events up to
+# the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake has no events
+# (orders-only lakes such as Online Retail II): the features are then null at retrieval. TTL: no
+# expiry (ttl_days 0).
+user_affinity = FeatureView(
+    name="user_affinity",
+    entities=[user],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="user_id", dtype=String, description="Shopper (entity user)"),  # join key
+        Field(name="top_category_share_30d", dtype=Float64, description="Share of the 30-day interactions (with a known category_l1) in the user's most frequent category_l1; null without such interactions"),
+        Field(name="category_entropy_30d", dtype=Float64, description="Shannon entropy in bits of the user's 30-day interactions over category_l1 (0 = one category); null without interactions"),
+        Field(name="price_index_mean_30d", dtype=Float64, description="Mean over the 30-day interactions of item price / median price of its category_l1 (1 = typical for the category); null without priced items"),
+        Field(name="promoted_view_share_30d", dtype=Float64, description="Share of the 30-day views on items with a promotion (any warehouse) covering the view's day; null without views"),
+    ],
+    source=feat_user_affinity_source,
+    online=True,
+    description="Item affinity per user over a trailing 30 days, from view / add_to_cart / purchase events on known items (Feast view user_affinity): category concentration, relative price level of the items browsed, and the share of views on promoted items. Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (interaction days and the days interactions leave the 30-day window, when every value turns null). Values cover events up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake has no events (orders-only lakes such as Online Retail II): the features are then null at retrieval.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_user_affinity", "owner": "data-platform"},
+)
+
+
 # feat_user_rfm: Recency, frequency and monetary value per user from non-cancelled orders (Feast
 # view user_rfm). Grain: one row per user per snapshot event_timestamp, emitted only on the days the
 # values change (order days and the days an order leaves the 90-day window). Values cover orders up
@@ -137,4 +166,39 @@ user_rfm = FeatureView(
     description="Recency, frequency and monetary value per user from non-cancelled orders (Feast view user_rfm). Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (order days and the days an order leaves the 90-day window). Values cover orders up to the end of day D and are stamped event_timestamp = D + 1 00:00 UTC.",
     owner="data-platform",
     tags={"dbt_model": "feat_user_rfm", "owner": "data-platform"},
+)
+
+
+# feat_user_rfm_segments: RFM quintile scores and named segments per user from non-cancelled orders
+# (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp:
+# snapshot days are every 7th day counting back from the lake's last day, and a user has a row on
+# every snapshot from the first one on or after their first non-cancelled order. Values cover orders
+# up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last
+# snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are
+# quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two
+# measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm
+# 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3
+# potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2
+# about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise
+# hibernating. TTL: no expiry (ttl_days 0).
+user_rfm_segments = FeatureView(
+    name="user_rfm_segments",
+    entities=[user],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="user_id", dtype=String, description="Shopper (entity user)"),  # join key
+        Field(name="days_since_last_order", dtype=Int32, description="Days from the last non-cancelled order's day to the snapshot day D (0 = ordered on D)"),
+        Field(name="order_count_365d", dtype=Int64, description="Non-cancelled orders in the 365 days ending on the snapshot day (0 when all are older)"),
+        Field(name="revenue_sum_365d", dtype=Float64, description="Net revenue of those orders (0 without orders in the window; null when the log has no prices)"),
+        Field(name="r_score", dtype=Int32, description="Recency quintile among the snapshot's buyers: 5 = most recent order"),
+        Field(name="f_score", dtype=Int32, description="Frequency quintile (order_count_365d): 5 = most orders"),
+        Field(name="m_score", dtype=Int32, description="Monetary quintile (revenue_sum_365d, unknown revenue as 0): 5 = most revenue"),
+        Field(name="rfm_score", dtype=Int32, description="r_score + f_score + m_score"),
+        Field(name="rfm_segment", dtype=String, description="Named segment from r_score and ceil((f_score + m_score) / 2); rules in the model description"),
+    ],
+    source=feat_user_rfm_segments_source,
+    online=True,
+    description="RFM quintile scores and named segments per user from non-cancelled orders (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp: snapshot days are every 7th day counting back from the lake's last day, and a user has a row on every snapshot from the first one on or after their first non-cancelled order. Values cover orders up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3 potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2 about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise hibernating.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_user_rfm_segments", "owner": "data-platform"},
 )

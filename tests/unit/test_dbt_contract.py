@@ -84,7 +84,7 @@ def test_every_model_has_one_sql_beside_one_yml_and_every_column_typed():
 def test_naming_conventions():
     for name in _models():
         folder = next(MODELS.rglob(f"{name}.sql")).parent.relative_to(MODELS).as_posix()
-        prefix = {"staging": "stg_lake__", "intermediate": "int_", "marts": ("dim_", "fct_"), "marts/features": "feat_"}
+        prefix = {"staging": "stg_lake__", "intermediate": "int_", "marts": ("dim_", "fct_"), "marts/features": "feat_", "marts/exports": ("fct_", "mart_", "label_", "seq_")}
         assert name.startswith(prefix[folder]), f"{name} in {folder}"
         if folder == "intermediate":
             assert "__" in name, f"{name}: int_<entity>__<verb>"
