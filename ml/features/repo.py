@@ -187,10 +187,40 @@ def source_file(settings: Settings, dbt_model: str) -> Path:
     return Path(settings.features_dir) / f"{dbt_model}.parquet"
 
 
+def views_allowed_empty(settings: Settings) -> set[str]:
+    """Feature views whose mart may be empty for this dataset: its dbt model reads (through its
+    lineage in the manifest) a lake table the dataset does not have, e.g. the event-based views of an
+    orders-only lake. Every other empty mart is an error."""
+    from ml.contract import lake_status
+
+    tables = lake_status(settings.lake_dir).get("tables", {})
+    absent = {name for name, status in tables.items() if not status.get("present")}
+    if not absent or not manifest_path(settings).exists():
+        return set()
+    nodes = _manifest(settings, None)["nodes"]
+
+    def lake_tables(unique_id: str, seen: set) -> set[str]:
+        found = set()
+        for parent in (nodes.get(unique_id) or {}).get("depends_on", {}).get("nodes", []):
+            if parent.startswith("source.") and ".lake." in parent:
+                found.add(parent.rsplit(".", 1)[-1])
+            elif parent.startswith("model.") and parent not in seen:
+                seen.add(parent)
+                found |= lake_tables(parent, seen)
+        return found
+
+    models = {n["name"]: uid for uid, n in nodes.items() if n.get("resource_type") == "model"}
+    specs = contract.read_view_specs(Path(settings.feast_repo_dir) / "feature_views.py")
+    return {
+        view for view, spec in specs.items()
+        if (spec.dbt_model or view) in models and lake_tables(models[spec.dbt_model or view], set()) & absent
+    }
+
+
 def validate_sources(
     settings: Settings,
     views: Iterable[str] | None = None,
-    allow_empty: Iterable[str] = (),
+    allow_empty: Iterable[str] | None = None,
     raise_on_error: bool = True,
 ) -> dict:
     """Check every feature view's Parquet mart before apply / materialize / training.
@@ -211,7 +241,7 @@ def validate_sources(
     unknown = wanted - set(specs)
     if unknown:
         raise KeyError(f"unknown feature view(s) {sorted(unknown)}; known: {sorted(specs)}")
-    allow_empty = set(allow_empty)
+    allow_empty = views_allowed_empty(settings) if allow_empty is None else set(allow_empty)
     report: dict[str, dict] = {}
     con = duckdb.connect()
     try:
