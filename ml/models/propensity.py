@@ -93,7 +93,8 @@ def load_labels(settings: Settings, horizon_days: int) -> "pd.DataFrame":
 
 def feature_matrix(frame: "pd.DataFrame", features: list[str]) -> "pd.DataFrame":
     """The model's input columns: numeric and boolean features as float, ``rfm_segment`` as a fixed
-    categorical; timestamps (``*_at``) stay out (their request-time gaps are features instead)."""
+    categorical; timestamps (``*_at``) stay out (their request-time gaps are features instead).
+    A feature with no value at all (its view is empty for this dataset) is an all-NaN column."""
     import pandas as pd
 
     out = {}
@@ -101,7 +102,9 @@ def feature_matrix(frame: "pd.DataFrame", features: list[str]) -> "pd.DataFrame"
         if name not in frame.columns:
             raise PropensityError(f"feature {name!r} is missing from the training frame")
         values = frame[name]
-        if name == "rfm_segment":
+        if values.isna().all() and name != "rfm_segment":  # a view empty for this dataset (orders-only lake)
+            out[name] = pd.Series(float("nan"), index=frame.index)
+        elif name == "rfm_segment":
             out[name] = pd.Categorical(values, categories=list(RFM_SEGMENTS))
         elif pd.api.types.is_datetime64_any_dtype(values) or name.endswith("_at"):
             continue
@@ -197,6 +200,7 @@ class TrainResult:
     report: Path
     horizon_days: int
     rows: dict
+    sequence: dict | None = None
 
     def summary(self) -> dict:
         return {
@@ -207,6 +211,7 @@ class TrainResult:
             "rows": self.rows,
             "test": {k: self.metrics.get(k) for k in ("roc_auc", "pr_auc", "log_loss", "lift_top_decile")},
             "baseline_test": {k: self.baseline_metrics.get(k) for k in ("roc_auc", "pr_auc", "log_loss", "lift_top_decile")},
+            "sequence_model": self.sequence,
             "promoted": bool(getattr(self.decision, "promoted", False)),
             "decision": getattr(self.decision, "reason", None),
             "report": str(self.report),
@@ -287,6 +292,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     baseline_metrics = binary_metrics(y["test"], b_test)
     say(f"{MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} vs RFM baseline {baseline_metrics['roc_auc']:.4f}")
 
+    sequence = train_sequence_model(settings, split, config, horizon, say)
     importance = _importance(model)
     fairness = _fairness(split.test, p_test, config, group_metrics)
     pca = _pca(x["test"], split.test.get("rfm_segment"), config)
@@ -303,8 +309,10 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     ) as run:
         import mlflow
 
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items() if _finite(v)})
-        mlflow.log_metrics({f"baseline_test_{k}": float(v) for k, v in baseline_metrics.items() if _finite(v)})
+        registry.log_metrics(metrics, prefix="test_")
+        registry.log_metrics(baseline_metrics, prefix="baseline_test_")
+        if sequence is not None:
+            registry.log_metrics(sequence["metrics"], prefix="gru_test_")
         version = registry.log_model(model, MODEL_NAME, flavor="lightgbm")
         champion_value = _champion_on(settings, split.test, features, y["test"], config)
         decision = registry.promote_if_not_worse(
@@ -326,6 +334,18 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         )
         report.metrics("Test metrics", {"propensity_lgbm": metrics, "rfm_baseline": baseline_metrics})
         scores = {"propensity_lgbm": p_test, "rfm_baseline": b_test}
+        if sequence is not None:
+            scores = {"propensity_lgbm": p_test, "propensity_gru": sequence["p_test"], "rfm_baseline": b_test}
+            report.metrics(
+                "Sequence model on the same split (propensity_gru)",
+                {"propensity_gru": sequence["metrics"], "propensity_lgbm": metrics},
+            )
+            report.text(
+                f"propensity_gru: GRU over each user's last {sequence['n_last']} events, trained on the "
+                f"{sequence['rows_train']:,} most recent training rows, {sequence['epochs']} epochs "
+                f"({sequence['seconds']:.0f} s CPU); registered version {sequence['version']}, "
+                f"{'promoted' if sequence['promoted'] else 'not promoted'} ({sequence['decision']})."
+            )
         report.figure("roc_pr", plot_roc_pr(y["test"], scores))
         report.figure("calibration", plot_calibration(y["test"], scores))
         report.figure("lift_gain", plot_lift_gain(y["test"], scores))
@@ -344,13 +364,60 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         mlflow.log_artifacts(str(path.parent), artifact_path="report")
         mlflow.set_tag("report", str(path))
     say(f"{MODEL_NAME}: version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason}); report {path}")
-    return TrainResult(run_id, str(version.version), metrics, baseline_metrics, decision, path, horizon, rows)
+    return TrainResult(run_id, str(version.version), metrics, baseline_metrics, decision, path, horizon, rows,
+                       sequence={k: v for k, v in (sequence or {}).items() if k not in ("model", "p_test")} or None)
 
 
-def _finite(value) -> bool:
-    import math
+def train_sequence_model(settings: Settings, split, config: dict, horizon: int, say: Callable[[str], None]) -> dict | None:
+    """propensity_gru on the same split and labels: fit, test metrics, own MLflow run and registered
+    version, promoted if not worse than its champion on these test rows. None when disabled."""
+    import time
 
-    return isinstance(value, (int, float)) and math.isfinite(float(value))
+    from ml.models import registry
+    from ml.models import sequence as seq
+    from ml.models.evaluate import binary_metrics
+
+    options = config.get("sequence_model") or {}
+    if not options.get("enabled", False):
+        return None
+    gru_config = seq.load_config()
+    events = seq.load_events(settings)
+    train_rows = split.train
+    limit = options.get("max_train_rows")
+    if limit and len(train_rows) > int(limit):  # the most recent rows: the GRU costs CPU per row
+        train_rows = train_rows.sort_values("event_timestamp", kind="stable").iloc[-int(limit):]
+    cols = ["user_id", "event_timestamp", "label"]
+    started = time.perf_counter()
+    train = seq.build_sequences(events, train_rows[cols], gru_config.n_last, label_col="label")
+    valid = seq.build_sequences(events, split.valid[cols], gru_config.n_last, vocab=train["vocab"], label_col="label")
+    test = seq.build_sequences(events, split.test[cols], gru_config.n_last, vocab=train["vocab"], label_col="label")
+    model, history = seq.fit(train, valid, gru_config)
+    p_test = seq.predict(model, test)
+    seconds = time.perf_counter() - started
+    metrics = binary_metrics(split.test["label"].to_numpy(), p_test)
+    say(f"{seq.MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} ({len(history)} epochs, {seconds:.0f} s)")
+    champion_value = None
+    try:
+        champion, _ = registry.load_champion(settings, seq.MODEL_NAME)
+        champion_p = seq.predict(champion, seq.sequences_for(champion, events, split.test[cols]))
+        champion_value = float(binary_metrics(split.test["label"].to_numpy(), champion_p)["roc_auc"])
+    except (registry.ModelLoadError, ValueError) as exc:
+        log.info("no comparable %s champion: %s", seq.MODEL_NAME, exc)
+    params = {**{f"gru_{k}": v for k, v in gru_config.to_dict().items()}, "horizon_days": horizon,
+              "rows_train": len(train_rows), "rows_valid": len(split.valid), "rows_test": len(split.test),
+              "epochs_run": len(history), **{f"split_{k}": v for k, v in split.boundaries.items()}}
+    features = ["event_type", "category_l1", "price_band", "gap_to_cutoff", "gap_prev", "n_events"]
+    with registry.training_run(settings, seq.MODEL_NAME, params=params, feature_service="export:seq_user_events",
+                               features=features, snapshot=_snapshot(settings)):
+        registry.log_metrics(metrics, prefix="test_")
+        version = registry.log_model(model, seq.MODEL_NAME, flavor="pytorch")
+        decision = registry.promote_if_not_worse(
+            settings, seq.MODEL_NAME, version.version, metric="roc_auc", value=metrics["roc_auc"],
+            tolerance=float(config["promotion"].get("tolerance", 0.0)), champion_value=champion_value,
+        )
+    return {"model": model, "p_test": p_test, "metrics": metrics, "version": str(version.version),
+            "promoted": bool(decision.promoted), "decision": decision.reason, "epochs": len(history),
+            "seconds": round(seconds, 1), "rows_train": len(train_rows), "n_last": gru_config.n_last}
 
 
 def _importance(model) -> "pd.Series":

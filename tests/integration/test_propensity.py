@@ -66,6 +66,10 @@ def test_run_logs_service_snapshot_and_report(small_store, trained):
         assert (report.parent / f"{png}.png").stat().st_size > 1000
         assert f"{png}.png" in html
     assert "Fairness by group" in html
+    # the GRU trained on the same split, registered on its own, compared in this report
+    assert trained.sequence["metrics"]["roc_auc"] > 0.6, trained.sequence
+    assert "propensity_gru" in html and trained.sequence["version"] == "1"
+    assert registry.champion(small_store, "propensity_gru") is not None
     assert any(r["run_id"] == trained.run_id for r in list_reports(small_store))
 
 
@@ -104,6 +108,7 @@ def test_worse_challenger_is_not_promoted(small_store, trained):
     config = propensity.load_config()
     config["lightgbm"] = {**config["lightgbm"], "num_leaves": 2, "learning_rate": 0.001}
     config["num_boost_round"] = 1
+    config["sequence_model"] = {"enabled": False}
     weak = propensity.train(small_store, config, echo=None)
     assert weak.metrics["roc_auc"] < trained.metrics["roc_auc"] - 0.005
     assert not weak.decision.promoted
