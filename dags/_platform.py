@@ -29,11 +29,15 @@ DEFAULT_ARGS = {
     "on_failure_callback": orchestration.log_failure,
 }
 
-# The chain: ingest -> LAKE -> warehouse -> FEATURE_WAREHOUSE -> feature_store -> FEATURE_STORE -> models.
+# The chain: ingest -> LAKE -> warehouse -> FEATURE_WAREHOUSE -> feature_store -> FEATURE_STORE ->
+# train_user_models -> USER_MODELS -> score_user_models (also on FEATURE_STORE) -> USER_SCORES.
 # Each event carries the ingest run's data interval in its `extra` (orchestration.interval_extra).
 LAKE = Asset(name="lake", uri=SETTINGS.lake_dir.as_uri(), group="ecomml")
 FEATURE_WAREHOUSE = Asset(name="feature_warehouse", uri=SETTINGS.features_dir.as_uri(), group="ecomml")
 FEATURE_STORE = Asset(name="feature_store", uri=(SETTINGS.data_dir / "feast").as_uri(), group="ecomml")
+# A new champion of a user-behaviour model (MLflow registry), and the batch scores it produced.
+USER_MODELS = Asset(name="user_models", uri=(SETTINGS.data_dir / "mlflow").as_uri(), group="ecomml")
+USER_SCORES = Asset(name="user_scores", uri=SETTINGS.scores_dir.as_uri(), group="ecomml")
 
 TAGS_PLATFORM = "ecomml"
 

@@ -7,6 +7,7 @@ scale, seed or mapping, never the locations. Heavy libraries are imported inside
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,8 @@ warehouse_app = typer.Typer(help="The dbt/DuckDB feature warehouse.", no_args_is
 app.add_typer(warehouse_app, name="warehouse")
 features_app = typer.Typer(help="The Feast feature store over the dbt feature marts.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+models_app = typer.Typer(help="Models: train, score, reports, the MLflow registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 airflow_app = typer.Typer(help="The local Airflow that runs the DAGs in dags/.", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow")
 
@@ -286,6 +289,71 @@ def features_online(
     row = dict(pair.split("=", 1) for pair in entity)
     values = get_online_features(get_settings(), service, row)
     _echo_json({name: column[0] for name, column in values.items()})
+
+
+@models_app.command("train")
+def models_train(
+    config: Optional[Path] = typer.Option(None, help="Model config YAML (default ml/models/configs/propensity_lgbm.yaml)."),
+) -> None:
+    """Train propensity_lgbm from its Feast service, evaluate vs the RFM baseline, register, promote if not worse."""
+    from ml.models.propensity import load_config, train
+
+    result = train(get_settings(), load_config(config), echo=typer.echo)
+    _echo_json(result.summary())
+
+
+@models_app.command("score")
+def models_score(
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the scores into the online store."),
+) -> None:
+    """Batch-score the current users with the champion propensity_lgbm (and serve the scores online)."""
+    from ml import orchestration
+
+    s = get_settings()
+    scored = orchestration.score_propensity(s)
+    if scored["status"] != "scored":
+        typer.echo(f"nothing scored: {scored}", err=True)
+        raise typer.Exit(1)
+    result = {"score": scored}
+    if serve:
+        result["serve"] = orchestration.serve_scores(s, scored)
+    _echo_json(result)
+
+
+@models_app.command("cart")
+def models_cart() -> None:
+    """Cart-abandonment analytics: conversion curve with intervals, decay estimate, today's carts at risk."""
+    from ml import orchestration
+
+    s = get_settings()
+    _echo_json({"analysis": orchestration.cart_analytics(s), "at_risk": orchestration.cart_at_risk(s)})
+
+
+@models_app.command("reports")
+def models_reports() -> None:
+    """List the model reports (HTML) of every training run, newest first."""
+    from ml.models.report import list_reports
+
+    reports = list_reports(get_settings())
+    if not reports:
+        typer.echo("no reports yet: run `ecomml models train`")
+    for r in reports:
+        typer.echo(f"{r['created_at']}  {r['model']:<20} run {r['run_id']}  {r['path']}")
+
+
+@models_app.command("ui")
+def models_ui(
+    port: int = typer.Option(5000, help="Port of the MLflow UI."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (keep it local unless you mean to expose it)."),
+) -> None:
+    """Serve the MLflow UI over the configured tracking/registry backend until Ctrl-C."""
+    import subprocess
+    import sys
+
+    s = get_settings()
+    typer.echo(f"MLflow UI: http://{host}:{port}  (backend {s.mlflow_tracking_uri})")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.mlflow_tracking_uri, "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, **s.as_env()}))
 
 
 @airflow_app.command("setup")

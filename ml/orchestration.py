@@ -12,6 +12,8 @@ Task bodies (run inside Airflow tasks; heavy libraries are imported inside the f
     materialize_view(settings, view, start, end)      the fast path for one feature view
     run_interval(context) / materialize_window(...)   the chain's data interval, carried by Asset events
     log_failure(context)                              on_failure_callback naming the dbt node / view
+    train_user_models / cart_analytics / score_propensity / serve_scores / cart_at_risk
+                                                      the user-behaviour model DAGs' task bodies
 
 Setup and local Airflow
     parse(settings)                 `dbt parse` -> manifest.json the warehouse DAG is rendered from
@@ -38,7 +40,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -51,6 +53,9 @@ INGEST_DAG = "ingest"
 WAREHOUSE_DAG = "warehouse"
 FEATURE_STORE_DAG = "feature_store"
 CHAIN = (INGEST_DAG, WAREHOUSE_DAG, FEATURE_STORE_DAG)
+TRAIN_USER_MODELS_DAG = "train_user_models"
+SCORE_USER_MODELS_DAG = "score_user_models"
+MODEL_DAGS = (TRAIN_USER_MODELS_DAG, SCORE_USER_MODELS_DAG)
 
 
 class OrchestrationError(RuntimeError):
@@ -244,6 +249,56 @@ def materialize_view(settings: Settings, view: str, start: datetime | None, end:
         log.error("feature view %r failed to materialize [%s, %s]: %s", view, start, end, exc)
         raise
     return _jsonable(stats)
+
+
+def train_user_models(settings: Settings) -> dict:
+    """Train propensity_lgbm (and its sequence-model comparison); promote if not worse."""
+    from ml.models.propensity import train
+
+    return _jsonable(train(settings).summary())
+
+
+def require_promotion(summary: dict) -> None:
+    """Skip the calling task (no `user_models` event) when training promoted nothing."""
+    if not summary.get("promoted"):
+        from airflow.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"{summary.get('model')} version {summary.get('version')} not promoted: {summary.get('decision')}")
+
+
+def cart_analytics(settings: Settings) -> dict:
+    """Cart-abandonment curve + decay estimate (report); a no-op note for orders-only lakes."""
+    from ml.models import cart
+
+    return _jsonable(cart.analyze(settings))
+
+
+def score_propensity(settings: Settings) -> dict:
+    """Batch-score with the champion; {"status": "no_champion"} until a model has been promoted."""
+    from ml.models import registry
+    from ml.models.propensity import MODEL_NAME, score
+
+    if registry.champion(settings, MODEL_NAME) is None:
+        log.warning("%s has no champion yet: nothing to score (train_user_models promotes one)", MODEL_NAME)
+        return {"status": "no_champion", "model": MODEL_NAME}
+    return {"status": "scored", **_jsonable(score(settings))}
+
+
+def serve_scores(settings: Settings, scored: dict) -> dict:
+    """Materialize the scores' feature view for the scoring date (no-op when nothing was scored)."""
+    from ml.models.propensity import SCORE_VIEW
+
+    if scored.get("status") != "scored":
+        return {"status": scored.get("status"), "view": SCORE_VIEW}
+    end = datetime.fromisoformat(scored["scoring_date"]).replace(tzinfo=timezone.utc) + timedelta(days=1)
+    return {"status": "served", **materialize_view(settings, SCORE_VIEW, None, end)}
+
+
+def cart_at_risk(settings: Settings) -> dict:
+    """Today's open carts at risk, scored by the conversion curve (a note for orders-only lakes)."""
+    from ml.models import cart
+
+    return _jsonable(cart.score_at_risk(settings))
 
 
 def failure_subject(context: dict) -> str:
@@ -596,12 +651,14 @@ def sample_user(settings: Settings) -> str:
 
 
 def run_chain(client: AirflowClient, conf: dict | None = None, timeout: float = 900.0,
-              echo: Callable[[str], None] | None = print) -> dict[str, dict]:
+              echo: Callable[[str], None] | None = print, models: bool = False) -> dict[str, dict]:
     """Unpause the chain, trigger the ingest DAG with ``conf``, wait until the Asset-scheduled
-    warehouse and feature-store runs it causes have succeeded. Returns {dag_id: run}."""
+    warehouse and feature-store runs it causes have succeeded; with ``models``, also the training
+    run and the scoring run that follows its promotion. Returns {dag_id: run}."""
     say = echo or (lambda _msg: None)
-    client.wait_for_dags(CHAIN)
-    for dag_id in CHAIN:
+    dags = CHAIN + (MODEL_DAGS if models else ())
+    client.wait_for_dags(dags)
+    for dag_id in dags:
         client.set_paused(dag_id, False)
     started = datetime.now(timezone.utc)
     deadline = time.monotonic() + timeout
@@ -609,10 +666,18 @@ def run_chain(client: AirflowClient, conf: dict | None = None, timeout: float = 
     say(f"triggered {INGEST_DAG} run {run['dag_run_id']}")
     runs = {INGEST_DAG: client.wait_for_run(INGEST_DAG, run["dag_run_id"], timeout=timeout)}
     say(f"  {INGEST_DAG}: {runs[INGEST_DAG]['state']}")
-    for dag_id in (WAREHOUSE_DAG, FEATURE_STORE_DAG):
+    downstream = (WAREHOUSE_DAG, FEATURE_STORE_DAG) + ((TRAIN_USER_MODELS_DAG,) if models else ())
+    for dag_id in downstream:
         left = max(deadline - time.monotonic(), 30)
         runs[dag_id] = client.wait_for_run(dag_id, after=started, timeout=left)
         say(f"  {dag_id}: {runs[dag_id]['state']} ({runs[dag_id]['dag_run_id']})")
+    if models:
+        # the scoring run queued by the training run's `user_models` event (one queued by the
+        # feature store may have run before, with the previous champion or none)
+        trained = datetime.fromisoformat(runs[TRAIN_USER_MODELS_DAG]["end_date"].replace("Z", "+00:00"))
+        left = max(deadline - time.monotonic(), 30)
+        runs[SCORE_USER_MODELS_DAG] = client.wait_for_run(SCORE_USER_MODELS_DAG, after=trained - timedelta(seconds=5), timeout=left)
+        say(f"  {SCORE_USER_MODELS_DAG}: {runs[SCORE_USER_MODELS_DAG]['state']} ({runs[SCORE_USER_MODELS_DAG]['dag_run_id']})")
     return runs
 
 
@@ -627,14 +692,22 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
     try:
         user, password = airflow.credentials()
         print(f"Airflow UI: {airflow.url}   login: {user} / {password}", flush=True)
-        runs = run_chain(airflow.client(), conf={"generate_scale": scale}, timeout=timeout)
-        run_ids = ", ".join(f"{d}={r['dag_run_id']}" for d, r in runs.items())
+        runs = run_chain(airflow.client(), conf={"generate_scale": scale}, timeout=timeout, models=True)
+        run_ids = "\n                    ".join(f"{d}: {r['dag_run_id']}" for d, r in runs.items())
+        from ml.models.report import list_reports
+
+        reports = list_reports(settings)
+        user_id = sample_user(settings)
         print(
-            "\nDone: ingest -> warehouse -> feature_store succeeded.\n"
+            f"\nDone: {' -> '.join(runs)} succeeded.\n"
             f"  Airflow UI        {airflow.url}  (login {user} / {password})\n"
             f"  runs              {run_ids}\n"
             f"  warehouse         {settings.warehouse_path}\n"
-            f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v1 --entity user_id={sample_user(settings)}",
+            f"  model report      {reports[0]['path'] if reports else '(none)'}   (all: .venv/bin/ecomml models reports)\n"
+            f"  MLflow UI         .venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})\n"
+            f"  batch scores      {settings.scores_dir}\n"
+            f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v2 --entity user_id={user_id}\n"
+            f"  online score      .venv/bin/ecomml features online --service propensity_scores_v1 --entity user_id={user_id}",
             flush=True,
         )
         if not keep_running:

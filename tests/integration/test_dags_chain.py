@@ -107,3 +107,31 @@ def test_bad_raw_file_stops_the_chain_at_ingest(chain):
     assert checksum(settings.warehouse_path) == warehouse_before
     assert checksum(settings.feast_online_path) == online_before
     assert online_row(settings)[1] == row_before
+
+
+def test_model_dags_train_register_score_and_serve(chain):
+    """train_user_models then score_user_models (what the feature_store / user_models Assets trigger):
+    a champion in the MLflow registry, a report, a scoring-date partition, scores online."""
+    import pandas as pd
+
+    from ml.features.serving import get_online_features
+    from ml.models import registry
+    from ml.models.propensity import MODEL_NAME, scores_root
+    from ml.models.report import list_reports
+
+    settings, env, _ = chain
+    for dag_id in ("train_user_models", "score_user_models"):
+        proc = dags_test(settings, env, dag_id)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "state=success" in output, f"{dag_id}:\n{output[-4000:]}"
+    assert registry.champion(settings, MODEL_NAME) is not None
+    assert registry.champion(settings, "propensity_gru") is not None
+    assert any(r["model"] == MODEL_NAME for r in list_reports(settings))
+    assert any(r["model"] == "cart_abandonment" for r in list_reports(settings))
+    (partition,) = scores_root(settings).glob("scoring_date=*/part.parquet")
+    scores = pd.read_parquet(partition)
+    assert len(scores) > 50 and scores["propensity_score"].between(0, 1).all()
+    row = scores.iloc[0]
+    online = get_online_features(settings, "propensity_scores_v1", {"user_id": row["user_id"]})
+    assert online["propensity_score"][0] == pytest.approx(row["propensity_score"])
+    assert list((settings.scores_dir / "cart_at_risk").glob("scoring_date=*/part.parquet"))
