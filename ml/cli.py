@@ -399,11 +399,13 @@ def demo(
 @app.command()
 def pipeline(
     scale: Optional[str] = typer.Option(None, help="Generator scale (default: SCALE setting)."),
+    models: bool = typer.Option(True, "--models/--no-models", help="Also train, score and serve the user models."),
 ) -> None:
-    """The same steps without Airflow: generate, dbt build, feast apply, materialize (for scripts and benchmarks)."""
+    """The same steps without Airflow: generate, dbt build, feast apply, materialize, train, score (for scripts and benchmarks)."""
     import duckdb
 
     from ml import contract as c
+    from ml import orchestration
     from ml.features.materialize import materialize_incremental
     from ml.features.repo import apply
     from ml.generate import generate as run_generate
@@ -412,16 +414,24 @@ def pipeline(
     s = get_settings()
     s.ensure_dirs()
     scale = scale or s.scale
-    typer.echo(f"[1/4] generating the '{scale}' dataset into {s.lake_dir}")
+    typer.echo(f"[1/6] generating the '{scale}' dataset into {s.lake_dir}")
     gen = run_generate(scale=scale, seed=s.seed, lake_dir=s.lake_dir, progress=True)
     typer.echo(f"      {gen['rows']}")
-    typer.echo(f"[2/4] dbt build into {s.warehouse_path}")
+    typer.echo(f"[2/6] dbt build into {s.warehouse_path}")
     summary = build(s)
-    typer.echo("[3/4] feast apply (definitions checked against the dbt manifest)")
+    typer.echo("[3/6] feast apply (definitions checked against the dbt manifest)")
     apply(s)
-    typer.echo("[4/4] materializing the latest feature values into the online store")
+    typer.echo("[4/6] materializing the latest feature values into the online store")
     stats = materialize_incremental(s, _now())
     rows = stats["rows"]
+    trained, served = None, {}
+    if models:
+        typer.echo("[5/6] training the user-behaviour models (MLflow registry, promote if not worse)")
+        trained = orchestration.train_user_models(s)
+        orchestration.cart_analytics(s)
+        typer.echo("[6/6] batch scoring with the champion and serving the scores online")
+        served = orchestration.serve_scores(s, orchestration.score_propensity(s))
+        orchestration.cart_at_risk(s)
     user = duckdb.connect().execute(
         f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1"
     ).fetchone()
@@ -434,7 +444,15 @@ def pipeline(
         f"  feature marts (Parquet)         {s.features_dir}: {', '.join(features)}\n"
         f"  dbt build                       {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
         f"  online store (SQLite)           {s.feast_online_path} ({rows:,} rows materialized)\n"
-        f"  explore the warehouse           .venv/bin/ecomml warehouse query \"select * from fct_daily_demand limit 5\"\n"
+        + (
+            f"  propensity_lgbm v{trained['version']}           test ROC AUC {trained['test']['roc_auc']:.3f} vs RFM baseline"
+            f" {trained['baseline_test']['roc_auc']:.3f}; report {trained['report']}\n"
+            f"  batch scores                    {s.scores_dir} ({served.get('rows', 0):,} served online)\n"
+            f"  MLflow UI                       .venv/bin/ecomml models ui\n"
+            if trained
+            else ""
+        )
+        + f"  explore the warehouse           .venv/bin/ecomml warehouse query \"select * from fct_daily_demand limit 5\"\n"
         f"  one user's online features      .venv/bin/ecomml features online --service propensity_lgbm_v1"
         f" --entity user_id={user[0] if user else '<user_id>'}\n"
         f"  list feature services           .venv/bin/ecomml features services"

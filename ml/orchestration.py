@@ -696,7 +696,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
         run_ids = "\n                    ".join(f"{d}: {r['dag_run_id']}" for d, r in runs.items())
         from ml.models.report import list_reports
 
-        reports = list_reports(settings)
+        reports = [r for r in list_reports(settings) if r["model"] == "propensity_lgbm"]
         user_id = sample_user(settings)
         print(
             f"\nDone: {' -> '.join(runs)} succeeded.\n"

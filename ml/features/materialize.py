@@ -820,7 +820,8 @@ def materialize(
     _starts: dict[str, datetime | None] | None = None,
 ) -> dict:
     """Write the latest row per entity with ``start <= event_timestamp <= end`` of each online
-    feature view (all by default) into the online store, and record the interval in the registry.
+    feature view (default: every view but model outputs, see ``default_views``) into the online
+    store, and record the interval in the registry.
 
     ``start=None`` reads from the beginning (the interval is recorded from 1970-01-01). Every
     source is checked (file, columns) before anything is written; a failing view raises
@@ -846,7 +847,7 @@ def materialize(
         raise ValueError(f"start {start} is after end {end}")
     say = echo or (lambda msg: log.info(msg))
 
-    selected = store._get_feature_views_to_materialize(views)
+    selected = store._get_feature_views_to_materialize(views if views is not None else default_views(store))
     reason_store = _fast_path_reason(store)
     plans: list[ViewPlan] = []
     delegated: dict[str, str] = {}
@@ -919,6 +920,12 @@ def _stat(rows, written, seconds, start, end, engine) -> dict:
     }
 
 
+def default_views(store: "FeatureStore") -> list[str]:
+    """What "all views" means: every feature view except model outputs (tag ``produced_by``, e.g.
+    ``user_propensity``), which the scoring job that writes them materializes."""
+    return [v.name for v in store.list_feature_views() if "produced_by" not in (v.tags or {})]
+
+
 def materialize_incremental(
     settings_or_store: "Settings | FeatureStore",
     end: datetime,
@@ -929,6 +936,7 @@ def materialize_incremental(
     materialization (registry) to ``end``; a view never materialized starts from the beginning
     (Feast would start at now - ttl, or a year ago for ttl 0)."""
     store = _store(settings_or_store)
+    views = views if views is not None else default_views(store)
     starts = {v.name: _utc(v.most_recent_end_time) for v in store._get_feature_views_to_materialize(views)}
     return materialize(store, None, end, views, _starts=starts, **kwargs)
 

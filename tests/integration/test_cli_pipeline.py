@@ -42,6 +42,11 @@ def test_pipeline_leaves_warehouse_features_and_online_values(tmp_path):
     assert values["user_id"] == user_id
     assert values["order_count_lifetime"] == latest
 
-    # Idempotent: a second run succeeds on the existing state.
-    again = _cli(["pipeline", "--scale", "tiny"], data_dir)
+    # the models were trained, registered and their scores served
+    assert re.search(r"propensity_lgbm v1 +test ROC AUC", out), out[-2000:]
+    assert list((data_dir / "warehouse" / "scores" / "propensity_lgbm").glob("scoring_date=*/part.parquet"))
+    assert list((data_dir / "reports" / "propensity_lgbm").glob("*/index.html"))
+
+    # Idempotent: a second run succeeds on the existing state (models: tests/integration/test_propensity.py).
+    again = _cli(["pipeline", "--scale", "tiny", "--no-models"], data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
