@@ -22,7 +22,9 @@ order_days as (
         user_id,
         order_date,
         count(*) as order_count,
-        sum(net_revenue) as revenue_sum
+        -- rounded: a float sum's last bits depend on DuckDB's (parallel) summation order, and the
+        -- quintile ranks below must not reorder near-ties from one build of the same lake to the next
+        round(sum(net_revenue), 4) as revenue_sum
     from orders
     where status <> 'cancelled'
     group by 1, 2
@@ -40,7 +42,7 @@ measured as (
         snapshots.snapshot_date - max(order_days.order_date) as days_since_last_order,
         coalesce(sum(order_days.order_count) filter (where order_days.order_date > snapshots.snapshot_date - 365), 0)
             as order_count_365d,
-        sum(order_days.revenue_sum) filter (where order_days.order_date > snapshots.snapshot_date - 365)
+        round(sum(order_days.revenue_sum) filter (where order_days.order_date > snapshots.snapshot_date - 365), 4)
             as revenue_sum_365d
     from snapshots
     inner join order_days on order_days.order_date <= snapshots.snapshot_date
