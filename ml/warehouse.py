@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -62,14 +61,13 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 
 def dbt_command() -> list[str]:
-    """The dbt executable of this interpreter's environment (the venv's ``dbt``), else ``python -c``."""
-    exe = Path(sys.executable).parent / ("dbt.exe" if os.name == "nt" else "dbt")
+    """dbt behind the warehouse's file lock (``ecomml-dbt``, ml/dbt_locked.py): the venv's console
+    script, else ``python -m ml.dbt_locked``. Every dbt call of the platform (CLI, Airflow/Cosmos)
+    goes through it, so two dbt processes never meet DuckDB's single-writer lock."""
+    exe = Path(sys.executable).parent / "ecomml-dbt"
     if exe.exists():
         return [str(exe)]
-    found = shutil.which("dbt")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from dbt.cli.main import cli; sys.exit(cli())"]
+    return [sys.executable, "-m", "ml.dbt_locked"]
 
 
 def run_dbt(

@@ -41,6 +41,8 @@ import pytest
 
 from ml.settings import PROJECT_ROOT, settings_for
 
+from tests.e2e.airflow_api import wait_until as _wait
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHAIN_TIMEOUT_S = 480
@@ -219,17 +221,6 @@ def test_baseline_is_clean(recovery):
     assert base["marts"], "no feature marts written"
     assert any(v is not None and v != "None" for k, vs in base["online"].items() if k != "user_id" for v in vs)
     assert all(n == 0 for n in duplicate_keys(recovery.settings).values()), duplicate_keys(recovery.settings)
-
-
-def _wait(predicate, timeout: float, what: str, poll: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
 
 
 def test_backfill_of_processed_interval_changes_nothing(recovery):
