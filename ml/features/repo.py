@@ -188,33 +188,22 @@ def source_file(settings: Settings, dbt_model: str) -> Path:
 
 
 def views_allowed_empty(settings: Settings) -> set[str]:
-    """Feature views whose mart may be empty for this dataset: its dbt model reads (through its
-    lineage in the manifest) a lake table the dataset does not have, e.g. the event-based views of an
-    orders-only lake. Every other empty mart is an error."""
+    """Feature views whose mart may be empty for this dataset: the mart's dbt meta
+    ``requires_lake_tables`` names a lake table the dataset does not have (e.g. the clickstream
+    views of an orders-only lake). Every other empty mart is an error."""
     from ml.contract import lake_status
 
     tables = lake_status(settings.lake_dir).get("tables", {})
     absent = {name for name, status in tables.items() if not status.get("present")}
     if not absent or not manifest_path(settings).exists():
         return set()
-    nodes = _manifest(settings, None)["nodes"]
-
-    def lake_tables(unique_id: str, seen: set) -> set[str]:
-        found = set()
-        for parent in (nodes.get(unique_id) or {}).get("depends_on", {}).get("nodes", []):
-            if parent.startswith("source.") and ".lake." in parent:
-                found.add(parent.rsplit(".", 1)[-1])
-            elif parent.startswith("model.") and parent not in seen:
-                seen.add(parent)
-                found |= lake_tables(parent, seen)
-        return found
-
-    models = {n["name"]: uid for uid, n in nodes.items() if n.get("resource_type") == "model"}
-    specs = contract.read_view_specs(Path(settings.feast_repo_dir) / "feature_views.py")
-    return {
-        view for view, spec in specs.items()
-        if (spec.dbt_model or view) in models and lake_tables(models[spec.dbt_model or view], set()) & absent
+    needs = {
+        n["name"]: set((n.get("config", {}).get("meta") or n.get("meta") or {}).get("requires_lake_tables") or [])
+        for n in _manifest(settings, None)["nodes"].values()
+        if n.get("resource_type") == "model"
     }
+    specs = contract.read_view_specs(Path(settings.feast_repo_dir) / "feature_views.py")
+    return {view for view, spec in specs.items() if needs.get(spec.dbt_model or view, set()) & absent}
 
 
 def validate_sources(
@@ -349,6 +338,9 @@ def apply(
     ``validate_sources``. Returns {"seconds", "output", "config"}; raises ContractError,
     SourceValidationError or FeastCommandError."""
     _preflight(settings, check, validate)
+    from ml.models.propensity import ensure_score_source  # model-output views (score_views.py) need their file
+
+    ensure_score_source(settings)
     start = time.perf_counter()
     output = run_feast(settings, ["apply"], echo=echo)
     return {"seconds": round(time.perf_counter() - start, 3), "output": output, "config": str(config_path(settings))}

@@ -269,8 +269,6 @@ def _snapshot(settings: Settings) -> dict:
 
 def train(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> TrainResult:
     """Train, evaluate, report, register; promote if not worse than the champion (see module doc)."""
-    import numpy as np
-
     from ml.models import registry
     from ml.models.evaluate import binary_metrics, group_metrics
     from ml.models.report import Report, plot_calibration, plot_importance, plot_lift_gain, plot_roc_pr, report_dir
@@ -520,6 +518,22 @@ def scores_root(settings: Settings) -> Path:
 def score_source_path(settings: Settings) -> Path:
     """The Parquet file behind Feast view ``user_propensity`` (latest scores of every scoring date)."""
     return Path(settings.scores_dir) / f"{MODEL_NAME}.parquet"
+
+
+def ensure_score_source(settings: Settings) -> Path:
+    """The Feast source of ``user_propensity`` before the first scoring: an empty Parquet file with
+    the view's schema (``feast apply`` and Feast's own materialize read it); scoring replaces it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = score_source_path(settings)
+    if not path.exists():
+        top = [(f"{kind}_{i}", pa.string() if kind == "top_feature" else pa.float64()) for i in (1, 2, 3) for kind in ("top_feature", "top_contribution")]
+        schema = pa.schema([("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                            ("propensity_score", pa.float64()), ("propensity_decile", pa.int64()), ("model_version", pa.string()), *top])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), path)
+    return path
 
 
 def load_population(settings: Settings) -> "pd.DataFrame":

@@ -16,7 +16,7 @@ import pytest
 from ml.features import repo
 from ml.settings import settings_for
 from tests.conftest import port_open, skip_or_fail
-from tests.integration.conftest import copy_repo, mart_table
+from tests.integration.conftest import copy_repo, fill_missing_marts, mart_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.services]
 
@@ -59,6 +59,7 @@ def production_settings(tmp_path_factory):
     }
     for model, (view, rows) in marts.items():
         pq.write_table(mart_table(settings, view, rows), settings.features_dir / f"{model}.parquet")
+    fill_missing_marts(settings)  # views this test is not about
     yield settings
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     for key in client.scan_iter(match=b"*" + name.encode()):
@@ -83,7 +84,8 @@ def test_apply_materialize_and_read_online(production_settings):
     with engine.connect() as con:
         views = con.execute(sqlalchemy.text("select feature_view_name from feature_views where project_id = :p"), {"p": production_settings.feast_project}).scalars().all()
     engine.dispose()
-    assert set(views) == {"user_rfm", "user_activity", "item_stats", "item_warehouse_demand"}
+    assert set(views) == {"user_rfm", "user_activity", "user_rfm_segments", "user_affinity", "item_stats",
+                          "item_warehouse_demand", "user_propensity"}
 
     store = repo.get_store(production_settings)
     store.materialize(

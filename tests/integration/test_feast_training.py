@@ -16,7 +16,7 @@ import pytest
 from ml.features import repo, training
 from ml.settings import PROJECT_ROOT, settings_for
 
-from tests.integration.conftest import copy_repo, mart_table
+from tests.integration.conftest import copy_repo, fill_missing_marts, mart_table
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ def store_settings(tmp_path_factory):
     models = {"user_rfm": "feat_user_rfm", "user_activity": "feat_user_activity", "item_stats": "feat_item_stats", "item_warehouse_demand": "feat_item_warehouse_demand"}
     for view, rows in marts.items():
         pq.write_table(mart_table(settings, view, rows), settings.features_dir / f"{models[view]}.parquet")
+    fill_missing_marts(settings)  # views these tests are not about
     repo.apply(settings)
     return settings
 
