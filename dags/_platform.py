@@ -30,7 +30,8 @@ DEFAULT_ARGS = {
 }
 
 # The chain: ingest -> LAKE -> warehouse -> FEATURE_WAREHOUSE -> feature_store -> FEATURE_STORE ->
-# train_user_models -> USER_MODELS -> score_user_models (also on FEATURE_STORE) -> USER_SCORES.
+# train_user_models -> USER_MODELS -> score_user_models (also on FEATURE_STORE) -> USER_SCORES, and
+# FEATURE_STORE -> train_recommender -> RECOMMENDER -> score_recommender (also on FEATURE_STORE) -> RECOMMENDATIONS.
 # Each event carries the ingest run's data interval in its `extra` (orchestration.interval_extra).
 LAKE = Asset(name="lake", uri=SETTINGS.lake_dir.as_uri(), group="ecomml")
 FEATURE_WAREHOUSE = Asset(name="feature_warehouse", uri=SETTINGS.features_dir.as_uri(), group="ecomml")
@@ -38,6 +39,9 @@ FEATURE_STORE = Asset(name="feature_store", uri=(SETTINGS.data_dir / "feast").as
 # A new champion of a user-behaviour model (MLflow registry), and the batch scores it produced.
 USER_MODELS = Asset(name="user_models", uri=(SETTINGS.data_dir / "mlflow").as_uri(), group="ecomml")
 USER_SCORES = Asset(name="user_scores", uri=SETTINGS.scores_dir.as_uri(), group="ecomml")
+# A new champion ranker (train_recommender -> score_recommender) and the recommendations it served.
+RECOMMENDER = Asset(name="recommender", uri=(SETTINGS.data_dir / "mlflow" / "recs_widedeep").as_uri(), group="ecomml")
+RECOMMENDATIONS = Asset(name="recommendations", uri=(SETTINGS.scores_dir / "recs_widedeep").as_uri(), group="ecomml")
 
 TAGS_PLATFORM = "ecomml"
 

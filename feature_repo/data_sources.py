@@ -60,6 +60,17 @@ feat_user_affinity_source = FileSource(
 )
 
 
+# dbt model feat_user_profile (external Parquet) -> feature view user_profile.
+feat_user_profile_source = FileSource(
+    name="feat_user_profile_source",
+    path=str(FEATURES_DIR / "feat_user_profile.parquet"),
+    timestamp_field="event_timestamp",
+    description="dbt model feat_user_profile: Static profile attributes per user (Feast view user_profile): age band and region from dim_users ('unknown' when missing), for models that generalise over demographics. Grain: one row per user, stamped event_timestamp = 1970-01-01 00:00 UTC so every point-in-time retrieval sees it (the lake keeps no history of these attributes; a rebuild overwrites them). Gender is not a feature: it stays an audit attribute.",
+    tags={"dbt_model": "feat_user_profile"},
+    owner="data-platform",
+)
+
+
 # dbt model feat_user_rfm (external Parquet) -> feature view user_rfm.
 feat_user_rfm_source = FileSource(
     name="feat_user_rfm_source",

@@ -12,6 +12,7 @@ from feature_views import (
     item_warehouse_demand,
     user_activity,
     user_affinity,
+    user_profile,
     user_rfm,
     user_rfm_segments,
 )
@@ -43,4 +44,16 @@ demand_lgbm_v1 = FeatureService(
     description="Features of the demand_lgbm model, version 1 (entities item, warehouse)",
     owner="data-platform",
     tags={"model": "demand_lgbm", "version": "1", "entities": "item,warehouse"},
+)
+
+# Recommendation rankers (recs_widedeep, with recs_lgbm and recs_fm on the same features): user side
+# (profile, activity, affinity, RFM) and item side (engagement, price). Entities: user, item. The
+# trainer retrieves each side at the cutoff apart (ml.features.training keys=) and crosses them per
+# candidate pair in ml/models/recs.py.
+recs_widedeep_v1 = FeatureService(
+    name="recs_widedeep_v1",
+    features=[user_profile, user_activity, user_affinity, user_rfm, item_stats],
+    description="Features of the recommendation rankers (recs_widedeep, recs_lgbm, recs_fm), version 1 (entities user, item)",
+    owner="data-platform",
+    tags={"model": "recs_widedeep", "version": "1", "entities": "user,item"},
 )

@@ -16,6 +16,7 @@ from data_sources import (
     feat_item_warehouse_demand_source,
     feat_user_activity_source,
     feat_user_affinity_source,
+    feat_user_profile_source,
     feat_user_rfm_source,
     feat_user_rfm_segments_source,
 )
@@ -139,6 +140,28 @@ user_affinity = FeatureView(
     description="Item affinity per user over a trailing 30 days, from view / add_to_cart / purchase events on known items (Feast view user_affinity): category concentration, relative price level of the items browsed, and the share of views on promoted items. Grain: one row per user per snapshot event_timestamp, emitted only on the days the values change (interaction days and the days interactions leave the 30-day window, when every value turns null). Values cover events up to the end of day D, stamped event_timestamp = D + 1 00:00 UTC. No rows when the lake has no events (orders-only lakes such as Online Retail II): the features are then null at retrieval.",
     owner="data-platform",
     tags={"dbt_model": "feat_user_affinity", "owner": "data-platform"},
+)
+
+
+# feat_user_profile: Static profile attributes per user (Feast view user_profile): age band and
+# region from dim_users ('unknown' when missing), for models that generalise over demographics.
+# Grain: one row per user, stamped event_timestamp = 1970-01-01 00:00 UTC so every point-in-time
+# retrieval sees it (the lake keeps no history of these attributes; a rebuild overwrites them).
+# Gender is not a feature: it stays an audit attribute. TTL: no expiry (ttl_days 0).
+user_profile = FeatureView(
+    name="user_profile",
+    entities=[user],
+    ttl=timedelta(days=0),  # 0 = no expiry
+    schema=[
+        Field(name="user_id", dtype=String, description="Shopper (entity user)"),  # join key
+        Field(name="age_band", dtype=String, description="18-24 | 25-34 | 35-44 | 45-54 | 55+ | unknown (dim_users.age_band)"),
+        Field(name="region", dtype=String, description="Sales region (dim_users.region), 'unknown' when missing"),
+    ],
+    source=feat_user_profile_source,
+    online=True,
+    description="Static profile attributes per user (Feast view user_profile): age band and region from dim_users ('unknown' when missing), for models that generalise over demographics. Grain: one row per user, stamped event_timestamp = 1970-01-01 00:00 UTC so every point-in-time retrieval sees it (the lake keeps no history of these attributes; a rebuild overwrites them). Gender is not a feature: it stays an audit attribute.",
+    owner="data-platform",
+    tags={"dbt_model": "feat_user_profile", "owner": "data-platform"},
 )
 
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import FeatureService, FeatureView, Field, FileSource
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float32, Float64, Int64, String
 
-from entities import user
+from entities import item, user
 
 # Where ml.models writes scores (Settings.scores_dir, handed over as $SCORES_DIR by ml.features.repo).
 SCORES_DIR = Path(os.environ.get("SCORES_DIR") or Path(__file__).resolve().parent.parent / "data" / "warehouse" / "scores")
@@ -57,4 +57,69 @@ propensity_scores_v1 = FeatureService(
     description="Current propensity_lgbm score per user with its top contributions (entity user)",
     owner="data-platform",
     tags={"model": "propensity_lgbm", "version": "1", "entities": "user", "kind": "scores"},
+)
+
+# Item text embeddings (ml/models/embeddings.py: all-MiniLM-L6-v2 over mart_item_catalogue.item_text,
+# cached by text hash): content features for cold-start items and semantic search. Items without
+# text have no row.
+item_embeddings_source = FileSource(
+    name="item_embeddings_source",
+    path=str(SCORES_DIR / "item_embeddings.parquet"),
+    timestamp_field="event_timestamp",
+    description="Sentence embeddings of item texts, one row per item with text (model all-MiniLM-L6-v2)",
+    tags={"model": "all-MiniLM-L6-v2"},
+    owner="data-platform",
+)
+
+item_embeddings = FeatureView(
+    name="item_embeddings",
+    entities=[item],
+    ttl=timedelta(days=0),  # 0 = no expiry: an item's embedding changes only with its text
+    schema=[
+        Field(name="embedding", dtype=Array(Float32), description="L2-normalised 384-dim sentence embedding of item_text"),
+        Field(name="text_hash", dtype=String, description="sha256 of the embedded item_text (the cache key)"),
+    ],
+    source=item_embeddings_source,
+    online=True,
+    description="Sentence embedding of each item's text (title, description, brand, category path)",
+    owner="data-platform",
+    tags={"model": "all-MiniLM-L6-v2", "produced_by": "ml.models.recs.embed_items"},
+)
+
+# Batch recommendations (ml/models/recs.py): the champion ranker's top K per active user after the
+# business rules, plus one row for user_id "__fallback__" (the list for users without their own).
+recs_widedeep_scores_source = FileSource(
+    name="recs_widedeep_scores_source",
+    path=str(SCORES_DIR / "recs_widedeep.parquet"),
+    timestamp_field="event_timestamp",
+    description="Batch top-K recommendations of the champion ranker, one row per user per scoring date",
+    tags={"model": "recs_widedeep"},
+    owner="data-platform",
+)
+
+user_recommendations = FeatureView(
+    name="user_recommendations",
+    entities=[user],
+    ttl=timedelta(days=14),  # older lists are not served: the fallback row answers instead
+    schema=[
+        Field(name="rec_item_ids", dtype=Array(String), description="Recommended items, best first"),
+        Field(name="rec_scores", dtype=Array(Float64), description="Ranker score of each item"),
+        Field(name="rec_sources", dtype=Array(String), description="Candidate source of each item: covisit | popular | content"),
+        Field(name="model_name", dtype=String, description="Registered ranker that scored (recs_widedeep or recs_lgbm)"),
+        Field(name="model_version", dtype=String, description="Its registered version"),
+    ],
+    source=recs_widedeep_scores_source,
+    online=True,
+    description="Current top-K recommendations per user (model recs_widedeep); key __fallback__ holds the list for unknown users",
+    owner="data-platform",
+    tags={"model": "recs_widedeep", "produced_by": "ml.models.recs.score"},
+)
+
+# What the storefront reads online: a user's list (and the fallback row) in one call.
+recs_scores_v1 = FeatureService(
+    name="recs_scores_v1",
+    features=[user_recommendations],
+    description="Current recommendations per user (entity user); request the user and __fallback__",
+    owner="data-platform",
+    tags={"model": "recs_widedeep", "version": "1", "entities": "user", "kind": "scores"},
 )

@@ -28,6 +28,8 @@ features_app = typer.Typer(help="The Feast feature store over the dbt feature ma
 app.add_typer(features_app, name="features")
 models_app = typer.Typer(help="Models: train, score, reports, the MLflow registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+recs_app = typer.Typer(help="Recommendation and product search: embed, train, score, show, search.", no_args_is_help=True)
+app.add_typer(recs_app, name="recs")
 airflow_app = typer.Typer(help="The local Airflow that runs the DAGs in dags/.", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow")
 
@@ -354,6 +356,70 @@ def models_ui(
     typer.echo(f"MLflow UI: http://{host}:{port}  (backend {s.mlflow_tracking_uri})")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.mlflow_tracking_uri, "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd, env={**os.environ, **s.as_env()}))
+
+
+@recs_app.command("embed")
+def recs_embed() -> None:
+    """Embed every item text (all-MiniLM-L6-v2, offline; cached by text hash) for search and cold start."""
+    from ml.models.recs import embed_items
+
+    _echo_json(embed_items(get_settings(), echo=typer.echo))
+
+
+@recs_app.command("train")
+def recs_train(config: Optional[Path] = typer.Option(None, help="Model config (default ml/models/configs/recs.yaml).")) -> None:
+    """Train recs_widedeep, recs_lgbm and recs_fm on a time split; register; promote if not worse."""
+    from ml.models.recs import load_config, train
+
+    _echo_json(train(get_settings(), load_config(config), echo=typer.echo).summary())
+
+
+@recs_app.command("score")
+def recs_score(serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the lists into the online store.")) -> None:
+    """Batch top-K recommendations for every active user with the champion ranker (and serve them)."""
+    from ml import orchestration
+
+    s = get_settings()
+    scored = orchestration.score_recommender(s)
+    if scored["status"] != "scored":
+        typer.echo(f"nothing scored: {scored}", err=True)
+        raise typer.Exit(1)
+    _echo_json({"score": scored, **({"serve": orchestration.serve_recommendations(s, scored)} if serve else {})})
+
+
+@recs_app.command("show")
+def recs_show(user_id: str = typer.Argument(..., help="The user (unknown users get the fallback list).")) -> None:
+    """A user's current recommendations, read from the online store (one get_online_features call)."""
+    from ml.models.recs import recommend
+
+    recs = recommend(get_settings(), user_id)
+    if recs.empty:
+        typer.echo("no recommendations served yet: run `ecomml recs score`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{user_id}: {'fallback list (no list of its own)' if recs['is_fallback'].iloc[0] else 'personal list'}, "
+               f"model version {recs['model_version'].iloc[0]}")
+    typer.echo(recs.drop(columns=["is_fallback", "model_version"]).to_string(index=False))
+
+
+@recs_app.command("search")
+def recs_search(
+    query: str = typer.Argument(..., help="What the shopper typed."),
+    k: int = typer.Option(10, help="How many items."),
+    method: str = typer.Option("semantic", help="semantic (sentence embeddings) or bm25 (keywords)."),
+) -> None:
+    """Product search: the top-k items for a query."""
+    from ml.models.recs import search_items
+    from ml.models.search import SearchError
+
+    try:
+        result = search_items(get_settings(), query, k=k, method=method)
+    except SearchError as exc:
+        typer.echo(f"search: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if result.empty:
+        typer.echo(f"no item matches {query!r}")
+        return
+    typer.echo(result.to_string(index=False))
 
 
 @airflow_app.command("setup")

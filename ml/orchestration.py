@@ -55,7 +55,11 @@ FEATURE_STORE_DAG = "feature_store"
 CHAIN = (INGEST_DAG, WAREHOUSE_DAG, FEATURE_STORE_DAG)
 TRAIN_USER_MODELS_DAG = "train_user_models"
 SCORE_USER_MODELS_DAG = "score_user_models"
-MODEL_DAGS = (TRAIN_USER_MODELS_DAG, SCORE_USER_MODELS_DAG)
+TRAIN_RECOMMENDER_DAG = "train_recommender"
+SCORE_RECOMMENDER_DAG = "score_recommender"
+# (training DAG, the scoring DAG its promotion triggers)
+MODEL_DAG_PAIRS = ((TRAIN_USER_MODELS_DAG, SCORE_USER_MODELS_DAG), (TRAIN_RECOMMENDER_DAG, SCORE_RECOMMENDER_DAG))
+MODEL_DAGS = tuple(d for pair in MODEL_DAG_PAIRS for d in pair)
 
 
 class OrchestrationError(RuntimeError):
@@ -299,6 +303,45 @@ def cart_at_risk(settings: Settings) -> dict:
     from ml.models import cart
 
     return _jsonable(cart.score_at_risk(settings))
+
+
+def embed_items(settings: Settings) -> dict:
+    """Item text embeddings (cached by text hash) -> the Feast source of view item_embeddings."""
+    from ml.models.recs import embed_items as embed
+
+    return _jsonable(embed(settings, progress=False))
+
+
+def train_recommender(settings: Settings) -> dict:
+    """Train recs_widedeep, recs_lgbm and recs_fm; promote each if not worse. Summary of the run."""
+    from ml.models.recs import train
+
+    summary = train(settings).summary()
+    return _jsonable({**summary, "version": summary["versions"].get(summary["model"]),
+                      "promoted": summary["promoted"].get(summary["model"], False), "decision": summary["promoted"]})
+
+
+def score_recommender(settings: Settings) -> dict:
+    """Batch top-K with the champion ranker; {"status": "no_champion"} until one was promoted."""
+    from ml.models import registry
+    from ml.models.recs import load_config, score
+
+    model = load_config()["serving"]["model"]
+    if registry.champion(settings, model) is None:
+        log.warning("%s has no champion yet: nothing to recommend (train_recommender promotes one)", model)
+        return {"status": "no_champion", "model": model}
+    return {"status": "scored", **_jsonable(score(settings))}
+
+
+def serve_recommendations(settings: Settings, scored: dict) -> dict:
+    """Materialize the recommendation lists (and the item embeddings) for the scoring date."""
+    from ml.models.recs import SCORE_VIEW
+
+    served = {"item_embeddings": materialize_view(settings, "item_embeddings", None, datetime.now(timezone.utc))}
+    if scored.get("status") != "scored":
+        return {"status": scored.get("status"), "view": SCORE_VIEW, **served}
+    end = datetime.fromisoformat(scored["scoring_date"]).replace(tzinfo=timezone.utc) + timedelta(days=1)
+    return {"status": "served", SCORE_VIEW: materialize_view(settings, SCORE_VIEW, None, end), **served}
 
 
 def failure_subject(context: dict) -> str:
@@ -666,18 +709,20 @@ def run_chain(client: AirflowClient, conf: dict | None = None, timeout: float = 
     say(f"triggered {INGEST_DAG} run {run['dag_run_id']}")
     runs = {INGEST_DAG: client.wait_for_run(INGEST_DAG, run["dag_run_id"], timeout=timeout)}
     say(f"  {INGEST_DAG}: {runs[INGEST_DAG]['state']}")
-    downstream = (WAREHOUSE_DAG, FEATURE_STORE_DAG) + ((TRAIN_USER_MODELS_DAG,) if models else ())
-    for dag_id in downstream:
+    for dag_id in (WAREHOUSE_DAG, FEATURE_STORE_DAG):
         left = max(deadline - time.monotonic(), 30)
         runs[dag_id] = client.wait_for_run(dag_id, after=started, timeout=left)
         say(f"  {dag_id}: {runs[dag_id]['state']} ({runs[dag_id]['dag_run_id']})")
-    if models:
-        # the scoring run queued by the training run's `user_models` event (one queued by the
-        # feature store may have run before, with the previous champion or none)
-        trained = datetime.fromisoformat(runs[TRAIN_USER_MODELS_DAG]["end_date"].replace("Z", "+00:00"))
+    for train_dag, score_dag in MODEL_DAG_PAIRS if models else ():
         left = max(deadline - time.monotonic(), 30)
-        runs[SCORE_USER_MODELS_DAG] = client.wait_for_run(SCORE_USER_MODELS_DAG, after=trained - timedelta(seconds=5), timeout=left)
-        say(f"  {SCORE_USER_MODELS_DAG}: {runs[SCORE_USER_MODELS_DAG]['state']} ({runs[SCORE_USER_MODELS_DAG]['dag_run_id']})")
+        runs[train_dag] = client.wait_for_run(train_dag, after=started, timeout=left)
+        say(f"  {train_dag}: {runs[train_dag]['state']} ({runs[train_dag]['dag_run_id']})")
+        # the scoring run queued by the training run's promotion event (one queued by the feature
+        # store may have run before, with the previous champion or none)
+        trained = datetime.fromisoformat(runs[train_dag]["end_date"].replace("Z", "+00:00"))
+        left = max(deadline - time.monotonic(), 30)
+        runs[score_dag] = client.wait_for_run(score_dag, after=trained - timedelta(seconds=5), timeout=left)
+        say(f"  {score_dag}: {runs[score_dag]['state']} ({runs[score_dag]['dag_run_id']})")
     return runs
 
 

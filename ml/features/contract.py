@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 # Feast entities and their join keys (STYLE.md "One vocabulary"); feature_repo/entities.py defines them.
 ENTITY_JOIN_KEYS: dict[str, str] = {"user": "user_id", "item": "item_id", "warehouse": "warehouse_id"}
 
@@ -319,6 +321,48 @@ def _kw(call: ast.Call, name: str):
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
+def _type_name(node) -> str:
+    """``Float64`` -> "Float64", ``Array(Float32)`` -> "Array(Float32)"."""
+    if isinstance(node, ast.Call):
+        return f"{getattr(node.func, 'id', '?')}({', '.join(_type_name(a) for a in node.args)})"
+    return getattr(node, "id", "?")
+
+
+_ARROW_TYPES = {
+    "String": pa.string(), "Float64": pa.float64(), "Float32": pa.float32(), "Int64": pa.int64(),
+    "Int32": pa.int32(), "Bool": pa.bool_(), "UnixTimestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_type(type_name: str) -> pa.DataType:
+    if type_name.startswith("Array(") and type_name.endswith(")"):
+        return pa.list_(_arrow_type(type_name[6:-1]))
+    return _ARROW_TYPES[type_name]
+
+
+def output_source_schemas(score_views_py: Path | str) -> dict[str, pa.Schema]:
+    """The Parquet files behind the model-output views of a score_views.py (static reading): {file
+    name: schema} with join keys, ``event_timestamp`` and every field, so an empty file of that schema
+    lets ``feast apply`` and materialization run before the first scoring writes the real one."""
+    source = Path(score_views_py).read_text() if isinstance(score_views_py, Path) else score_views_py
+    tree = ast.parse(source)
+    files: dict[str, str] = {}  # FileSource variable -> file name (the string in its path expression)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "FileSource":
+            path = _kw(node.value, "path")
+            names = [n.value for n in ast.walk(path) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+            files[node.targets[0].id] = names[-1]
+    schemas: dict[str, pa.Schema] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "FeatureView"):
+            continue
+        spec = read_view_specs(ast.unparse(node))[ast.literal_eval(_kw(node, "name"))]
+        columns = [(k, pa.string()) for k in spec.join_keys] + [("event_timestamp", pa.timestamp("us", tz="UTC"))]
+        columns += [(name, _arrow_type(t)) for name, t in spec.features.items()]
+        schemas[files[_kw(node, "source").id]] = pa.schema(columns)
+    return schemas
+
+
 def read_view_specs(feature_views_py: Path | str) -> dict[str, ViewSpec]:
     """The FeatureView(...) definitions of a feature_views.py, by view name (static reading)."""
     source = Path(feature_views_py).read_text() if isinstance(feature_views_py, Path) else feature_views_py
@@ -335,7 +379,7 @@ def read_view_specs(feature_views_py: Path | str) -> dict[str, ViewSpec]:
             ttl_days = ast.literal_eval(days) if days is not None else None
         fields = {}
         for f in getattr(_kw(node, "schema"), "elts", []):
-            fields[ast.literal_eval(_kw(f, "name"))] = getattr(_kw(f, "dtype"), "id", "?")
+            fields[ast.literal_eval(_kw(f, "name"))] = _type_name(_kw(f, "dtype"))
         tags = _kw(node, "tags")
         dbt_model = ast.literal_eval(tags).get("dbt_model") if tags is not None else None
         specs[name] = ViewSpec(name, dbt_model, entities, ttl_days, fields)

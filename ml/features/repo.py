@@ -331,6 +331,22 @@ def _preflight(settings: Settings, check: bool, validate: bool) -> None:
         validate_sources(settings)
 
 
+def ensure_output_sources(settings: Settings) -> list[Path]:
+    """Model-output views (score_views.py) read files their jobs write; before a job's first run,
+    write an empty file of the view's schema so ``feast apply`` and materialization work. Returns the
+    files written (existing files are never touched)."""
+    import pyarrow.parquet as pq
+
+    written = []
+    for name, schema in contract.output_source_schemas(Path(settings.feast_repo_dir) / "score_views.py").items():
+        path = Path(settings.scores_dir) / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(schema.empty_table(), path)
+            written.append(path)
+    return written
+
+
 def apply(
     settings: Settings, check: bool = True, validate: bool = True, echo: Callable[[str], None] | None = None
 ) -> dict:
@@ -338,9 +354,7 @@ def apply(
     ``validate_sources``. Returns {"seconds", "output", "config"}; raises ContractError,
     SourceValidationError or FeastCommandError."""
     _preflight(settings, check, validate)
-    from ml.models.propensity import ensure_score_source  # model-output views (score_views.py) need their file
-
-    ensure_score_source(settings)
+    ensure_output_sources(settings)
     start = time.perf_counter()
     output = run_feast(settings, ["apply"], echo=echo)
     return {"seconds": round(time.perf_counter() - start, 3), "output": output, "config": str(config_path(settings))}

@@ -38,8 +38,12 @@ class TrainingSetError(ValueError):
     """The entity frame or the feature service cannot produce a training set."""
 
 
-def service_requirements(store: "FeatureStore", feature_service: str) -> dict:
-    """What a service needs in an entity frame: {"join_keys", "request_fields", "features"}."""
+def service_requirements(store: "FeatureStore", feature_service: str, keys: tuple[str, ...] | None = None) -> dict:
+    """What a service needs in an entity frame: {"join_keys", "request_fields", "features", "refs"}.
+
+    ``keys``: only the service's views joined on exactly these keys (e.g. ``("user_id",)`` for the
+    user side of a user x item service); on-demand views are then left out.
+    """
     from feast.errors import FeatureServiceNotFoundException
 
     try:
@@ -51,18 +55,22 @@ def service_requirements(store: "FeatureStore", feature_service: str) -> dict:
     join_keys: list[str] = []
     request_fields: list[str] = []
     features: list[str] = []
+    refs: list[str] = []
     for projection in service.feature_view_projections:
-        features += [f.name for f in projection.features]
         if projection.name in odfvs:
+            if keys is not None:
+                continue
             for source in odfvs[projection.name].source_request_sources.values():
                 request_fields += [f.name for f in source.schema if f.name not in request_fields]
-            continue
-        view = store.get_feature_view(projection.name)
-        for column in view.entity_columns:
-            key = (projection.join_key_map or {}).get(column.name, column.name)
-            if key not in join_keys:
-                join_keys.append(key)
-    return {"join_keys": join_keys, "request_fields": request_fields, "features": features}
+        else:
+            view = store.get_feature_view(projection.name)
+            view_keys = [(projection.join_key_map or {}).get(c.name, c.name) for c in view.entity_columns]
+            if keys is not None and sorted(view_keys) != sorted(keys):
+                continue
+            join_keys += [k for k in view_keys if k not in join_keys]
+        features += [f.name for f in projection.features]
+        refs += [f"{projection.name_to_use()}:{f.name}" for f in projection.features]
+    return {"join_keys": join_keys, "request_fields": request_fields, "features": features, "refs": refs}
 
 
 def _utc(values: "pd.Series") -> "pd.Series":
@@ -108,25 +116,28 @@ def build_training_set(
     chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
     full_feature_names: bool = False,
     store: "FeatureStore | None" = None,
+    keys: tuple[str, ...] | None = None,
 ) -> "pd.DataFrame":
     """Point-in-time correct features of ``feature_service`` for every row of ``entity_df``.
 
     ``entity_df``: the service's join keys (strings), ``event_timestamp`` (label time; naive values
     are read as UTC) and any label columns. ``chunk_rows``: retrieve this many entity rows per Feast
-    call (None or 0: one call). Returns a new frame: same rows, same order, input columns then features.
+    call (None or 0: one call). ``keys``: retrieve only the service's views joined on these keys (one
+    entity side of a multi-entity service, e.g. users and items retrieved apart instead of per pair).
+    Returns a new frame: same rows, same order, input columns then features.
     """
     import pandas as pd
 
     from ml.features.repo import get_store
 
     store = store or get_store(settings)
-    needs = service_requirements(store, feature_service)
+    needs = service_requirements(store, feature_service, keys)
     df = prepare_entity_df(entity_df, needs["join_keys"], needs["request_fields"])
     clash = [c for c in needs["features"] if c in entity_df.columns and not full_feature_names]
     if clash:
         raise TrainingSetError(f"entity frame columns {clash} clash with features of {feature_service}")
     df[_ORDER] = range(len(df))
-    service = store.get_feature_service(feature_service)
+    service = store.get_feature_service(feature_service) if keys is None else needs["refs"]
     step = int(chunk_rows) if chunk_rows else max(len(df), 1)
     parts = []
     for start in range(0, len(df), step):

@@ -511,31 +511,6 @@ def _champion_on(settings: Settings, test: "pd.DataFrame", features: list[str], 
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def scores_root(settings: Settings) -> Path:
-    return Path(settings.scores_dir) / MODEL_NAME
-
-
-def score_source_path(settings: Settings) -> Path:
-    """The Parquet file behind Feast view ``user_propensity`` (latest scores of every scoring date)."""
-    return Path(settings.scores_dir) / f"{MODEL_NAME}.parquet"
-
-
-def ensure_score_source(settings: Settings) -> Path:
-    """The Feast source of ``user_propensity`` before the first scoring: an empty Parquet file with
-    the view's schema (``feast apply`` and Feast's own materialize read it); scoring replaces it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = score_source_path(settings)
-    if not path.exists():
-        top = [(f"{kind}_{i}", pa.string() if kind == "top_feature" else pa.float64()) for i in (1, 2, 3) for kind in ("top_feature", "top_contribution")]
-        schema = pa.schema([("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                            ("propensity_score", pa.float64()), ("propensity_decile", pa.int64()), ("model_version", pa.string()), *top])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), path)
-    return path
-
-
 def load_population(settings: Settings) -> "pd.DataFrame":
     """The users to score: the label mart's last cutoff (lake_last_date + 1, labels not known yet)."""
     labels = load_labels(settings, 7)
@@ -554,7 +529,7 @@ def score(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     import pandas as pd
 
     from ml.features.training import build_training_set
-    from ml.models import registry
+    from ml.models import outputs, registry
 
     say = echo or (lambda _m: None)
     config = config or load_config()
@@ -579,29 +554,6 @@ def score(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         }
     )
     out = pd.concat([out, explain(model, x, int(config["explanations"]["top_k"])).reset_index(drop=True)], axis=1)
-    path = write_scores(settings, out, scoring_date)
+    path = outputs.write_partition(settings, MODEL_NAME, out, scoring_date)
     say(f"{MODEL_NAME}: scored {len(out):,} users for {scoring_date} with version {version.version} -> {path}")
     return {"rows": len(out), "scoring_date": str(scoring_date), "model_version": str(version.version), "path": str(path)}
-
-
-def _atomic_parquet(frame: "pd.DataFrame", path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def write_scores(settings: Settings, scores: "pd.DataFrame", scoring_date: date) -> Path:
-    """Overwrite the scoring date's partition, then rebuild the Feast source from all partitions.
-
-    Hive layout: the scoring date lives in the folder name only, so ``pd.read_parquet(scores_root)``
-    reads every date with its ``scoring_date``."""
-    import pandas as pd
-
-    partition = scores_root(settings) / f"scoring_date={scoring_date.isoformat()}" / "part.parquet"
-    _atomic_parquet(scores.drop(columns=["scoring_date"], errors="ignore"), partition)
-    parts = sorted(scores_root(settings).glob("scoring_date=*/part.parquet"))
-    combined = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    combined["event_timestamp"] = pd.to_datetime(combined["event_timestamp"], utc=True)
-    _atomic_parquet(combined, score_source_path(settings))
-    return partition

@@ -235,7 +235,8 @@ def training_run(
 
 
 def log_metrics(metrics: dict, prefix: str = "", step: int | None = None) -> dict[str, float]:
-    """Log the finite numeric values of ``metrics`` on the active run (NaN/None/non-numbers skipped)."""
+    """Log the finite numeric values of ``metrics`` on the active run (NaN/None/non-numbers skipped).
+    Names MLflow rejects are spelled out: ``recall@10`` is logged as ``recall_at_10``."""
     mlflow = _mlflow()
     finite = {}
     for key, value in metrics.items():
@@ -244,7 +245,7 @@ def log_metrics(metrics: dict, prefix: str = "", step: int | None = None) -> dic
         except (TypeError, ValueError):
             continue
         if math.isfinite(number):
-            finite[f"{prefix}{key}"] = number
+            finite[f"{prefix}{key}".replace("@", "_at_")] = number
     if finite:
         mlflow.log_metrics(finite, step=step)
     return finite

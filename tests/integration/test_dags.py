@@ -99,7 +99,8 @@ def parsed(parsed_settings):
 
 def test_every_dag_imports_without_error(parsed):
     assert parsed["errors"] == {}
-    assert set(parsed["dags"]) == {"ingest", "warehouse", "feature_store", "train_user_models", "score_user_models"}
+    assert set(parsed["dags"]) == {"ingest", "warehouse", "feature_store", "train_user_models", "score_user_models",
+                                   "train_recommender", "score_recommender"}
 
 
 def test_dags_follow_the_conventions(parsed):
@@ -138,6 +139,7 @@ def test_writers_run_in_the_single_writer_pools(parsed, parsed_settings):
     assert s.duckdb_pool in parsed["dags"]["ingest"]["pools"]
     assert s.feast_pool in parsed["dags"]["feature_store"]["pools"]
     assert s.feast_pool in parsed["dags"]["score_user_models"]["pools"]  # writes the online store
+    assert s.feast_pool in parsed["dags"]["score_recommender"]["pools"]
 
 
 def test_local_mode_renders_dbt_build_per_model(parsed_settings):

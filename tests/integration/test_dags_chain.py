@@ -116,7 +116,8 @@ def test_model_dags_train_register_score_and_serve(chain):
 
     from ml.features.serving import get_online_features
     from ml.models import registry
-    from ml.models.propensity import MODEL_NAME, scores_root
+    from ml.models.outputs import scores_root
+    from ml.models.propensity import MODEL_NAME
     from ml.models.report import list_reports
 
     settings, env, _ = chain
@@ -128,7 +129,7 @@ def test_model_dags_train_register_score_and_serve(chain):
     assert registry.champion(settings, "propensity_gru") is not None
     assert any(r["model"] == MODEL_NAME for r in list_reports(settings))
     assert any(r["model"] == "cart_abandonment" for r in list_reports(settings))
-    (partition,) = scores_root(settings).glob("scoring_date=*/part.parquet")
+    (partition,) = scores_root(settings, MODEL_NAME).glob("scoring_date=*/part.parquet")
     scores = pd.read_parquet(partition)
     assert len(scores) > 50 and scores["propensity_score"].between(0, 1).all()
     row = scores.iloc[0]

@@ -36,7 +36,7 @@ def test_committed_repo_matches_dbt_manifest(manifest):
     problems = contract.check_repo(manifest, PROJECT_ROOT / "feature_repo")
     assert problems == [], "\n".join(problems)
     marts = contract.feature_marts(manifest)
-    assert {m.feature_view for m in marts} == {"user_rfm", "user_activity", "item_stats", "item_warehouse_demand", "user_rfm_segments", "user_affinity"}
+    assert {m.feature_view for m in marts} == {"user_rfm", "user_activity", "item_stats", "item_warehouse_demand", "user_rfm_segments", "user_affinity", "user_profile"}
 
 
 def _mutate(manifest, model, fn):
@@ -126,7 +126,7 @@ def test_services_listed_from_the_registry(applied):
 # -- bad input: each names the view and the file ------------------------------------------------------
 
 
-MODELS = {"user_rfm": "feat_user_rfm", "user_activity": "feat_user_activity", "item_stats": "feat_item_stats", "item_warehouse_demand": "feat_item_warehouse_demand", "user_rfm_segments": "feat_user_rfm_segments", "user_affinity": "feat_user_affinity"}
+MODELS = {"user_rfm": "feat_user_rfm", "user_activity": "feat_user_activity", "item_stats": "feat_item_stats", "item_warehouse_demand": "feat_item_warehouse_demand", "user_rfm_segments": "feat_user_rfm_segments", "user_affinity": "feat_user_affinity", "user_profile": "feat_user_profile"}
 GOOD = {
     "user_rfm": {"user_id": ["u1", "u2"], "event_timestamp": [T("2024-01-02"), T("2024-01-02")], "order_count_lifetime": [1, 2]},
     "user_activity": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "view_count_7d": [1]},
@@ -134,6 +134,7 @@ GOOD = {
     "item_warehouse_demand": {"item_id": ["i1"], "warehouse_id": ["w1"], "event_timestamp": [T("2024-01-02")], "units_sum_7d": [1]},
     "user_rfm_segments": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "r_score": [5], "rfm_segment": ["champions"]},
     "user_affinity": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "top_category_share_30d": [1.0]},
+    "user_profile": {"user_id": ["u1"], "event_timestamp": [T("1970-01-01")], "age_band": ["25-34"], "region": ["north"]},
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import propensity, registry
+from ml.models import outputs, propensity, registry
 from ml.models.report import list_reports
 
 from tests.integration.conftest import copy_repo
@@ -137,7 +137,7 @@ def test_score_is_idempotent_and_served_online(small_store, trained):
     second = propensity.score(small_store, echo=None)
     assert second["path"] == first["path"]
     assert pd.read_parquet(second["path"]).equals(part)
-    assert len(list(propensity.scores_root(small_store).glob("scoring_date=*"))) == 1
+    assert len(list(outputs.scores_root(small_store, propensity.MODEL_NAME).glob("scoring_date=*"))) == 1
 
     served = orchestration.serve_scores(small_store, {"status": "scored", **first})
     assert served["status"] == "served"

@@ -1,0 +1,59 @@
+"""# train_recommender
+
+Runs when the `feature_store` Asset is updated: trains the recommendation rankers on a time split of
+the dbt export `fct_interactions` (weekly cutoffs; the week after a cutoff holds its labels) with
+user and item features from the Feast service `recs_widedeep_v1` at each cutoff.
+
+* **embed_items** — sentence embeddings (all-MiniLM-L6-v2, offline) of every item text in
+  `mart_item_catalogue`, cached by text hash: the source of Feast view `item_embeddings`, of
+  cold-start candidates and of semantic search.
+* **train_rankers** — candidates (co-visitation, popularity by segment, content kNN) -> Wide & Deep
+  (`recs_widedeep`), LightGBM LambdaRank (`recs_lgbm`) and a Factorization Machine (`recs_fm`) ->
+  full ranking of the test week against popularity and item-kNN baselines, semantic search vs BM25
+  -> report, MLflow runs, registered versions, each promoted only if its test NDCG@10 is not worse
+  than its champion's on the same pairs.
+* **publish_recommender** — emits `recommender` when the served ranker was promoted (skipped
+  otherwise), which makes `score_recommender` re-rank with it.
+
+Reports: `ecomml models reports`; MLflow UI: `ecomml models ui`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from _platform import DEFAULT_ARGS, FEATURE_STORE, RECOMMENDER, SETTINGS, START_DATE, TAGS_PLATFORM
+from airflow.sdk import dag, task
+
+from ml import orchestration
+
+
+@dag(
+    dag_id=orchestration.TRAIN_RECOMMENDER_DAG,
+    schedule=[FEATURE_STORE],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "retries": 1},
+    doc_md=__doc__,
+    tags=[TAGS_PLATFORM, "models", "recommendation"],
+)
+def train_recommender():
+    @task
+    def embed_items() -> dict:
+        return orchestration.embed_items(SETTINGS)
+
+    @task(execution_timeout=timedelta(minutes=90))
+    def train_rankers(embedded: dict) -> dict:
+        return orchestration.train_recommender(SETTINGS)
+
+    @task(outlets=[RECOMMENDER])
+    def publish_recommender(summary: dict, outlet_events=None) -> dict:
+        orchestration.require_promotion(summary)  # skips this task when nothing was promoted
+        outlet_events[RECOMMENDER].extra = {"recs_widedeep": summary["version"]}
+        return outlet_events[RECOMMENDER].extra
+
+    publish_recommender(train_rankers(embed_items()))
+
+
+train_recommender()

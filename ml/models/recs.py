@@ -1,0 +1,775 @@
+"""Recommendation: candidates -> rankers (``recs_widedeep``, ``recs_lgbm``, ``recs_fm``) -> batch top-K
+served from Feast, plus the item embeddings that semantic search and cold-start candidates share.
+
+    embed_items(settings)  item texts (dbt export mart_item_catalogue) -> all-MiniLM-L6-v2 embeddings,
+                           cached by text hash -> $SCORES_DIR/item_embeddings.parquet (Feast view
+                           item_embeddings)
+    train(settings)        interactions (dbt export fct_interactions) -> weekly cutoffs (time split:
+                           train cutoffs, one validation and one test cutoff; the week after a cutoff
+                           holds its labels) -> candidates from the history before each cutoff
+                           (co-visitation, popularity by segment, content kNN) -> pair features
+                           (history crosses + user and item features through the Feast service
+                           recs_widedeep_v1 at the cutoff) -> Wide & Deep, LightGBM LambdaRank and a
+                           Factorization Machine -> full ranking of the candidate set on the test
+                           week against popularity and item-kNN baselines (cold-start users and
+                           items apart) -> semantic search vs BM25 on search -> purchase pairs ->
+                           report, MLflow runs and registered versions, each promoted if not worse
+                           than its champion on the same test pairs.
+    score(settings)        the champion ranker ranks every active user's candidates at the lake's
+                           end; business rules (no recent purchases, no out-of-stock items, at most
+                           M per brand) -> top K per user and a ``__fallback__`` list -> one
+                           partition per scoring date -> Feast view user_recommendations.
+    recommend(...)         one user's list from the online store (fallback for unknown users);
+    Reranker(...)          request-time re-ranking of a user's stored list by the FM with the user's
+                           online features (one Feast online read).
+
+The frame-level stages (``cutoff_pairs``, ``pair_features``, ``feature_spec``) carry no I/O, so the
+MovieLens protocol (``ml.models.protocols``) and tests reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import yaml
+
+from ml.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "recs_widedeep"
+LGBM_NAME = "recs_lgbm"
+FM_NAME = "recs_fm"
+RANKERS = (MODEL_NAME, LGBM_NAME, FM_NAME)
+CONFIG_PATH = Path(__file__).parent / "configs" / "recs.yaml"
+INTERACTIONS_MART = "fct_interactions"
+ITEMS_MART = "mart_item_catalogue"
+SEARCH_MART = "fct_search_purchases"
+EMBEDDINGS_FILE = "item_embeddings.parquet"
+SCORE_VIEW = "user_recommendations"
+FALLBACK_USER = "__fallback__"
+GRADES = {"view": 1, "add_to_cart": 2, "purchase": 3}
+DAY = 86400
+
+
+class RecsError(RuntimeError):
+    """Training or scoring cannot proceed (missing mart, no interactions, ...); nothing was written."""
+
+
+def load_config(path: Path | str | None = None, **overrides) -> dict:
+    config = yaml.safe_load(Path(path or CONFIG_PATH).read_text())
+    config.update(overrides)
+    return config
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def _export(settings: Settings, name: str, what: str) -> "pd.DataFrame":
+    import pandas as pd
+
+    path = Path(settings.exports_dir) / f"{name}.parquet"
+    if not path.exists():
+        raise RecsError(f"{path} is missing: build the warehouse first (dbt model {name}, {what})")
+    return pd.read_parquet(path)
+
+
+def load_interactions(settings: Settings) -> "pd.DataFrame":
+    import pandas as pd
+
+    inter = _export(settings, INTERACTIONS_MART, "the interactions")
+    inter["event_timestamp"] = pd.to_datetime(inter["event_timestamp"], utc=True)
+    return inter
+
+
+def load_items(settings: Settings) -> "pd.DataFrame":
+    return _export(settings, ITEMS_MART, "the item catalogue")
+
+
+def embeddings_path(settings: Settings) -> Path:
+    return Path(settings.scores_dir) / EMBEDDINGS_FILE
+
+
+def embed_items(settings: Settings, items: "pd.DataFrame | None" = None, progress: bool = True,
+                echo: Callable[[str], None] | None = print) -> dict:
+    """Embed every item text (cached by text hash) and rewrite the Feast source of ``item_embeddings``."""
+    from ml.models import embeddings
+
+    say = echo or (lambda _m: None)
+    items = load_items(settings) if items is None else items
+    frame, stats = embeddings.item_embeddings(items[["item_id", "item_text"]], Path(settings.data_dir) / "cache" / "item_text_embeddings.parquet", progress=progress)
+    path = embeddings.write_embeddings(frame, embeddings_path(settings), datetime.now(timezone.utc))
+    say(f"item embeddings: {len(frame):,} items ({stats}) -> {path}")
+    return {"path": str(path), "rows": len(frame), **stats}
+
+
+def load_item_matrix(settings: Settings) -> "tuple[np.ndarray, np.ndarray] | None":
+    """(item_ids, L2-normalised matrix) from the embeddings file; None when there are none."""
+    import numpy as np
+    import pandas as pd
+
+    path = embeddings_path(settings)
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path, columns=["item_id", "embedding"])
+    if frame.empty:
+        return None
+    return frame["item_id"].to_numpy(dtype=object), np.vstack(frame["embedding"].to_numpy()).astype(np.float32)
+
+
+# --- frames: cutoffs, labels, candidates, features -------------------------------------------------
+
+
+def lake_end(inter: "pd.DataFrame") -> "pd.Timestamp":
+    """Midnight UTC after the last interaction day: "now" for a daily-fed lake."""
+    return inter["event_timestamp"].max().floor("D") + _days(1)
+
+
+def _days(n: float) -> "pd.Timedelta":
+    import pandas as pd
+
+    return pd.Timedelta(days=n)
+
+
+def split_cutoffs(end: "pd.Timestamp", config: dict) -> dict:
+    """Weekly cutoffs counted back from ``end``: test = end - window, valid = test - window, train the
+    ``n_train`` before. The window after a cutoff holds its labels, so no label leaks across cutoffs."""
+    split = config["split"]
+    window = _days(int(split["window_days"]))
+    test = end - window
+    valid = test - window
+    train = [valid - window * (i + 1) for i in range(int(split["n_train"]))][::-1]
+    return {"train": train, "valid": valid, "test": test, "window_days": int(split["window_days"])}
+
+
+def window_truth(inter: "pd.DataFrame", start: "pd.Timestamp", days: int) -> "pd.DataFrame":
+    """[user_id, item_id, label]: the strongest interaction grade (view 1, cart 2, purchase 3) of each
+    user x item in [start, start + days)."""
+    in_window = inter[(inter["event_timestamp"] >= start) & (inter["event_timestamp"] < start + _days(days))]
+    graded = in_window.assign(label=in_window["event_type"].map(GRADES)).dropna(subset=["label"])
+    return graded.groupby(["user_id", "item_id"], as_index=False)["label"].max().astype({"label": "int64"})
+
+
+def user_segments(history: "pd.DataFrame", items: "pd.DataFrame") -> "pd.Series":
+    """user_id -> the category_l1 the user interacted with most (the popularity segment)."""
+    joined = history[["user_id", "item_id"]].merge(items[["item_id", "category_l1"]], on="item_id").dropna(subset=["category_l1"])
+    if joined.empty:
+        import pandas as pd
+
+        return pd.Series(dtype=object)
+    counts = joined.groupby(["user_id", "category_l1"]).size().rename("n").reset_index()
+    top = counts.sort_values(["user_id", "n", "category_l1"], ascending=[True, False, True]).drop_duplicates("user_id")
+    return top.set_index("user_id")["category_l1"]
+
+
+@dataclass
+class CutoffFrames:
+    """Everything computed from the history before one cutoff (reused for training and scoring)."""
+
+    cutoff: "pd.Timestamp"
+    history: "pd.DataFrame"
+    candidates: "pd.DataFrame"
+    pop_table: "pd.DataFrame"
+    covis: "pd.DataFrame"
+    segments: "pd.Series"
+    seconds: dict = field(default_factory=dict)
+
+
+def cutoff_candidates(inter: "pd.DataFrame", items: "pd.DataFrame", users, cutoff: "pd.Timestamp", config: dict,
+                      item_matrix=None) -> CutoffFrames:
+    """Candidates for ``users`` from the interactions strictly before ``cutoff``."""
+    from ml.models import candidates as cand
+
+    cfg = cand._as_config(config.get("candidates"))
+    lookback = _days(float(config["split"].get("history_days", 180)))
+    history = inter[(inter["event_timestamp"] < cutoff) & (inter["event_timestamp"] >= cutoff - lookback)]
+    t = {}
+    t0 = time.perf_counter()
+    covis = cand.covisitation(history, event_weights=cfg.event_weights, max_items_per_session=cfg.max_items_per_session,
+                              order_window_days=cfg.order_window_days, top_n_per_item=cfg.top_n_per_item)
+    t["covisitation"] = time.perf_counter() - t0
+    segments = user_segments(history, items)
+    pop_table = cand.popularity(history, cutoff, half_life_days=cfg.half_life_days, segments=segments, n=max(cfg.n_popular * 3, cfg.n_total),
+                                segment_prior=cfg.segment_prior, event_weights=cfg.event_weights)
+    t0 = time.perf_counter()
+    cands = cand.generate(users, history, cutoff, cfg, covis, pop_table, segments, item_matrix)
+    t["generate"] = time.perf_counter() - t0
+    return CutoffFrames(cutoff, history, cands, pop_table, covis, segments, t)
+
+
+ITEM_ATTRS = ("category_l1", "brand", "price_band")
+
+
+def pair_features(cands: "pd.DataFrame", history: "pd.DataFrame", items: "pd.DataFrame", cutoff: "pd.Timestamp",
+                  item_matrix=None) -> "pd.DataFrame":
+    """Candidate pairs plus features known at ``cutoff``: item attributes, the user's history with the
+    item, its category and brand (shares), the user's top category and brand (wide crosses), item age,
+    and the item's text embedding (zeros when it has none, flagged by ``has_text``)."""
+    import numpy as np
+    import pandas as pd
+
+    attrs = items[["item_id", *ITEM_ATTRS, "price", "launch_date"]].copy()
+    frame = cands.merge(attrs, on="item_id", how="left")
+    for col in ITEM_ATTRS:
+        frame[col] = frame[col].fillna("unknown").astype(str)
+    launch = pd.to_datetime(frame.pop("launch_date"), utc=True)
+    frame["item_age_days"] = ((cutoff - launch).dt.total_seconds() / DAY).astype(float)
+
+    hist = history[["user_id", "item_id", "event_type", "event_timestamp"]].merge(items[["item_id", "category_l1", "brand"]], on="item_id", how="left")
+    n_user = hist.groupby("user_id").size().rename("user_history_count")
+    ui = hist.assign(is_purchase=(hist["event_type"] == "purchase").astype(float)).groupby(["user_id", "item_id"]).agg(
+        user_item_count=("item_id", "size"),
+        user_item_purchased=("is_purchase", "max"),
+        user_item_last=("event_timestamp", "max"),
+    ).reset_index()
+    frame = frame.merge(ui, on=["user_id", "item_id"], how="left")
+    frame["days_since_user_item"] = (cutoff - frame.pop("user_item_last")).dt.total_seconds() / DAY
+    frame[["user_item_count", "user_item_purchased"]] = frame[["user_item_count", "user_item_purchased"]].fillna(0.0)
+    for col, name in (("category_l1", "user_category_share"), ("brand", "user_brand_share")):
+        per = hist.dropna(subset=[col]).groupby(["user_id", col]).size().rename("n").reset_index()
+        per = per.merge(n_user, left_on="user_id", right_index=True)
+        per[name] = per["n"] / per["user_history_count"]
+        frame = frame.merge(per[["user_id", col, name]], on=["user_id", col], how="left")
+        frame[name] = frame[name].fillna(0.0)
+        top = per.sort_values(["user_id", "n", col], ascending=[True, False, True]).drop_duplicates("user_id").set_index("user_id")[col]
+        frame[f"user_top_{col}"] = frame["user_id"].map(top).fillna("none").astype(str)
+    frame["user_history_count"] = frame["user_id"].map(n_user).fillna(0).astype(float)
+    if item_matrix is not None:
+        ids, matrix = item_matrix
+        index = pd.Series(np.arange(len(ids)), index=ids)
+        pos = frame["item_id"].map(index)
+        frame["has_text"] = pos.notna().astype(float)
+        padded = np.vstack([matrix, np.zeros((1, matrix.shape[1]), np.float32)])
+        rows = padded[pos.fillna(len(ids)).astype(int).to_numpy()]
+        frame["item_embedding"] = list(rows)
+    return frame
+
+
+def add_feast_features(settings: Settings, pairs: "pd.DataFrame", service: str, store=None) -> "pd.DataFrame":
+    """User and item features of ``service`` at each pair's cutoff (``event_timestamp``), retrieved
+    per entity (distinct user x cutoff, item x cutoff) and joined back: ``user_*`` / ``item_*``."""
+    from ml.features.repo import get_store
+    from ml.features.training import build_training_set
+
+    store = store or get_store(settings)
+    out = pairs
+    for key, prefix in (("user_id", "user_"), ("item_id", "item_")):
+        entities = pairs[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+        got = build_training_set(settings, entities, service, store=store, keys=(key,), chunk_rows=None)
+        renamed = {c: _prefixed(c, prefix) for c in got.columns if c not in (key, "event_timestamp")}
+        out = out.merge(got.rename(columns=renamed), on=[key, "event_timestamp"], how="left")
+    return out
+
+
+# Pair-level features (the user x item relation), neither a user nor an item attribute: a random
+# negative (ranking.sample_negatives) does not copy them.
+PAIR_COLUMNS = ("source", "n_sources", "covis_score", "content_score", "pop_score", "user_item_count", "user_item_purchased",
+                "days_since_user_item", "user_category_share", "user_brand_share")
+ITEM_COLUMNS = (*ITEM_ATTRS, "price", "item_age_days", "has_text")
+
+
+def feature_spec(pairs: "pd.DataFrame", config: dict):
+    """The ranking FeatureSpec over the columns a pair frame has: numeric features are every numeric
+    column that is not a key or the label; categoricals and crosses come from the config; item and
+    user columns (copied onto random negatives) are the item attributes / ``item_*`` and ``user_*``
+    columns that are not pair-level."""
+    import pandas as pd
+
+    from ml.models.ranking import FeatureSpec
+
+    skip = {"user_id", "item_id", "group_id", "label", "event_timestamp", "rank", "item_embedding"}
+    categorical = [c for c in config["features"]["categorical"] if c in pairs.columns]
+    numeric = [c for c in pairs.columns if c not in skip and c not in categorical
+               and (pd.api.types.is_numeric_dtype(pairs[c]) or pd.api.types.is_bool_dtype(pairs[c]))]
+    used = set(numeric) | set(categorical)
+    items = [c for c in used if c in ITEM_COLUMNS or c.startswith("item_")]
+    users = [c for c in used if c.startswith("user_") and c not in PAIR_COLUMNS]
+    crosses = [tuple(x) for x in config["features"]["crosses"] if all(c in pairs.columns for c in x)]
+    embedding = "item_embedding" if "item_embedding" in pairs.columns else None
+    return FeatureSpec(numeric=numeric, categorical=categorical, crosses=crosses, embedding=embedding,
+                       item_columns=sorted(items), user_columns=sorted(users))
+
+
+def fm_spec(pairs: "pd.DataFrame", config: dict):
+    """The FM's FeatureSpec: only what is known at request time (the user's online features and the
+    item attributes the model stores)."""
+    from ml.models.ranking import FeatureSpec
+
+    fm = config["fm_features"]
+    categorical = [c for c in fm["categorical"] if c in pairs.columns]
+    numeric = [c for c in fm["numeric"] if c in pairs.columns]
+    used = categorical + numeric
+    return FeatureSpec(numeric=numeric, categorical=categorical, item_columns=[c for c in used if c in ITEM_COLUMNS],
+                       user_columns=[c for c in used if c.startswith("user_")])
+
+
+def categorize(pairs: "pd.DataFrame", categorical: list[str]) -> "pd.DataFrame":
+    for col in categorical:
+        if col in pairs.columns:
+            pairs[col] = pairs[col].astype(object).where(pairs[col].notna(), "unknown").astype(str)
+    return pairs
+
+
+def cutoff_pairs(inter: "pd.DataFrame", items: "pd.DataFrame", cutoff: "pd.Timestamp", config: dict, item_matrix=None,
+                 *, max_users: int | None = None, only_positive_groups: bool = True, seed: int = 0):
+    """One cutoff's labelled pair frame: users with interactions in the window after ``cutoff`` (at
+    most ``max_users``, sampled), their candidates and features, ``label`` = the window's grade (0 when
+    not interacted). Returns (pairs, truth of those users, CutoffFrames)."""
+    import numpy as np
+
+    truth = window_truth(inter, cutoff, int(config["split"]["window_days"]))
+    users = np.sort(truth["user_id"].unique())
+    if max_users and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+        truth = truth[truth["user_id"].isin(users)]
+    cf = cutoff_candidates(inter, items, users, cutoff, config, item_matrix)
+    pairs = pair_features(cf.candidates, cf.history, items, cutoff, item_matrix)
+    pairs = pairs.merge(truth, on=["user_id", "item_id"], how="left")
+    pairs["label"] = pairs["label"].fillna(0).astype("int64")
+    if only_positive_groups:
+        positive = pairs.groupby("user_id")["label"].transform("max") > 0
+        pairs = pairs[positive]
+    pairs["event_timestamp"] = cutoff
+    return pairs.reset_index(drop=True), truth.reset_index(drop=True), cf
+
+
+def _with_groups(frames: list["pd.DataFrame"]) -> "pd.DataFrame":
+    import pandas as pd
+
+    pairs = pd.concat(frames, ignore_index=True)
+    pairs["group_id"] = pd.factorize(pairs["user_id"].astype(str) + "|" + pairs["event_timestamp"].astype(str))[0]
+    return pairs.sort_values(["group_id", "rank"], kind="stable").reset_index(drop=True)
+
+
+def predict(model, pairs: "pd.DataFrame") -> "np.ndarray":
+    """Scores of any ranker (recs_widedeep, recs_lgbm, recs_fm) for the pair rows."""
+    return model.predict(pairs)
+
+
+def _ranked(pairs: "pd.DataFrame", scores) -> "pd.DataFrame":
+    return pairs[["user_id", "item_id"]].assign(score=scores)
+
+
+@dataclass
+class Evaluation:
+    """Test-week results: metrics per model/baseline, per-source candidate recall, cold-start cuts."""
+
+    metrics: "pd.DataFrame"
+    candidate_recall: "pd.DataFrame"
+    cold: "pd.DataFrame"
+    search: "pd.DataFrame | None" = None
+
+
+def evaluate_rankings(rankings: dict[str, "pd.DataFrame"], truth: "pd.DataFrame", history: "pd.DataFrame", n_items: int,
+                      ks=(10, 20)) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """Full ranking of each model's scored pairs against the test week's truth (users without any
+    ranked item count as misses). Returns (metrics per model, cold-start metrics per model): cold
+    users have no history before the cutoff; cold items had no interaction before it."""
+    import pandas as pd
+
+    from ml.models.rank_metrics import ranking_metrics, top_k
+
+    popularity = history.groupby("item_id").size()
+    known_users = set(history["user_id"].unique())
+    cold_user_truth = truth[~truth["user_id"].isin(known_users)]
+    cold_item_truth = truth[~truth["item_id"].isin(popularity.index)]
+    rows, cold = [], []
+    for name, scored in rankings.items():
+        top = top_k(scored, max(ks))
+        rows.append({"model": name, **ranking_metrics(top, truth, ks=ks, item_popularity=popularity, n_items=n_items)})
+        for cut, cut_truth in (("cold_users", cold_user_truth), ("cold_items", cold_item_truth)):
+            if len(cut_truth):
+                m = ranking_metrics(top[top["user_id"].isin(cut_truth["user_id"])], cut_truth, ks=ks)
+                cold.append({"model": name, "cut": cut, "n_users": m.get("n_users"),
+                             **{k: m[k] for k in (f"recall@{ks[0]}", f"recall@{ks[-1]}", f"ndcg@{ks[0]}") if k in m}})
+    return pd.DataFrame(rows).set_index("model"), pd.DataFrame(cold)
+
+
+def baselines(cf: CutoffFrames, users, k: int = 100) -> dict[str, "pd.DataFrame"]:
+    """Popularity (the overall recency-decayed list for everyone) and item-kNN (the co-visitation
+    neighbours of the user's recent items, by similarity) as scored pairs."""
+    from ml.models import candidates as cand
+
+    popular = cand.popular_candidates(users, cf.pop_table, None, n=k)
+    knn = cand.covisit_candidates(cf.history, cf.covis, k)
+    return {"popularity": popular[["user_id", "item_id", "score"]], "item_knn": knn[["user_id", "item_id", "score"]]}
+
+
+def evaluate_search(settings: Settings, config: dict) -> "pd.DataFrame | None":
+    """Semantic search vs BM25 on the lake's search -> purchase pairs (None without searches)."""
+    import pandas as pd
+
+    from ml.models import search
+
+    path = Path(settings.exports_dir) / f"{SEARCH_MART}.parquet"
+    if not path.exists() or not embeddings_path(settings).exists():
+        return None
+    pairs = pd.read_parquet(path)
+    if pairs.empty:
+        return None
+    cfg = config.get("search", {})
+    ids = pairs["search_id"].drop_duplicates()
+    if len(ids) > int(cfg.get("max_eval_searches", 2000)):
+        ids = ids.sample(int(cfg.get("max_eval_searches", 2000)), random_state=0)
+    pairs = pairs[pairs["search_id"].isin(ids)]
+    return search.compare(pairs, pd.read_parquet(embeddings_path(settings)), load_items(settings), k=int(cfg.get("k", 10)))
+
+
+# --- training --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    versions: dict
+    decisions: dict
+    evaluation: Evaluation
+    report: Path
+    rows: dict
+    seconds: dict
+
+    def summary(self) -> dict:
+        cols = ["recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@20"]
+        metrics = self.evaluation.metrics
+        return {
+            "model": MODEL_NAME,
+            "versions": self.versions,
+            "promoted": {k: bool(getattr(d, "promoted", False)) for k, d in self.decisions.items()},
+            "rows": self.rows,
+            "test": {m: {c: round(float(metrics.loc[m, c]), 4) for c in cols if c in metrics.columns} for m in metrics.index},
+            "candidate_recall@100": {r["source"]: round(float(r["recall@100"]), 4) for r in self.evaluation.candidate_recall.to_dict("records")},
+            "search": None if self.evaluation.search is None else self.evaluation.search.round(4).to_dict("index"),
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "report": str(self.report),
+        }
+
+
+def training_frames(settings: Settings, config: dict, inter, items, item_matrix, say) -> dict:
+    """Pair frames of every cutoff (train, valid, test) with Feast features, and the test cutoff's
+    truth and candidate frames (for baselines and cold-start cuts)."""
+    cuts = split_cutoffs(lake_end(inter), config)
+    first = inter["event_timestamp"].min()
+    if cuts["train"][0] - first < _days(int(config["split"]["window_days"])):
+        raise RecsError(f"the interactions span {first:%Y-%m-%d}..{lake_end(inter):%Y-%m-%d} is too short for "
+                        f"{len(cuts['train'])} training weeks + validation + test; lower split.n_train")
+    split = config["split"]
+    out: dict[str, Any] = {"cutoffs": cuts}
+    for name, cutoffs in (("train", cuts["train"]), ("valid", [cuts["valid"]]), ("test", [cuts["test"]])):
+        parts = []
+        for i, c in enumerate(cutoffs):
+            test = name == "test"
+            pairs, truth, cf = cutoff_pairs(inter, items, c, config, item_matrix,
+                                            max_users=None if test else int(split["max_users_per_cutoff"]),
+                                            only_positive_groups=not test, seed=int(split.get("seed", 0)) + i)
+            parts.append(pairs)
+            if test:
+                out["test_truth"], out["test_cf"] = truth, cf
+        pairs = _with_groups(parts)
+        if config.get("feature_service"):
+            pairs = add_feast_features(settings, pairs, config["feature_service"])
+        out[name] = categorize(pairs, list(config["features"]["categorical"]) + list(config["fm_features"]["categorical"]))
+        say(f"recs: {name} {len(pairs):,} pairs, {pairs['group_id'].nunique():,} user-weeks, positives {int((pairs['label'] > 0).sum()):,}")
+    return out
+
+
+def _champion_ndcg(settings: Settings, model_name: str, test: "pd.DataFrame", truth, history, n_items) -> float | None:
+    from ml.models import registry
+
+    try:
+        model, _ = registry.load_champion(settings, model_name)
+    except registry.ModelLoadError:
+        return None
+    try:
+        metrics, _ = evaluate_rankings({model_name: _ranked(test, predict(model, test))}, truth, history, n_items)
+    except Exception as exc:  # noqa: BLE001 - a champion that cannot score these features is replaced
+        log.warning("champion %s cannot score the test pairs (%s): treated as absent", model_name, exc)
+        return None
+    return float(metrics.loc[model_name, "ndcg@10"])
+
+
+def train(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> TrainResult:
+    """Train, evaluate, report, register the three rankers; promote each if not worse (module doc)."""
+    import mlflow
+
+    from ml.models import candidates as cand
+    from ml.models import ranking, registry
+    from ml.models.report import Report, report_dir
+
+    say = echo or (lambda _m: None)
+    config = config or load_config()
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    inter, items = load_interactions(settings), load_items(settings)
+    if inter.empty:
+        raise RecsError(f"{INTERACTIONS_MART} is empty: no interactions to learn from")
+    if not embeddings_path(settings).exists():
+        embed_items(settings, items, progress=False, echo=say)
+    item_matrix = load_item_matrix(settings)
+    frames = training_frames(settings, config, inter, items, item_matrix, say)
+    seconds["frames"] = time.perf_counter() - t0
+    train_pairs, valid_pairs, test_pairs = frames["train"], frames["valid"], frames["test"]
+    rows = {k: int(len(frames[k])) for k in ("train", "valid", "test")}
+
+    specs = {MODEL_NAME: feature_spec(train_pairs, config), FM_NAME: fm_spec(train_pairs, config)}
+    specs[LGBM_NAME] = specs[MODEL_NAME]
+    models, fit_seconds = {}, {}
+    for name, fit, section in (
+        (MODEL_NAME, ranking.fit_widedeep, "widedeep"),
+        (LGBM_NAME, ranking.fit_lambdarank, "lambdarank"),
+        (FM_NAME, ranking.fit_fm, "fm"),
+    ):
+        model_spec = specs[name]
+        t = time.perf_counter()
+        models[name] = fit(train_pairs, valid_pairs, model_spec, config[section])
+        fit_seconds[name] = seconds[f"fit_{name}"] = time.perf_counter() - t
+        say(f"recs: {name} fitted in {fit_seconds[name]:.0f} s")
+
+    truth, cf = frames["test_truth"], frames["test_cf"]
+    min_label = int(config["evaluation"]["min_label"])
+    eval_truth = truth[truth["label"] >= min_label]
+    users = eval_truth["user_id"].unique()
+    n_items = int(items["item_id"].nunique())
+    rankings = {name: _ranked(test_pairs, predict(m, test_pairs)) for name, m in models.items()}
+    rankings.update(baselines(cf, users))
+    metrics, cold = evaluate_rankings(rankings, eval_truth, cf.history, n_items)
+    recall = cand.recall_by_source(cf.candidates, eval_truth, k=100)
+    t = time.perf_counter()
+    search_table = evaluate_search(settings, config)
+    seconds["search_eval"] = time.perf_counter() - t
+    evaluation = Evaluation(metrics, recall, cold, search_table)
+    say("recs test metrics:\n" + metrics[["recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@20"]].round(4).to_string())
+
+    versions, decisions = {}, {}
+    promotion = config["promotion"]
+    report_run = None
+    for name, model in models.items():
+        model_spec = specs[name]
+        params = {**{f"{k}": v for k, v in config[{MODEL_NAME: 'widedeep', LGBM_NAME: 'lambdarank', FM_NAME: 'fm'}[name]].items()},
+                  **{f"rows_{k}": v for k, v in rows.items()},
+                  **{f"cutoff_{k}": str(v) for k, v in frames["cutoffs"].items() if k != "train"},
+                  "train_cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in frames["cutoffs"]["train"]),
+                  "fit_seconds": round(fit_seconds[name], 1)}
+        features = list(model_spec.numeric) + list(model_spec.categorical) + ([model_spec.embedding] if model_spec.embedding else [])
+        with registry.training_run(settings, name, params=params, feature_service=config["feature_service"], features=features,
+                                   snapshot={"interactions_rows": len(inter), "items": n_items}) as run:
+            registry.log_metrics({k: v for k, v in metrics.loc[name].items() if v == v}, prefix="test_")
+            for base in ("popularity", "item_knn"):
+                registry.log_metrics({k: v for k, v in metrics.loc[base].items() if v == v}, prefix=f"{base}_test_")
+            # the rankers are plain Python objects (a torch net or a LightGBM booster plus vocabularies,
+            # scalers and categories): pickled whole, loaded back as the same class from ml.models.ranking
+            version = registry.log_model(model, name, flavor="sklearn", serialization_format="cloudpickle")
+            decision = registry.promote_if_not_worse(
+                settings, name, version.version, metric=promotion["metric"],
+                value=float(metrics.loc[name, "ndcg@10"]), higher_is_better=True, tolerance=float(promotion.get("tolerance", 0.0)),
+                champion_value=_champion_ndcg(settings, name, test_pairs, eval_truth, cf.history, n_items),
+            )
+            versions[name], decisions[name] = str(version.version), decision
+            if name == MODEL_NAME:
+                report_run = run.info.run_id
+                path = _report(settings, config, evaluation, frames, rows, models, versions, decisions, fit_seconds, report_run)
+                mlflow.log_artifacts(str(path.parent), artifact_path="report")
+                mlflow.set_tag("report", str(path))
+        say(f"recs: {name} version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
+    seconds["total"] = time.perf_counter() - t0
+    return TrainResult(versions, decisions, evaluation, path, rows, seconds)
+
+
+def _report(settings, config, evaluation: Evaluation, frames, rows, models, versions, decisions, fit_seconds, run_id) -> Path:
+    from ml.models.report import Report, report_dir
+
+    cuts = frames["cutoffs"]
+    report = Report(f"{MODEL_NAME} — recommendations (candidates + rankers)", subtitle=f"MLflow run {run_id}")
+    report.text(
+        f"Time split by weekly cutoffs: train {', '.join(f'{c:%Y-%m-%d}' for c in cuts['train'])}; valid "
+        f"{cuts['valid']:%Y-%m-%d}; test {cuts['test']:%Y-%m-%d} (labels: interactions in the {cuts['window_days']} days "
+        f"after each cutoff; features: history before it + Feast service `{config['feature_service']}`). Pairs: {rows}. "
+        f"Test: full ranking of the candidate set for every user active in the test week (truth = label >= "
+        f"{config['evaluation']['min_label']}); users whose items the candidates miss count as misses."
+    )
+    report.table("Test metrics (models and baselines)", evaluation.metrics.round(4))
+    report.table("Candidate recall@100 per source and merged", evaluation.candidate_recall.round(4))
+    if len(evaluation.cold):
+        report.table("Cold start: users without history / truth items without earlier interactions", evaluation.cold.round(4))
+    if evaluation.search is not None:
+        report.table("Semantic search vs BM25 on search -> purchase pairs", evaluation.search.round(4))
+    for name, model in models.items():
+        history = getattr(model, "history", None)
+        if history:
+            import pandas as pd
+
+            report.table(f"{name}: training history", pd.DataFrame(history).round(4))
+    report.text("; ".join(f"{n}: version {versions.get(n, '?')}, fit {fit_seconds[n]:.0f} s, "
+                          f"{'promoted' if getattr(decisions.get(n), 'promoted', False) else 'pending'}" for n in models))
+    return report.write(report_dir(settings, MODEL_NAME, run_id), model=MODEL_NAME, run_id=run_id)
+
+
+# --- batch scoring ---------------------------------------------------------------------------------
+
+
+def apply_rules(scored: "pd.DataFrame", items: "pd.DataFrame", history: "pd.DataFrame", now: "pd.Timestamp", rules: dict,
+                k: int) -> "pd.DataFrame":
+    """Business rules after ranking, then the top ``k`` per user: drop items the user bought in the
+    last ``exclude_purchased_days``, items out of stock (is_in_stock false; unknown stock is kept),
+    and keep at most ``max_per_brand`` items per brand. Input [user_id, item_id, score, ...]."""
+    import pandas as pd
+
+    frame = scored.merge(items[["item_id", "brand", "is_in_stock"]], on="item_id", how="left")
+    frame = frame[frame["is_in_stock"].ne(False)]
+    days = rules.get("exclude_purchased_days")
+    if days:
+        bought = history[(history["event_type"] == "purchase") & (history["event_timestamp"] >= now - _days(float(days)))]
+        frame = frame.merge(bought[["user_id", "item_id"]].drop_duplicates().assign(_bought=True), on=["user_id", "item_id"], how="left")
+        frame = frame[frame.pop("_bought").isna()]
+    frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    cap = rules.get("max_per_brand")
+    if cap:
+        brand = frame["brand"].fillna("__item__" + frame["item_id"].astype(str))
+        frame = frame[frame.groupby([frame["user_id"], brand]).cumcount() < int(cap)]
+    frame = frame[frame.groupby("user_id").cumcount() < k]
+    return frame.drop(columns=["brand", "is_in_stock"]).assign(rank=lambda f: f.groupby("user_id").cumcount() + 1).reset_index(drop=True)
+
+
+def score(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> dict:
+    """Rank every active user's candidates with the champion; write the partition and Feast source.
+
+    Raises (writing nothing, so the previous lists stay served) when the champion is missing or
+    fails to load or there are no interactions."""
+    import pandas as pd
+
+    from ml.models import candidates as cand
+    from ml.models import outputs, registry
+
+    say = echo or (lambda _m: None)
+    config = config or load_config()
+    serve = config["serving"]
+    model, version = registry.load_champion(settings, serve["model"])
+    inter, items = load_interactions(settings), load_items(settings)
+    if inter.empty:
+        raise RecsError(f"{INTERACTIONS_MART} is empty: nothing to recommend from")
+    item_matrix = load_item_matrix(settings)
+    now = lake_end(inter)
+    active = inter.loc[inter["event_timestamp"] >= now - _days(float(serve["active_days"])), "user_id"].unique()
+    cf = cutoff_candidates(inter, items, sorted(active), now, config, item_matrix)
+    pairs = pair_features(cf.candidates, cf.history, items, now, item_matrix)
+    pairs["event_timestamp"] = now
+    if config.get("feature_service"):
+        pairs = add_feast_features(settings, pairs, config["feature_service"])
+    pairs = categorize(pairs, list(config["features"]["categorical"]) + list(config["fm_features"]["categorical"]))
+    scored = pairs[["user_id", "item_id", "source"]].assign(score=predict(model, pairs))
+    k = int(serve["k"])
+    top = apply_rules(scored, items, cf.history, now, serve["rules"], k)
+    popular = cand.popular_candidates([FALLBACK_USER], cf.pop_table, None, n=k * 5).assign(source="popularity")
+    fallback = apply_rules(popular, items, cf.history.iloc[0:0], now, serve["rules"], k)
+    top = pd.concat([top, fallback], ignore_index=True)
+    lists = top.groupby("user_id", sort=True).agg(rec_item_ids=("item_id", list), rec_scores=("score", list), rec_sources=("source", list)).reset_index()
+    lists["rec_scores"] = lists["rec_scores"].map(lambda v: [round(float(x), 6) for x in v])
+    lists.insert(1, "event_timestamp", now)
+    lists["model_name"] = serve["model"]
+    lists["model_version"] = str(version.version)
+    path = outputs.write_partition(settings, MODEL_NAME, lists, now.date())
+    say(f"recs: {len(lists) - 1:,} users + fallback, top {k}, scored with {serve['model']} version {version.version} for {now:%Y-%m-%d} -> {path}")
+    return {"users": int(len(lists) - 1), "scoring_date": f"{now:%Y-%m-%d}", "model": serve["model"], "model_version": str(version.version), "path": str(path)}
+
+
+# --- online ----------------------------------------------------------------------------------------
+
+REC_FIELDS = ("rec_item_ids", "rec_scores", "rec_sources", "model_name", "model_version")
+
+
+def recommend(settings: Settings, user_id: str, store=None) -> "pd.DataFrame":
+    """A user's current list from the online store in one read (the user and the fallback row);
+    unknown users, users without a list and expired lists get the fallback (``is_fallback``)."""
+    import pandas as pd
+
+    from ml.features.repo import get_store
+
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise ValueError(f"user_id must be a non-empty string, got {user_id!r}")
+    store = store or get_store(settings)
+    rows = store.get_online_features(features=[f"{SCORE_VIEW}:{f}" for f in REC_FIELDS],
+                                     entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]).to_dict()
+    pick = 0 if rows["rec_item_ids"][0] else 1
+    ids = rows["rec_item_ids"][pick] or []
+    return pd.DataFrame({
+        "rank": range(1, len(ids) + 1), "item_id": ids, "score": rows["rec_scores"][pick] or [],
+        "source": rows["rec_sources"][pick] or [], "is_fallback": pick == 1,
+        "model_version": rows["model_version"][pick],
+    })
+
+
+class Reranker:
+    """Request-time re-ranking with the champion FM (``recs_fm``): ONE online read returns the user's
+    stored list and the user's features; the FM scores the list (or given ``item_ids``) with them and
+    the item attributes stored in the model. Unknown users get the fallback list, scored with null
+    user features. Build once per process (loads the model, resolves the Feast refs)."""
+
+    def __init__(self, settings: Settings, model=None, store=None, config: dict | None = None):
+        from ml.features.repo import get_store
+        from ml.features.training import service_requirements
+        from ml.models import registry
+
+        config = config or load_config()
+        self.store = store or get_store(settings)
+        self.model = model if model is not None else registry.load_champion(settings, FM_NAME)[0]
+        refs = service_requirements(self.store, config["feature_service"], keys=("user_id",))["refs"]
+        by_name = {_prefixed(ref.split(":", 1)[1], "user_"): ref for ref in refs}
+        missing = [f for f in self.model.user_fields if f not in by_name]
+        if missing:
+            raise RecsError(f"{FM_NAME} needs user features {missing} that service {config['feature_service']} does not serve")
+        self.refs = {f: by_name[f] for f in self.model.user_fields}
+        self.features = [f"{SCORE_VIEW}:rec_item_ids", *dict.fromkeys(self.refs.values())]
+
+    def rerank(self, user_id: str, item_ids: list[str] | None = None) -> "pd.DataFrame":
+        import numpy as np
+        import pandas as pd
+
+        online = self.store.get_online_features(features=self.features,
+                                                entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]).to_dict()
+        if item_ids is None:
+            item_ids = online["rec_item_ids"][0] or online["rec_item_ids"][1] or []
+        user_row = {field: online[ref.split(":", 1)[1]][0] for field, ref in self.refs.items()}
+        scores = np.asarray(self.model.score(user_row, list(item_ids)), dtype=float)
+        order = np.argsort(-scores, kind="stable")
+        return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "item_id": np.asarray(item_ids, dtype=object)[order], "score": scores[order]})
+
+
+def _prefixed(name: str, prefix: str) -> str:
+    return name if name.startswith(prefix) else prefix + name
+
+
+# --- search ----------------------------------------------------------------------------------------
+
+
+def search_items(settings: Settings, query: str, k: int = 10, method: str = "semantic") -> "pd.DataFrame":
+    """Top-``k`` items for a query: ``semantic`` (embeddings, exact cosine) or ``bm25`` (keywords).
+    A semantic answer below the index's confidence floor (e.g. a language the model does not know)
+    falls back to BM25 when BM25 finds anything; the ``method`` column says which answered. Raises
+    ``search.SearchError`` for an empty query, RecsError when there are no embeddings yet."""
+    import pandas as pd
+
+    from ml.models import search
+
+    search.check_query(query)
+    items = load_items(settings)
+    if method not in ("semantic", "bm25"):
+        raise ValueError(f"method must be 'semantic' or 'bm25', got {method!r}")
+    result = pd.DataFrame()
+    if method == "semantic":
+        if not embeddings_path(settings).exists():
+            raise RecsError(f"no item embeddings at {embeddings_path(settings)}: run `ecomml recs embed` first")
+        result = search.SemanticIndex(pd.read_parquet(embeddings_path(settings))).search(query, k).assign(method="semantic")
+    if method == "bm25" or result.empty or bool(result["is_low_confidence"].all()):
+        keyword = search.BM25Index(items["item_id"].tolist(), items["item_text"].tolist()).search(query, k).assign(method="bm25")
+        if method == "bm25" or not keyword.empty:
+            result = keyword
+    titles = items.set_index("item_id")["title"]
+    return result.assign(title=result["item_id"].map(titles))[["rank", "item_id", "score", "title", "method", "is_low_confidence"]]
