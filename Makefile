@@ -56,6 +56,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_airflow.py --scales $(BENCH_SCALES) --modes watcher
 	$(BIN)/python bench/bench_models.py --scales $(BENCH_MODEL_SCALES)
+	$(BIN)/python bench/bench_recs.py --scales $(BENCH_MODEL_SCALES)
+	$(BIN)/python bench/bench_recs_real.py
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)

@@ -490,14 +490,17 @@ def pipeline(
     typer.echo("[4/6] materializing the latest feature values into the online store")
     stats = materialize_incremental(s, _now())
     rows = stats["rows"]
-    trained, served = None, {}
+    trained, served, recs_trained, recs_served = None, {}, None, {}
     if models:
-        typer.echo("[5/6] training the user-behaviour models (MLflow registry, promote if not worse)")
+        typer.echo("[5/6] training the user-behaviour models and the recommender (MLflow registry, promote if not worse)")
         trained = orchestration.train_user_models(s)
         orchestration.cart_analytics(s)
-        typer.echo("[6/6] batch scoring with the champion and serving the scores online")
+        orchestration.embed_items(s)
+        recs_trained = orchestration.train_recommender(s)
+        typer.echo("[6/6] batch scoring with the champions and serving the scores and recommendations online")
         served = orchestration.serve_scores(s, orchestration.score_propensity(s))
         orchestration.cart_at_risk(s)
+        recs_served = orchestration.serve_recommendations(s, orchestration.score_recommender(s))
     user = duckdb.connect().execute(
         f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1"
     ).fetchone()
@@ -514,6 +517,10 @@ def pipeline(
             f"  propensity_lgbm v{trained['version']}           test ROC AUC {trained['test']['roc_auc']:.3f} vs RFM baseline"
             f" {trained['baseline_test']['roc_auc']:.3f}; report {trained['report']}\n"
             f"  batch scores                    {s.scores_dir} ({served.get('rows', 0):,} served online)\n"
+            f"  recs_widedeep v{recs_trained['version']}             test NDCG@10 {recs_trained['test']['recs_widedeep']['ndcg@10']:.3f}"
+            f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
+            f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"
+            f"  ({recs_served.get('status')}); search: .venv/bin/ecomml recs search \"running shoes\"\n"
             f"  MLflow UI                       .venv/bin/ecomml models ui\n"
             if trained
             else ""

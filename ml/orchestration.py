@@ -693,6 +693,22 @@ def sample_user(settings: Settings) -> str:
     return row[0] if row else "<user_id>"
 
 
+def _print_recs_and_search(settings: Settings, user_id: str) -> None:
+    """The demo's proof of serving: one user's recommendations read online and one search."""
+    from ml.models import recs
+
+    try:
+        listed = recs.recommend(settings, user_id).head(5)
+        query = recs.sample_query(settings)
+        hits = recs.search_items(settings, query, k=5)
+    except Exception as exc:  # noqa: BLE001 - the demo reports it and goes on to print where to look
+        print(f"\n(recommendations/search not available: {type(exc).__name__}: {exc})", flush=True)
+        return
+    kind = "fallback list" if listed["is_fallback"].any() else "personal list"
+    print(f"\nRecommendations for {user_id} ({kind}, from the online store):\n{listed.drop(columns=['is_fallback']).to_string(index=False)}", flush=True)
+    print(f"\nSearch {query!r}:\n{hits.to_string(index=False)}", flush=True)
+
+
 def run_chain(client: AirflowClient, conf: dict | None = None, timeout: float = 900.0,
               echo: Callable[[str], None] | None = print, models: bool = False) -> dict[str, dict]:
     """Unpause the chain, trigger the ingest DAG with ``conf``, wait until the Asset-scheduled
@@ -742,13 +758,18 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
         from ml.models.report import list_reports
 
         reports = [r for r in list_reports(settings) if r["model"] == "propensity_lgbm"]
+        recs_reports = [r for r in list_reports(settings) if r["model"] == "recs_widedeep"]
         user_id = sample_user(settings)
+        _print_recs_and_search(settings, user_id)
         print(
             f"\nDone: {' -> '.join(runs)} succeeded.\n"
             f"  Airflow UI        {airflow.url}  (login {user} / {password})\n"
             f"  runs              {run_ids}\n"
             f"  warehouse         {settings.warehouse_path}\n"
             f"  model report      {reports[0]['path'] if reports else '(none)'}   (all: .venv/bin/ecomml models reports)\n"
+            f"  recs report       {recs_reports[0]['path'] if recs_reports else '(none)'}\n"
+            f"  recommendations   .venv/bin/ecomml recs show {user_id}   (online, one get_online_features call)\n"
+            f"  product search    .venv/bin/ecomml recs search \"<query>\"\n"
             f"  MLflow UI         .venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})\n"
             f"  batch scores      {settings.scores_dir}\n"
             f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v2 --entity user_id={user_id}\n"

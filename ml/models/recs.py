@@ -237,7 +237,7 @@ def pair_features(cands: "pd.DataFrame", history: "pd.DataFrame", items: "pd.Dat
     frame[["user_item_count", "user_item_purchased"]] = frame[["user_item_count", "user_item_purchased"]].fillna(0.0)
     for col, name in (("category_l1", "user_category_share"), ("brand", "user_brand_share")):
         per = hist.dropna(subset=[col]).groupby(["user_id", col]).size().rename("n").reset_index()
-        per = per.merge(n_user, left_on="user_id", right_index=True)
+        per = per.merge(n_user.reset_index(), on="user_id")
         per[name] = per["n"] / per["user_history_count"]
         frame = frame.merge(per[["user_id", col, name]], on=["user_id", col], how="left")
         frame[name] = frame[name].fillna(0.0)
@@ -511,8 +511,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     inter, items = load_interactions(settings), load_items(settings)
     if inter.empty:
         raise RecsError(f"{INTERACTIONS_MART} is empty: no interactions to learn from")
-    if not embeddings_path(settings).exists():
-        embed_items(settings, items, progress=False, echo=say)
+    embed_items(settings, items, progress=False, echo=say)  # cached by text hash: only new texts are encoded
     item_matrix = load_item_matrix(settings)
     frames = training_frames(settings, config, inter, items, item_matrix, say)
     seconds["frames"] = time.perf_counter() - t0
@@ -773,3 +772,20 @@ def search_items(settings: Settings, query: str, k: int = 10, method: str = "sem
             result = keyword
     titles = items.set_index("item_id")["title"]
     return result.assign(title=result["item_id"].map(titles))[["rank", "item_id", "score", "title", "method", "is_low_confidence"]]
+
+
+def sample_query(settings: Settings) -> str:
+    """A query to show search with: the lake's first logged search, else an item's leaf category."""
+    import pandas as pd
+
+    path = Path(settings.exports_dir) / f"{SEARCH_MART}.parquet"
+    if path.exists():
+        queries = pd.read_parquet(path, columns=["search_query"])["search_query"]
+        if len(queries):
+            return str(queries.iloc[0])
+    items = load_items(settings)
+    for col in ("category_l3", "title"):
+        values = items[col].dropna() if col in items else []
+        if len(values):
+            return str(values.iloc[0])
+    return "gift"

@@ -2,6 +2,7 @@
 
     built_warehouse   session-scoped: tiny generate + dbt build into a temp DATA_DIR; its Settings
                       (manifest at <data_dir>/dbt/target/manifest.json, marts in settings.features_dir)
+    small_store       session-scoped: small generate + dbt build + feast apply (the model tests)
     feast_settings    function-scoped factory: Settings on a fresh temp DATA_DIR with a temp copy of
                       feature_repo/ (so tests never write next to the real definitions)
     write_mart        write a small hand-made feature mart: the given columns, every other column of
@@ -44,6 +45,23 @@ def built_warehouse(tmp_path_factory):
     settings.ensure_dirs()
     generate(scale="tiny", seed=42, lake_dir=settings.lake_dir)
     warehouse.build(settings, echo=None)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory):
+    """`small` generated lake -> dbt build -> feast apply, on its own DATA_DIR and repo copy; shared
+    by the model tests (each model registers under its own name, ~1.5 min to build)."""
+    from ml import warehouse
+    from ml.features.repo import apply
+    from ml.generate import generate
+
+    root = tmp_path_factory.mktemp("small_store")
+    settings = settings_for(data_dir=root / "data", feast_repo_dir=copy_repo(root / "feature_repo"))
+    settings.ensure_dirs()
+    generate(scale="small", seed=7, lake_dir=settings.lake_dir)
+    warehouse.build(settings, echo=None)
+    apply(settings)
     return settings
 
 

@@ -136,3 +136,27 @@ def test_model_dags_train_register_score_and_serve(chain):
     online = get_online_features(settings, "propensity_scores_v1", {"user_id": row["user_id"]})
     assert online["propensity_score"][0] == pytest.approx(row["propensity_score"])
     assert list((settings.scores_dir / "cart_at_risk").glob("scoring_date=*/part.parquet"))
+
+
+def test_recommender_dags_train_register_score_and_serve(chain):
+    """train_recommender then score_recommender: embeddings, three registered rankers, a report, a
+    scoring-date partition with a fallback row, one user's list online."""
+    import pandas as pd
+
+    from ml.models import recs, registry
+    from ml.models.outputs import scores_root
+
+    settings, env, _ = chain
+    for dag_id in ("train_recommender", "score_recommender"):
+        proc = dags_test(settings, env, dag_id)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "state=success" in output, f"{dag_id}:\n{output[-4000:]}"
+    for name in recs.RANKERS:
+        assert registry.champion(settings, name) is not None, name
+    assert len(pd.read_parquet(recs.embeddings_path(settings))) > 0
+    (partition,) = scores_root(settings, recs.MODEL_NAME).glob("scoring_date=*/part.parquet")
+    lists = pd.read_parquet(partition)
+    assert recs.FALLBACK_USER in set(lists["user_id"]) and len(lists) > 10
+    user = lists[lists["user_id"] != recs.FALLBACK_USER].iloc[0]
+    online = recs.recommend(settings, user["user_id"])
+    assert online["item_id"].tolist() == list(user["rec_item_ids"])

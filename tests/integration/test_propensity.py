@@ -12,26 +12,7 @@ import pytest
 from ml.models import outputs, propensity, registry
 from ml.models.report import list_reports
 
-from tests.integration.conftest import copy_repo
-
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
-    """`small` generated lake -> dbt build -> feast apply, on its own DATA_DIR and repo copy."""
-    from ml import warehouse
-    from ml.features.repo import apply
-    from ml.generate import generate
-    from ml.settings import settings_for
-
-    root = tmp_path_factory.mktemp("propensity")
-    settings = settings_for(data_dir=root / "data", feast_repo_dir=copy_repo(root / "feature_repo"))
-    settings.ensure_dirs()
-    generate(scale="small", seed=7, lake_dir=settings.lake_dir)
-    warehouse.build(settings, echo=None)
-    apply(settings)
-    return settings
 
 
 @pytest.fixture(scope="module")
