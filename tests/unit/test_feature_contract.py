@@ -187,3 +187,21 @@ def test_hand_edit_of_generated_file_is_caught(tmp_path, manifest):
     path.write_text(path.read_text().replace('dtype=Int64, description="Orders so far"', 'dtype=Float64, description="Orders so far"'))
     problems = contract.check_repo(manifest, repo)
     assert any("'order_count_lifetime' is Float64 in Feast but feat_user_rfm.order_count_lifetime is bigint" in p for p in problems)
+
+
+def test_output_source_schemas_follow_the_score_views():
+    """The empty file feast apply needs before a model's first run has exactly its view's schema."""
+    import pyarrow as pa
+
+    from ml.features.contract import output_source_schemas
+
+    source = '''
+src = FileSource(name="s", path=str(SCORES_DIR / "m.parquet"), timestamp_field="event_timestamp")
+v = FeatureView(name="v", entities=[user, item], ttl=timedelta(days=1), source=src, schema=[
+    Field(name="score", dtype=Float64), Field(name="ids", dtype=Array(String)),
+    Field(name="vec", dtype=Array(Float32)), Field(name="version", dtype=String)])
+'''
+    (name, schema), = output_source_schemas(source).items()
+    assert name == "m.parquet"
+    assert schema == pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                                ("score", pa.float64()), ("ids", pa.list_(pa.string())), ("vec", pa.list_(pa.float32())), ("version", pa.string())])
