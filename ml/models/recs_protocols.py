@@ -4,14 +4,19 @@ event_type, event_timestamp) and item catalogue (mart_item_catalogue). Nothing h
 
     candidate_ranker(items, config, model=...) -> build(train, valid, mapping) -> score_fn
         a two-stage model for ``protocols.evaluate_recbole(extra=...)``: candidates from the train
-        part, a ranker (LambdaRank or Wide & Deep) trained on them with the valid part as labels,
-        then candidates from train + valid ranked for the test part (full ranking: every item
-        outside a user's candidates ranks below all of them, by popularity)
+        part, a ranker (LambdaRank, Wide & Deep or the FM) trained on them with the valid part as
+        labels, then candidates from train + valid ranked for the test part (full ranking: every
+        item outside a user's candidates ranks below all of them, by popularity)
+    candidate_pairs(history, users, items, config, exclude=...) -> (pairs, CutoffFrames)
+        recs.cutoff_candidates + recs.pair_features over a whole history, masked pairs left out
+    fit_ranker(model, train, valid, config)             recs_lgbm | recs_widedeep | recs_fm
+    source_recall(train, valid, items, config) / scored_recall(info, test)   candidate recall
     pick_window_days(inter, choices=(7, 14, 28), min_users=200) -> int
         the shortest label window whose last one holds at least ``min_users`` users
     time_split_evaluation(inter, items, config, ...) -> TimeSplitResult
         the project's own time split (weekly cutoffs, recs.training_frames) without Feast or MLflow:
         rankers against popularity and item-kNN on the test window, as recs.train reports them
+    itemknn_rankings(history, users, k=100)             RecBole's ItemKNN as a time-split reference
 
 Grades: an interaction's label is recs.GRADES of its event type (view 1, add_to_cart 2, purchase 3);
 a user x item pair keeps its strongest.
@@ -166,7 +171,42 @@ def scored_recall(info: dict, test: pd.DataFrame) -> float:
     return _recall(info["_scored"], test)
 
 
+def source_recall(train: pd.DataFrame, valid: pd.DataFrame, items: pd.DataFrame, config: dict | None = None,
+                  item_matrix=None, candidates: dict | None = UNORDERED_CANDIDATES, k: int = 100) -> pd.DataFrame:
+    """candidate_ranker's stage-1 candidates (train history, train pairs excluded) scored against the
+    valid pairs: recall@k of each source alone and merged (candidates.recall_by_source)."""
+    from ml.models import candidates as cand
+
+    config = copy.deepcopy(config or recs.load_config())
+    config["candidates"] = {**config["candidates"], **(candidates or {})}
+    truth = grades(valid)
+    pairs, _ = candidate_pairs(train, np.sort(truth["user_id"].unique()), items, config, item_matrix, exclude=train)
+    return cand.recall_by_source(pairs, truth, k=k)
+
+
 # ------------------------------------------------------------------------------------ time split
+
+
+def itemknn_rankings(history: pd.DataFrame, users, k: int = 100, neighbours: int = 100) -> pd.DataFrame:
+    """A reference item-kNN over the whole item set: RecBole's ItemKNN (protocols.ItemKNN, cosine of
+    the binary user x item columns of ``history``, ``neighbours`` per item) scores every item for each
+    of ``users`` found in ``history``, items the user already has included (nothing is masked in a
+    time split, where repeats count). Returns the best ``k`` per user [user_id, item_id, score]."""
+    from ml.models.protocols import ItemKNN
+
+    pairs = history[KEYS].drop_duplicates()
+    mapping = IndexMap.from_frames(pairs)
+    model = ItemKNN(mapping, k=min(neighbours, mapping.n_items)).fit(pairs)
+    known = np.asarray(mapping.users.intersection(pd.Index(pd.unique(pd.Series(users, dtype=object)))), dtype=object)
+    idx, k = mapping.user_index(known), min(k, mapping.n_items)
+    parts = []
+    for lo in range(0, len(idx), 512):
+        scores = model.score(idx[lo:lo + 512])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        parts.append(pd.DataFrame({"user_id": np.repeat(known[lo:lo + 512], k), "item_id": mapping.items[top.ravel()],
+                                   "score": np.take_along_axis(scores, top, 1).ravel()}))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEYS, "score"])
+    return out[out["score"] > 0].reset_index(drop=True)
 
 
 def pick_window_days(inter: pd.DataFrame, choices=(7, 14, 28), min_users: int = 200) -> int:

@@ -48,7 +48,7 @@ banded as (
     select
         *,
         case when effective_price is not null then
-            ntile(4) over (partition by coalesce(category_l1, ''), effective_price is null order by effective_price)
+            ntile(4) over (partition by coalesce(category_l1, ''), effective_price is null order by effective_price, item_id)
         end as price_quartile
     from priced
 ),

@@ -19,4 +19,4 @@ final as (
 )
 
 select * from final
-order by user_id, event_timestamp, item_id, event_type
+order by user_id, event_timestamp, item_id, event_type, session_id

@@ -1,0 +1,262 @@
+"""Benchmark the recommender on real public data, entered as a user's own export would be: through
+the ingestion adapter (``ml.ingest``, a mapping preset) into a fresh lake, ``dbt build``, then the
+exports fct_interactions / mart_item_catalogue. Nothing below knows which dataset it reads.
+
+    python bench/bench_recs_real.py [--datasets movielens,retail] [--retail-max-rows N]
+
+Per dataset (its own temp DATA_DIR and feature-repo copy):
+
+- ``recbole`` (MovieLens-100k): RecBole's protocol (ml.models.protocols: random 8:1:1 split per
+  user, seed 2020, full ranking over all items, train and valid masked): Pop, ItemKNN, BPR, and
+  ours (ml.models.recs_protocols.candidate_ranker): candidates from the train part, LambdaRank /
+  Wide & Deep trained with the valid part as labels, then candidates from train + valid ranked for
+  the test part (every non-candidate item below the candidates, by popularity). Beside RecBole's
+  published BPR (its documentation; Recall@10 0.2523, NDCG@10 0.2920, Hit@10 0.7953).
+- ``time``: the project's own time split (recs.split_cutoffs: weekly train cutoffs, a valid and a
+  test cutoff; the window after a cutoff holds its labels). The window is the shortest of 7/14/28
+  days whose test window holds >= 200 users (recs_protocols.pick_window_days). When the Feast repo
+  can be applied to the lake (``repo.validate_sources`` finds no problem) this is ``recs.train``
+  end to end (Feast service recs_widedeep_v1, MLflow in the temp dir); otherwise the same split
+  frame-level (recs_protocols.time_split_evaluation), and the JSON records why.
+
+Item text embeddings (all-MiniLM-L6-v2, ``recs.embed_items``) feed the time split's content
+source. LightGBM runs on 1 thread (2 threads on 2 shared cores ran 10-20x slower, measured), torch
+on 1. Results: bench/results/recs_real.json (one result per model and table: value = NDCG@10,
+baseline = RecBole's BPR or the same run's popularity; every metric in ``extra``; seconds per stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Result, write_results  # noqa: E402
+
+DATASETS = {  # name -> mapping preset, file under shared/data, the protocols it is benchmarked under
+    "movielens": {"preset": "movielens_atomic", "file": ("movielens_100k", "ml-100k.inter"), "protocols": ("recbole", "time")},
+    "retail": {"preset": "online_retail_ii", "file": ("online_retail_ii", "online_retail_ii_2009-12_2010-12.parquet"),
+               "protocols": ("time",)},
+}
+RECBOLE_BPR = {"recall@10": 0.2523, "ndcg@10": 0.2920, "hit@10": 0.7953}  # RecBole docs, ml-100k, BPR
+TIME_COLUMNS = ["n_users", "recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@10", "coverage@20",
+                "popularity_percentile@10"]
+
+
+def shared_data() -> Path:
+    from ml.settings import PROJECT_ROOT
+
+    return Path(os.environ.get("SHARED_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def bench_config() -> dict:
+    from ml.models import recs
+
+    config = recs.load_config()
+    config["lambdarank"]["params"]["num_threads"] = 1
+    return config
+
+
+def prepare(name: str, root: Path, max_rows: int, seconds: dict):
+    """Ingest the dataset's file with its preset into a fresh lake and build the warehouse."""
+    from ml import warehouse
+    from ml.ingest import ingest_file
+    from ml.settings import PROJECT_ROOT, settings_for
+
+    preset, parts = DATASETS[name]["preset"], DATASETS[name]["file"]
+    path = shared_data().joinpath(*parts)
+    if not path.exists():
+        sys.exit(f"{path} not found: set SHARED_DATA_DIR to the shared/data folder")
+    if max_rows:
+        import pyarrow.parquet as pq
+
+        capped = root / f"first_{max_rows}{path.suffix}"
+        pq.write_table(pq.read_table(path).slice(0, max_rows), capped)
+        path = capped
+    repo = Path(shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__")))
+    settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, mlflow_tracking_uri="")
+    settings.ensure_dirs()
+    t = time.perf_counter()
+    report = ingest_file(path, preset, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir).to_dict()
+    seconds["ingest"] = time.perf_counter() - t
+    t = time.perf_counter()
+    warehouse.build(settings, echo=None)
+    seconds["dbt_build"] = time.perf_counter() - t
+    print(f"{name}: {path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, "
+          f"tables {report['tables']} ({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)")
+    return settings, {"preset": preset, "file": path.name, "read": report["read"], "accepted": report["accepted"],
+                      "tables": report["tables"]}
+
+
+def recbole(name: str, inter, items, config, seconds: dict) -> tuple[list[Result], dict]:
+    import pandas as pd
+
+    from ml.models import protocols, recs
+    from ml.models import recs_protocols as rp
+
+    infos = {"recs_lgbm": {}, "recs_lgbm[test_history=train]": {}, "recs_widedeep": {}}
+    extra = {
+        "recs_lgbm": rp.candidate_ranker(items, config, recs.LGBM_NAME, info=infos["recs_lgbm"]),
+        "recs_lgbm[test_history=train]": rp.candidate_ranker(items, config, recs.LGBM_NAME, test_history="train",
+                                                             info=infos["recs_lgbm[test_history=train]"]),
+        "recs_widedeep": rp.candidate_ranker(items, config, recs.MODEL_NAME, info=infos["recs_widedeep"]),
+    }
+    t = time.perf_counter()
+    table = protocols.evaluate_recbole(inter, models=("pop", "itemknn", "bpr"), seed=2020, extra=extra)
+    seconds["recbole_protocol"] = time.perf_counter() - t
+    train, valid, test = protocols.random_split_per_user(inter, seed=2020)
+    sources = rp.source_recall(train, valid, items, config)
+    for model, info in infos.items():
+        info["test_candidate_recall"] = rp.scored_recall(info, test)
+    shown = table.set_index("model")
+    shown.loc["RecBole BPR (published)"] = pd.Series(RECBOLE_BPR)
+    print(f"\n{name}: RecBole protocol (random 8:1:1 per user, seed 2020, full ranking over {inter['item_id'].nunique():,} "
+          f"items, {len(train):,}/{len(valid):,}/{len(test):,} pairs)")
+    print(shown.round(4).to_string(na_rep=""))
+    print("candidate recall@100 on the valid part (ours, stage 1), per source:")
+    print(sources.round(4).to_string(index=False))
+    for model, info in infos.items():
+        print(f"  {model}: fit on {info['fit_users']} users ({info['fit_rows']:,} + {info['stop_rows']:,} early-stopping rows, "
+              f"{info['fit_positives']:,} positives), candidate recall (micro) valid {info['valid_candidate_recall']:.3f} / "
+              f"test {info['test_candidate_recall']:.3f}, fit {info['fit_seconds']} s")
+    results = []
+    for row in table.to_dict("records"):
+        info = infos.get(row["model"], {})
+        keep = {k: v for k, v in info.items() if not k.startswith("_") and k != "history"}
+        results.append(Result(f"{row['model']} ndcg@10", round(row["ndcg@10"], 4), "ndcg@10", f"{name}/recbole",
+                              baseline=RECBOLE_BPR["ndcg@10"], baseline_name="recbole_bpr_published",
+                              extra={k: (round(v, 4) if isinstance(v, float) else v) for k, v in {**row, **keep}.items() if k != "model"}))
+    detail = {"pairs": {"train": len(train), "valid": len(valid), "test": len(test)},
+              "candidate_recall@100_valid": sources.round(4).to_dict("records")}
+    return results, detail
+
+
+def repeat_share(inter, start, days: int) -> float:
+    """Share of the test window's user x item pairs the user had interacted with before it."""
+    import pandas as pd
+
+    keys = ["user_id", "item_id"]
+    window = inter[(inter["event_timestamp"] >= start) & (inter["event_timestamp"] < start + pd.Timedelta(days=days))]
+    before = inter.loc[inter["event_timestamp"] < start, keys].drop_duplicates().assign(_seen=True)
+    pairs = window[keys].drop_duplicates().merge(before, on=keys, how="left")
+    return float(pairs["_seen"].notna().mean()) if len(pairs) else float("nan")
+
+
+def time_split(name: str, settings, inter, items, config, seconds: dict) -> tuple[list[Result], dict]:
+    import pandas as pd
+
+    from ml.features import repo
+    from ml.models import recs
+    from ml.models import recs_protocols as rp
+
+    window = rp.pick_window_days(inter)
+    config = {**config, "split": {**config["split"], "window_days": window}}
+    cuts = recs.split_cutoffs(recs.lake_end(inter), config)
+    report = repo.validate_sources(settings, raise_on_error=False)
+    problems = [p for entry in report.values() for p in entry["problems"]]
+    t = time.perf_counter()
+    if not problems:
+        path = "recs.train (Feast service recs_widedeep_v1 + MLflow)"
+        repo.apply(settings)
+        result = recs.train(settings, config, echo=None)
+        metrics, recall, cold, rows = result.evaluation.metrics, result.evaluation.candidate_recall, result.evaluation.cold, result.rows
+        stage = {k: round(v, 1) for k, v in result.seconds.items()}
+    else:
+        path = "frame-level (recs_protocols.time_split_evaluation: the Feast repo cannot be applied to this lake)"
+        result = rp.time_split_evaluation(inter, items, config, recs.load_item_matrix(settings))
+        metrics, recall, cold, rows = result.metrics, result.candidate_recall, result.cold, result.rows
+        stage = {k: round(v, 1) for k, v in result.seconds.items()}
+    seconds["time_split"] = time.perf_counter() - t
+    # a reference beside recs.baselines: RecBole's ItemKNN (cosine over users) on the same history and truth
+    t = time.perf_counter()
+    lookback = cuts["test"] - pd.Timedelta(days=float(config["split"].get("history_days", 180)))
+    history = inter[(inter["event_timestamp"] < cuts["test"]) & (inter["event_timestamp"] >= lookback)]
+    truth = recs.window_truth(inter, cuts["test"], window)
+    truth = truth[truth["label"] >= int(config["evaluation"]["min_label"])]
+    knn = rp.itemknn_rankings(history, truth["user_id"].unique())
+    extra_row, _ = recs.evaluate_rankings({"itemknn_cosine (reference)": knn}, truth, history, int(items["item_id"].nunique()))
+    metrics = pd.concat([metrics, extra_row])
+    seconds["itemknn_reference"] = time.perf_counter() - t
+    repeats = repeat_share(inter, cuts["test"], window)
+    print(f"\n{name}: time split, {window}-day windows (test {cuts['test']:%Y-%m-%d} + {window} d, valid {cuts['valid']:%Y-%m-%d}, "
+          f"train {', '.join(f'{c:%Y-%m-%d}' for c in cuts['train'])}); path: {path}")
+    if problems:
+        print("  why not through Feast: " + "; ".join(problems))
+    print(f"  pairs {rows}; {repeats:.1%} of the test window's pairs are repeats of earlier pairs")
+    print(metrics[[c for c in TIME_COLUMNS if c in metrics.columns]].round(4).to_string())
+    print("candidate recall@100 per source (test window):")
+    print(recall.round(4).to_string(index=False))
+    if len(cold):
+        print("cold start (users without history / truth items without earlier interactions):")
+        print(cold.round(4).to_string(index=False))
+    pop = float(metrics.loc["popularity", "ndcg@10"])
+    results = [
+        Result(f"{model} ndcg@10", round(float(row["ndcg@10"]), 4), "ndcg@10", f"{name}/time_{window}d", baseline=round(pop, 4),
+               baseline_name="popularity",
+               extra={k: round(float(v), 4) for k, v in row.items() if v == v})
+        for model, row in metrics.iterrows()
+    ]
+    detail = {"path": path, "feast_problems": problems, "window_days": window, "rows": rows, "stage_seconds": stage,
+              "test_cutoff": f"{cuts['test']:%Y-%m-%d}", "repeat_share": round(repeats, 4),
+              "candidate_recall@100": recall.round(4).to_dict("records"), "cold": cold.round(4).to_dict("records")}
+    return results, detail
+
+
+def run_dataset(name: str, root: Path, max_rows: int) -> list[Result]:
+    from ml.models import recs
+
+    seconds: dict = {}
+    started = time.perf_counter()
+    settings, ingest = prepare(name, root, max_rows, seconds)
+    inter, items = recs.load_interactions(settings), recs.load_items(settings)
+    t = time.perf_counter()
+    recs.embed_items(settings, items, progress=False, echo=None)
+    seconds["embed_items"] = time.perf_counter() - t
+    config = bench_config()
+    results, details = [], {"ingest": ingest, "interactions": len(inter), "users": int(inter["user_id"].nunique()),
+                            "items": int(inter["item_id"].nunique())}
+    if "recbole" in DATASETS[name]["protocols"]:
+        got, details["recbole"] = recbole(name, inter, items, config, seconds)
+        results += got
+    if "time" in DATASETS[name]["protocols"]:
+        got, details["time_split"] = time_split(name, settings, inter, items, config, seconds)
+        results += got
+    seconds["total"] = time.perf_counter() - started
+    results.append(Result("seconds_total", round(seconds["total"], 1), "s", name,
+                          extra={"stages": {k: round(v, 1) for k, v in seconds.items()}, **details}))
+    print(f"\n{name}: seconds " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="movielens,retail", help="comma-separated: " + ",".join(DATASETS))
+    parser.add_argument("--retail-max-rows", type=int, default=0, help="read only the first N lines of the retail file (0: all)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.simplefilter("ignore", category)
+    warnings.filterwarnings("ignore", message="(Mean of empty slice|Degrees of freedom)", category=RuntimeWarning)
+    results = []
+    for name in args.datasets.split(","):
+        if name not in DATASETS:
+            sys.exit(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        with tempfile.TemporaryDirectory(prefix=f"bench-recs-real-{name}-") as tmp:
+            results += run_dataset(name, Path(tmp), args.retail_max_rows if name == "retail" else 0)
+    write_results("recs_real", results)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip DuckDB's nanobind leak report at interpreter exit (Feast's offline store keeps a connection)
+
+
+if __name__ == "__main__":
+    main()
