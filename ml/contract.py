@@ -46,6 +46,7 @@ class Table:
     required: bool = False  # must the dataset have this table at all?
     partition_by: str | None = None  # a date column; the table is written one folder per day
     needed_by: tuple[str, ...] = field(default_factory=tuple)  # what degrades without it
+    ingest_only: bool = False  # only ingestion writes it (the generator derives the same from other tables)
 
     @property
     def schema(self) -> pa.Schema:
@@ -229,6 +230,30 @@ TABLES: dict[str, Table] = {
             partition_by="snapshot_date",
             needed_by=("stock-out flags, inventory policy",),
         ),
+        Table(
+            "demand_history",
+            "Pre-aggregated demand a planner exports from an ERP (units per item x location x day or week), "
+            "with the regressors the export carries. In fct_daily_demand a series (item x warehouse) found "
+            "here replaces the one derived from order lines.",
+            "one row per item per warehouse per period (day or week, dated by its first day)",
+            ("item_id", "warehouse_id", "demand_date"),
+            (
+                C("item_id", pa.string(), True, "Item"),
+                C("warehouse_id", pa.string(), True, "Warehouse (the export's store / location)"),
+                C("demand_date", pa.date32(), True, "First day of the period (the day; the week's first day)"),
+                C("units", pa.int32(), True, "Units sold in the period as exported, net of returns (may be < 0)"),
+                C("period", pa.string(), False, "day | week (ingestion sets it; the same for every row of a file)"),
+                C("is_promoted", pa.bool_(), False, "The item was on promotion in the period"),
+                C("discount_pct", pa.float64(), False, "Price cut as a fraction (0-1)"),
+                C("markdown_amount", pa.float64(), False, "Promotional markdown in money (>= 0)"),
+                C("price", pa.float64(), False, "Average selling price per unit in the period (> 0)"),
+                C("temperature_c", pa.float64(), False, "Mean temperature, Celsius"),
+                C("precipitation_mm", pa.float64(), False, "Precipitation, mm (>= 0)"),
+                C("is_holiday", pa.bool_(), False, "The period holds a public holiday"),
+            ),
+            needed_by=("ERP demand series (fct_daily_demand then comes from order lines alone)",),
+            ingest_only=True,
+        ),
     ]
 }
 
@@ -364,6 +389,8 @@ def markdown() -> str:
             text += f" Partitioned by `{t.partition_by}` (one folder per day)."
         if t.needed_by:
             text += f" Without it: no {'; '.join(t.needed_by)}."
+        if t.ingest_only:
+            text += " Written by ingestion only (the generator does not write it)."
         lines += [f"### `{t.name}` ({need})", "", text, "", "| column | type | required | description |", "|---|---|---|---|"]
         lines += [f"| `{c.name}` | {c.type} | {'yes' if c.required else ''} | {c.description} |" for c in t.columns]
         lines.append("")

@@ -42,10 +42,12 @@ def ingest_file(path: Path, mapping: "str | Path | Mapping", *, lake_dir: Path, 
 
     raw = read_source(path, spec)
     result = transform(raw, spec, path=path)
+    if "demand_history" in result.tables:
+        _drop_known_dimension_rows(result, lake_dir, own_stem=f"ing-{sha[:12]}")
     report = IngestReport(
         file=str(path), sha256=sha, mapping=spec.name, read=result.read, accepted=result.accepted,
         quarantined=result.quarantined, by_reason=result.by_reason,
-        tables={name: int(len(frame)) for name, frame in sorted(result.tables.items())},
+        tables={name: int(len(frame)) for name, frame in sorted(result.tables.items())}, notes=result.notes,
     )
     # everything is computed; now write (quarantine, lake, manifest, ledger)
     from ml.contract import conform
@@ -58,6 +60,28 @@ def ingest_file(path: Path, mapping: "str | Path | Mapping", *, lake_dir: Path, 
     append_ledger(lake_dir, report)
     report.seconds = round(time.perf_counter() - started, 2)
     return report
+
+
+def _drop_known_dimension_rows(result, lake_dir: Path, own_stem: str) -> None:
+    """A demand export only adds the items and warehouses the lake does not list yet: rows derived
+    from it (a location's region defaults to its own name, an item's price to the exported median)
+    would otherwise conflict with the lake's own rows for the same key (dbt staging refuses two
+    different rows per key). Keys already listed are dropped and counted in the notes."""
+    import pyarrow.parquet as pq
+
+    from ml.contract import EMPTY_FILE, table_dir
+
+    for name, key in (("items", "item_id"), ("warehouses", "warehouse_id")):
+        frame = result.tables.get(name)
+        root = table_dir(lake_dir, name)
+        if frame is None or frame.empty or not root.exists():
+            continue
+        files = [p for p in root.glob("**/*.parquet") if p.name != EMPTY_FILE and p.stem != own_stem]
+        known = {k for p in files for k in pq.read_table(p, columns=[key]).column(key).to_pylist()}
+        listed = frame[key].isin(known)
+        if listed.any():
+            result.notes[f"{name}_already_in_lake"] = int(listed.sum())
+            result.tables[name] = frame[~listed].reset_index(drop=True)
 
 
 def ingest_landing(landing_dir: Path, mapping: "str | Path | Mapping", *, lake_dir: Path,

@@ -26,10 +26,17 @@ FieldName = Literal[
     "search_query", "rating", "dwell_seconds", "title", "description", "category", "category_l1",
     "category_l2", "category_l3", "brand", "country", "region", "warehouse_id", "gender", "age",
     "birth_year", "signup_at",
+    # demand_history (a planner's pre-aggregated export)
+    "demand_date", "units", "is_promoted", "discount_pct", "markdown_amount", "temperature_c",
+    "precipitation_mm", "is_holiday",
 ]
 ID_FIELDS = ("user_id", "order_id", "item_id", "session_id", "warehouse_id")
-NUMERIC_FIELDS = ("quantity", "price", "rating", "dwell_seconds", "age", "birth_year")
+NUMERIC_FIELDS = ("quantity", "price", "rating", "dwell_seconds", "age", "birth_year", "units", "discount_pct",
+                  "markdown_amount", "temperature_c", "precipitation_mm")
+FLAG_FIELDS = ("is_promoted", "is_holiday")
 ORDER_TABLES = {"orders", "order_lines"}
+DEMAND_REGRESSORS = ("is_promoted", "discount_pct", "markdown_amount", "price", "temperature_c", "precipitation_mm",
+                     "is_holiday")
 
 
 class IngestError(Exception):
@@ -80,6 +87,25 @@ class CancellationSpec(_Strict):
     match: bool = True  # match each to its original line and record returned_quantity there
 
 
+class DemandSpec(_Strict):
+    """How a pre-aggregated demand export becomes ``demand_history`` rows."""
+
+    period: Literal["auto", "day", "week"] = "auto"  # auto: week when every date falls on one weekday
+    week_date: Literal["start", "end"] = "start"  # end: weekly rows dated by their last day move to the first
+    date_format: str | None = None  # strptime format of columns.demand_date (None: inferred; ISO works)
+    duplicate_keys: Literal["quarantine", "sum"] = "quarantine"  # rows repeating an item x warehouse x date
+    convert: dict[Literal["discount_pct", "temperature_c", "precipitation_mm"],
+                  Literal["percent", "fahrenheit", "inches"]] = {}
+
+    @model_validator(mode="after")
+    def _known_conversions(self) -> "DemandSpec":
+        allowed = {"discount_pct": "percent", "temperature_c": "fahrenheit", "precipitation_mm": "inches"}
+        for name, unit in self.convert.items():
+            if allowed[name] != unit:
+                raise ValueError(f"demand.convert.{name} can only be {allowed[name]!r}, not {unit!r}")
+        return self
+
+
 class SideFile(_Strict):
     """A sibling file (same stem, other suffix) feeding items or users, e.g. RecBole ``.item``."""
 
@@ -113,6 +139,7 @@ class Mapping(_Strict):
     reject_future: bool = True
     items_file: SideFile | None = None
     users_file: SideFile | None = None
+    demand: DemandSpec = DemandSpec()
 
     @field_validator("produces")
     @classmethod
@@ -155,6 +182,15 @@ class Mapping(_Strict):
             raise ValueError("users need columns.user_id (or user_from_session: true)")
         if "warehouses" in produces and not (has("warehouse_id") or self.warehouse_from):
             raise ValueError("warehouses need columns/constants.warehouse_id or warehouse_from")
+        if "demand_history" in produces:
+            for name in ("item_id", "demand_date", "units"):
+                if name not in self.columns:
+                    raise ValueError(f"demand_history needs columns.{name}")
+            if not (has("warehouse_id") or self.warehouse_from):
+                raise ValueError("demand_history needs a location: columns/constants.warehouse_id or warehouse_from")
+            if produces & (ORDER_TABLES | {"events"}):
+                raise ValueError("demand_history rows are pre-aggregated demand: a file producing them cannot "
+                                 "also produce events or orders")
         for field, values in self.value_maps.items():
             if field == "event_type":
                 bad = sorted({v for v in values.values() if v not in EVENT_TYPES})

@@ -28,6 +28,7 @@ class IngestReport:
     quarantined: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)  # accepted rows worth a remark, e.g. negative_units
     skipped: bool = False
     seconds: float = 0.0  # wall time (not part of to_dict, which is stable across runs)
 
@@ -38,7 +39,8 @@ class IngestReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> "IngestReport":
-        keys = {"file", "sha256", "mapping", "read", "accepted", "quarantined", "by_reason", "tables", "skipped"}
+        keys = {"file", "sha256", "mapping", "read", "accepted", "quarantined", "by_reason", "tables", "notes",
+                "skipped"}
         return cls(**{k: v for k, v in data.items() if k in keys})
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ml.contract import EVENT_TYPES
-from ml.ingest.mapping import ID_FIELDS, NUMERIC_FIELDS, ORDER_TABLES, IngestError, Mapping
+from ml.ingest.mapping import (DEMAND_REGRESSORS, FLAG_FIELDS, ID_FIELDS, NUMERIC_FIELDS, ORDER_TABLES, IngestError,
+                               Mapping)
 from ml.ingest.readers import read_source
 
 # Documentation order: the first reason that applies to a row is the one recorded.
@@ -26,11 +27,16 @@ REASON_ORDER = (
     "filtered:<field>",
     "missing_key:<field>",
     "bad_timestamp",
+    "bad_date",
     "bad_type:<field>",
     "unknown_event_type",
     "future_timestamp",
+    "future_date",
+    "out_of_range:<field>",
     "non_product_code",
     "duplicate",
+    "off_grid_date",
+    "duplicate_key",
     "invalid_price",
     "invalid_quantity",
     "cancellation_matched",
@@ -39,6 +45,16 @@ REASON_ORDER = (
 TEXT_FIELDS = ("title", "description", "category", "category_l1", "category_l2", "category_l3", "brand",
                "country", "region", "gender", "search_query", "event_type")
 _INT_STRING = re.compile(r"^(-?\d+)\.0+$")
+_TRUE_WORDS = {"true", "t", "yes", "y"}
+_FALSE_WORDS = {"false", "f", "no", "n"}
+# demand_history: unit conversions (demand.convert) and the plausible range of each regressor
+_CONVERT = {
+    "percent": lambda x: x / 100.0,
+    "fahrenheit": lambda x: (x - 32.0) * 5.0 / 9.0,
+    "inches": lambda x: x * 25.4,
+}
+_RANGES = {"discount_pct": (0.0, 1.0), "markdown_amount": (0.0, None), "precipitation_mm": (0.0, None),
+           "temperature_c": (-90.0, 60.0)}
 
 
 @dataclass
@@ -48,6 +64,7 @@ class Transformed:
     read: int
     accepted: int
     by_reason: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)  # accepted rows worth a remark (negative units, ...)
 
     @property
     def quarantined(self) -> int:
@@ -84,6 +101,42 @@ def to_number(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = text.mask(text == "")
     num = pd.to_numeric(text, errors="coerce").astype("float64")
     return num, text.notna() & num.isna()
+
+
+def to_flag(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(flags, bad): true/false, yes/no, y/n, t/f and numbers (0 is false, any other number true)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("boolean"), pd.Series(False, index=series.index)
+    if pd.api.types.is_numeric_dtype(series):
+        return (series != 0).astype("boolean").mask(series.isna()), pd.Series(False, index=series.index)
+    text = to_text(series).str.lower()
+    num = pd.to_numeric(text, errors="coerce")
+    out = pd.Series(pd.NA, index=series.index, dtype="boolean")
+    out[text.isin(_TRUE_WORDS).fillna(False)] = True
+    out[text.isin(_FALSE_WORDS).fillna(False)] = False
+    numeric = out.isna() & num.notna()
+    out[numeric] = num[numeric] != 0
+    return out, text.notna() & out.isna()
+
+
+def to_day(series: pd.Series, fmt: str | None) -> tuple[pd.Series, pd.Series]:
+    """(days, bad): calendar dates as midnight datetime64, no time-zone conversion (a date is the
+    export's own day; an aware timestamp keeps its local date)."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        ts = present = series
+    else:
+        text = to_id(series) if pd.api.types.is_numeric_dtype(series) else to_text(series)  # 20240301 -> '20240301'
+        present = text
+        try:
+            ts = pd.to_datetime(text, format=fmt, errors="coerce")
+        except (ValueError, TypeError):  # mixed offsets
+            ts = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+        if not pd.api.types.is_datetime64_any_dtype(ts):
+            ts = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_localize(None)
+    days = ts.dt.normalize().astype("datetime64[ns]")
+    return days, present.notna() & days.isna()
 
 
 def to_utc(series: pd.Series, spec) -> pd.Series:
@@ -181,16 +234,29 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
         bad_ts = pd.Series(False, index=raw.index)
     if "signup_at" in f:
         f["signup_at"] = to_utc(f["signup_at"], mapping.timestamp)
+    if "demand_date" in f:
+        f["demand_date"], bad_date = to_day(f["demand_date"], mapping.demand.date_format)
+    else:
+        bad_date = pd.Series(False, index=raw.index)
     for name in list(f):
         if name in ID_FIELDS:
             f[name] = to_id(f[name])
         elif name in NUMERIC_FIELDS:
             f[name], bad_type[name] = to_number(f[name])
+        elif name in FLAG_FIELDS:
+            f[name], bad_type[name] = to_flag(f[name])
         elif name in TEXT_FIELDS:
             f[name] = to_text(f[name])
-    if "quantity" in f:
-        q = f["quantity"]
-        bad_type["quantity"] = bad_type["quantity"] | (q.notna() & (q != np.floor(q)))
+    for name in ("quantity", "units"):  # whole numbers
+        if name in f:
+            q = f[name]
+            bad_type[name] = bad_type[name] | (q.notna() & (q != np.floor(q)))
+    for name, unit in mapping.demand.convert.items():
+        if name in f:
+            f[name] = _CONVERT[unit](f[name])
+    demand = "demand_history" in produces
+    if demand and "warehouse_id" not in f and mapping.warehouse_from in f:
+        f["warehouse_id"] = slug(f[mapping.warehouse_from])  # needed now: a row without a location is rejected
     if mapping.user_from_session:  # the session stands in where the log has no user
         f["user_id"] = f["user_id"].fillna(f["session_id"]) if "user_id" in f else f["session_id"]
     if "event_type" not in f:
@@ -223,25 +289,38 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
         required.append(("event_type", None))
     if lines_from_rows and "quantity" in f:
         required.append(("quantity", None))
+    if demand:
+        required += [("warehouse_id", None), ("demand_date", None), ("units", None)]
     for name, where in required:
         series = f["timestamp"] if name == "timestamp" else f[name]
-        unparseable = bad_ts if name == "timestamp" else bad_type.get(name, False)
+        unparseable = {"timestamp": bad_ts, "demand_date": bad_date}.get(name, bad_type.get(name, False))
         missing = series.isna() & ~unparseable
         r.flag(missing if where is None else (missing & where), f"missing_key:{name}")
 
     # --- unparseable values ----------------------------------------------------------------------
     r.flag(bad_ts, "bad_timestamp")
+    r.flag(bad_date, "bad_date")
     for name, bad in bad_type.items():
         r.flag(bad, f"bad_type:{name}")
     r.flag(~f["event_type"].isin(EVENT_TYPES).fillna(False), "unknown_event_type")
     if mapping.reject_future and "timestamp" in f:
         r.flag(f["timestamp"] > pd.Timestamp(now), "future_timestamp")
+    if mapping.reject_future and "demand_date" in f:
+        r.flag(f["demand_date"] > pd.Timestamp(now.astimezone(timezone.utc).date()), "future_date")
+    if demand:
+        for name, (low, high) in _RANGES.items():
+            if name in f:
+                outside = (f[name] < low) if high is None else ((f[name] < low) | (f[name] > high))
+                r.flag(outside, f"out_of_range:{name}")
 
     # --- business rules --------------------------------------------------------------------------
     if mapping.non_product_codes and "item_id" in f:
         pattern = "|".join(f"(?:{p})" for p in mapping.non_product_codes)
         r.flag(f["item_id"].str.fullmatch(pattern, case=False), "non_product_code")
     r.flag(raw.duplicated(keep="first"), "duplicate")
+    period = None
+    if demand:
+        period = _demand_period(f, r, mapping)
 
     cancel = pd.Series(False, index=raw.index)
     if mapping.cancellations and lines_from_rows:
@@ -266,7 +345,8 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     accepted["returned_quantity"] = returned[ok].values
     if "price" in accepted and not lines_from_rows:
         accepted["price"] = accepted["price"].mask(accepted["price"] <= 0)  # a 0 shown price is unknown
-    tables = _build_tables(accepted, raw, ok, mapping, path)
+    notes: dict[str, int] = {}
+    tables = _build_tables(accepted, raw, ok, mapping, path, period=period, notes=notes)
 
     by_reason = r.counts()
     quarantine = raw.loc[~ok].copy()
@@ -276,7 +356,7 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     quarantine.insert(0, "reason", pd.array(r.values[~ok].astype(str), dtype="string"))
     quarantine.insert(0, "source_row", np.flatnonzero(~ok))
     result = Transformed(tables=tables, quarantine=quarantine.reset_index(drop=True), read=n,
-                         accepted=int(ok.sum()), by_reason=by_reason)
+                         accepted=int(ok.sum()), by_reason=by_reason, notes=notes)
     assert result.read == result.accepted + result.quarantined, "every row is accepted or quarantined"
     return result
 
@@ -292,6 +372,32 @@ def _check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
     for flt in mapping.filters:
         if flt.field not in mapping.columns and flt.field not in mapping.constants and flt.field not in have:
             raise IngestError(f"{path}: filter column {flt.field!r} is neither a mapped field nor a column of the file")
+
+
+def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping) -> str:
+    """The file's period (day | week) for demand_history. Weekly rows dated by their last day move to
+    their first; rows off the file's weekday grid become ``off_grid_date`` and rows repeating an
+    item x warehouse x date ``duplicate_key`` (unless ``demand.duplicate_keys: sum``)."""
+    spec = mapping.demand
+    dates = f["demand_date"]
+    open_dates = dates[r.open].dropna()
+    period = spec.period
+    if period == "auto":
+        one_weekday = open_dates.dt.weekday.nunique() == 1
+        period = "week" if one_weekday and open_dates.nunique() >= 2 else "day"
+    if period == "week":
+        if spec.week_date == "end":
+            f["demand_date"] = dates = dates - pd.Timedelta(days=6)
+            open_dates = dates[r.open].dropna()
+        if len(open_dates):
+            anchor = open_dates.dt.weekday.value_counts().sort_index().idxmax()  # the file's week start
+            r.flag(dates.notna() & (dates.dt.weekday != anchor), "off_grid_date")
+    if spec.duplicate_keys == "quarantine":
+        keys = pd.DataFrame({k: f[k] for k in ("item_id", "warehouse_id", "demand_date")})
+        open_rows = pd.Series(r.open, index=keys.index)
+        r.flag(open_rows & keys[open_rows].duplicated(keep="first").reindex(keys.index, fill_value=False),
+               "duplicate_key")
+    return period
 
 
 def _keep(values: pd.Series, op: str, value) -> pd.Series:
@@ -360,8 +466,10 @@ def _dates(ts: pd.Series) -> pd.Series:
     return ts.dt.tz_convert("UTC").dt.date
 
 
-def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: Mapping, path: Path) -> dict[str, pd.DataFrame]:
+def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: Mapping, path: Path, *,
+                  period: str | None = None, notes: dict[str, int] | None = None) -> dict[str, pd.DataFrame]:
     produces = set(mapping.produces)
+    notes = {} if notes is None else notes
     out: dict[str, pd.DataFrame] = {}
     has = lambda name: name in a.columns  # noqa: E731
 
@@ -420,6 +528,10 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
         if "order_lines" in produces:
             out["order_lines"] = lines[["order_id", "line_number", "item_id", "quantity", "unit_price", "order_date",
                                         "discount_amount", "returned_quantity"]].reset_index(drop=True)
+
+    # --- demand_history --------------------------------------------------------------------------
+    if "demand_history" in produces:
+        out["demand_history"] = _demand_rows(a, mapping, period, notes)
 
     # --- events ----------------------------------------------------------------------------------
     if "events" in produces:
@@ -485,6 +597,29 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
             wh["country"] = mode_by(a["warehouse_id"], a["country"])
         out["warehouses"] = wh.reset_index()
     return out
+
+
+def _demand_rows(a: pd.DataFrame, mapping: Mapping, period: str, notes: dict[str, int]) -> pd.DataFrame:
+    """demand_history rows from the accepted rows. Negative units (net of returns) are kept and counted;
+    with ``demand.duplicate_keys: sum`` the rows of one item x warehouse x date become one."""
+    key = ["item_id", "warehouse_id", "demand_date"]
+    cols = key + ["units"] + [c for c in DEMAND_REGRESSORS if c in a.columns]
+    d = a[cols].copy()
+    negative = int((d["units"] < 0).sum())
+    if negative:
+        notes["negative_units"] = negative
+    if mapping.demand.duplicate_keys == "sum" and d.duplicated(key).any():
+        notes["duplicate_keys_summed"] = int(d.duplicated(key).sum())
+        how = {"units": "sum", "is_promoted": "max", "is_holiday": "max", "discount_pct": "max",
+               "markdown_amount": lambda s: s.sum(min_count=1), "price": "mean", "temperature_c": "mean",
+               "precipitation_mm": "mean"}
+        d = d.groupby(key, sort=False, as_index=False).agg({c: how[c] for c in cols if c not in key})
+    d["units"] = d["units"].astype("int64")
+    d["demand_date"] = d["demand_date"].dt.date
+    d["period"] = period
+    if len(d):
+        notes[f"period_{period}"] = int(len(d))
+    return d.reset_index(drop=True)
 
 
 def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: str) -> pd.DataFrame:

@@ -20,6 +20,7 @@ DUCKDB_TYPE = {
     pa.date32(): "date",
     pa.int32(): "integer",
     pa.float64(): "double",
+    pa.bool_(): "boolean",
     TS: "timestamp with time zone",
 }
 FEATURE_MARTS = ("feat_user_rfm", "feat_user_activity", "feat_item_stats", "feat_item_warehouse_demand")

@@ -9,7 +9,7 @@ from ml.ingest import PRESETS, IngestError, load_mapping
 
 
 def test_every_preset_loads():
-    assert set(PRESETS) == {"online_retail_ii", "rees46", "retailrocket", "movielens_atomic"}
+    assert set(PRESETS) == {"online_retail_ii", "rees46", "retailrocket", "movielens_atomic", "erp_demand"}
     for name in PRESETS:
         mapping = load_mapping(name)
         assert mapping.name == name
