@@ -1,0 +1,173 @@
+"""Demand forecasters: baselines, global LightGBM, Prophet per series, global LSTM (real libraries, tiny data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.models import forecast_data as fd
+from ml.models import forecast_models as fm
+
+FAST_LGBM = {
+    "params": {**fm.LightGBMConfig().params, "num_threads": 1, "min_data_in_leaf": 20},
+    "num_boost_round": 200, "early_stopping_rounds": 20, "max_train_rows": 20_000,
+}
+FAST_PROPHET = {"max_workers": 1, "seasonality_mode": "additive", "uncertainty_samples": 50}
+FAST_LSTM = {"hidden_size": 16, "epochs": 25, "patience": 4, "batch_size": 64, "lr": 0.01, "max_windows": 2000}
+
+
+def _split(frame: pd.DataFrame, horizon: int):
+    cut = frame["ds"].max() - (horizon - 1) * fd.step(fd.infer_frequency(frame))
+    return frame.loc[frame["ds"] < cut], frame.loc[frame["ds"] >= cut]
+
+
+def _wape(pred: pd.DataFrame, actual: pd.DataFrame) -> float:
+    both = pred.merge(actual[["item_id", "warehouse_id", "ds", "y"]], on=["item_id", "warehouse_id", "ds"])
+    assert len(both) == len(actual)
+    return float((both["yhat"] - both["y"]).abs().sum() / both["y"].sum())
+
+
+def _check_contract(pred: pd.DataFrame, horizon: int, n_series: int, freq: str) -> None:
+    assert list(pred.columns) == fm.FORECAST_COLUMNS and len(pred) == horizon * n_series
+    assert (pred["yhat_p10"] <= pred["yhat"]).all() and (pred["yhat"] <= pred["yhat_p90"]).all()
+    assert (pred["yhat_p10"] >= 0).all() and not pred[["yhat", "yhat_p10", "yhat_p90"]].isna().any().any()
+    assert (fd.snap(pred["ds"], freq) == pred["ds"]).all()
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+
+def test_seasonal_naive_is_exact_on_a_periodic_series():
+    pattern = np.array([3.0, 0.0, 5.0, 8.0, 2.0, 2.0, 9.0])
+    frame = pd.concat(
+        pd.DataFrame({"item_id": item, "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=68),
+                      "y": np.roll(np.tile(pattern, 10), shift)[:68]})
+        for item, shift in (("A", 0), ("B", 3))
+    )
+    pred = fm.SeasonalNaive().fit(frame).predict(14)
+    _check_contract(pred, 14, 2, "D")
+    for item, shift in (("A", 0), ("B", 3)):
+        expected = np.roll(np.tile(pattern, 12), shift)[68:82]
+        got = pred.loc[pred["item_id"] == item]
+        np.testing.assert_array_equal(got["yhat"], expected)
+        np.testing.assert_array_equal(got["yhat_p90"] - got["yhat_p10"], 0.0)  # no in-sample error, no width
+    assert pred["ds"].min() == pd.Timestamp("2023-03-11")
+
+
+def test_moving_average_and_interval_from_in_sample_errors():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"item_id": "A", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=60),
+                          "y": rng.poisson(10, 60).astype(float)})
+    short = frame.head(3).assign(item_id="SHORT", ds=frame["ds"].tail(3).to_numpy())  # the too-short series path
+    pred = fm.MovingAverage({"window": 5}).fit(pd.concat([frame, short])).predict(7)
+    _check_contract(pred, 7, 2, "D")
+    assert pred.loc[pred["item_id"] == "A", "yhat"].eq(frame["y"].tail(5).mean()).all()
+    assert pred.loc[pred["item_id"] == "SHORT", "yhat"].eq(short["y"].mean()).all()
+    width = pred.loc[pred["item_id"] == "A"].eval("yhat_p90 - yhat_p10").iloc[0]
+    assert 2 < width < 15  # Poisson(10): the 10-90% error range is about 8 units
+    with pytest.raises(ValueError, match="horizons 1..28"):
+        fm.MovingAverage().fit(frame).predict(29)
+
+
+# ---------------------------------------------------------------------------------- global LightGBM
+
+
+def test_global_lgbm_beats_seasonal_naive_and_learns_the_promotion():
+    frame = fd.synthetic_frame(12, 240, seed=5, promo_lift=1.5)
+    train, test = _split(frame, 28)
+    model = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28)
+    future = test.drop(columns="y")
+    pred = model.predict(28, future)
+    _check_contract(pred, 28, 12, "D")
+    naive = fm.SeasonalNaive().fit(train).predict(28)
+    assert _wape(pred, test) < 0.85 * _wape(naive, test)
+
+    on = model.predict(28, future.assign(is_promoted=1.0, discount_pct=0.2))
+    off = model.predict(28, future.assign(is_promoted=0.0, discount_pct=0.0))
+    assert on["yhat"].sum() > 1.5 * off["yhat"].sum()  # planted lift x2.5
+    assert (on.groupby("item_id")["yhat"].sum() > off.groupby("item_id")["yhat"].sum()).all()
+
+
+# ------------------------------------------------------------------------------------------ Prophet
+
+
+def test_prophet_fits_a_series_and_reports_a_failing_one():
+    good = fd.synthetic_frame(1, 90, seed=1)
+    broken = good.assign(item_id="BROKEN", is_promoted=np.nan)  # Prophet refuses a NaN regressor
+    model = fm.ProphetPerSeries({**FAST_PROPHET, "max_workers": 2}).fit(pd.concat([good, broken]))  # the process pool
+    failed = model.report.loc[model.report["rule"] == "prophet_failed"]
+    assert failed["item_id"].tolist() == ["BROKEN"] and "NaN" in failed["reason"].iloc[0]
+    assert "global model" in failed["reason"].iloc[0]
+    pred = model.predict(14)
+    _check_contract(pred, 14, 1, "D")
+    assert set(pred["item_id"]) == {"I00000"}
+    assert pred["yhat"].mean() == pytest.approx(good["y"].tail(28).mean(), rel=0.5)
+
+
+def test_prophet_takes_the_head_by_volume_and_picks_the_seasonality_mode():
+    t = np.arange(120)
+    weekly = np.sin(2 * np.pi * t / 7)
+    grow = 5 + t  # level grows 25x: a multiplicative season grows with it
+    frame = pd.concat([
+        pd.DataFrame({"item_id": "MULT", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120),
+                      "y": grow * (1 + 0.6 * weekly)}),
+        pd.DataFrame({"item_id": "ADD", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120),
+                      "y": grow + 30 * weekly + 40}),
+        pd.DataFrame({"item_id": "SMALL", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": 1.0}),
+    ])
+    model = fm.ProphetPerSeries({**FAST_PROPHET, "max_series": 2, "seasonality_mode": "auto"}).fit(frame, "D", 14)
+    assert model.modes == {("MULT", "W1"): "multiplicative", ("ADD", "W1"): "additive"}
+    assert model.report.set_index("item_id")["rule"].to_dict() == {"SMALL": "prophet_not_selected"}
+
+
+# --------------------------------------------------------------------------------------------- LSTM
+
+
+def test_lstm_learns_a_weekly_pattern_better_than_a_moving_average():
+    rng = np.random.default_rng(3)
+    t = np.arange(150)
+    rows = []
+    for i in range(8):
+        level = rng.uniform(5, 50)
+        profile = rng.uniform(0.2, 1.8, 7)
+        rows.append(pd.DataFrame({"item_id": f"I{i}", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=150),
+                                  "y": rng.poisson(level * profile[t % 7]).astype(float)}))
+    frame = pd.concat(rows)
+    train, test = _split(frame, 7)
+    lstm = fm.GlobalLSTM({**FAST_LSTM, "input_length": 21}).fit(train, "D", 7)
+    pred = lstm.predict()
+    _check_contract(pred, 7, 8, "D")
+    moving = fm.MovingAverage({"window": 7}).fit(train).predict(7)
+    assert _wape(pred, test) < 0.7 * _wape(moving, test)
+
+
+# -------------------------------------------------------------------------- every model, weekly data
+
+
+@pytest.mark.parametrize("name", list(fm.MODELS))
+def test_every_model_forecasts_weekly_data(name):
+    frame = fd.synthetic_frame(4, 70, freq="W-MON", seed=4)
+    config = {"demand_lgbm": FAST_LGBM, "demand_prophet": FAST_PROPHET, "demand_lstm": FAST_LSTM}.get(name)
+    model = fm.fit(name, frame, config)
+    assert (model.freq, model.horizon) == ("W-MON", 8)
+    pred = fm.predict(model, 8)
+    _check_contract(pred, 8, 4, "W-MON")
+    assert pred["ds"].min() == frame["ds"].max() + pd.Timedelta(weeks=1)
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def test_config_file_builds_every_model_and_rejects_unknown_keys():
+    config = fm.load_config()
+    factories = fm.model_factories(config)
+    assert set(factories) == set(fm.MODELS)
+    assert isinstance(factories["demand_prophet"](), fm.ProphetPerSeries)
+    assert factories["demand_prophet"]().config.max_series == config["prophet"]["max_series"]
+    with pytest.raises(ValueError, match="unknown LSTMConfig keys"):
+        fm.build("demand_lstm", {"hidden": 8})
+    with pytest.raises(ValueError, match="unknown demand model"):
+        fm.build("demand_arima")
+    with pytest.raises(ValueError, match="seasonality_mode"):
+        fm.build("demand_prophet", {"seasonality_mode": "both"})
