@@ -28,6 +28,8 @@ features_app = typer.Typer(help="The Feast feature store over the dbt feature ma
 app.add_typer(features_app, name="features")
 models_app = typer.Typer(help="Models: train, score, reports, the MLflow registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+demand_app = typer.Typer(help="Demand forecasting: the rolling-origin backtest of every model.", no_args_is_help=True)
+app.add_typer(demand_app, name="demand")
 recs_app = typer.Typer(help="Recommendation and product search: embed, train, score, show, search.", no_args_is_help=True)
 app.add_typer(recs_app, name="recs")
 airflow_app = typer.Typer(help="The local Airflow that runs the DAGs in dags/.", no_args_is_help=True)
@@ -420,6 +422,23 @@ def recs_search(
         typer.echo(f"no item matches {query!r}")
         return
     typer.echo(result.to_string(index=False))
+
+
+@demand_app.command("backtest")
+def demand_backtest(
+    config: Optional[Path] = typer.Option(None, help="Model config (default ml/models/configs/demand.yaml)."),
+    max_series: Optional[int] = typer.Option(None, help="Backtest the head of this many series by volume (default: config data.max_series)."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated subset of the configured models."),
+) -> None:
+    """Rolling-origin backtest of seasonal-naive, moving average, LightGBM, Prophet and LSTM on fct_daily_demand."""
+    from ml.models.demand import backtest, load_config
+
+    cfg = load_config(config)
+    if max_series is not None:
+        cfg["data"] = {**cfg.get("data", {}), "max_series": max_series}
+    if models:
+        cfg["backtest"] = {**cfg["backtest"], "models": models.split(",")}
+    _echo_json(backtest(get_settings(), cfg, echo=typer.echo).summary())
 
 
 @airflow_app.command("setup")

@@ -322,6 +322,22 @@ def write_table(lake_dir: Path, name: str, data, file_stem: str) -> list[Path]:
     return written
 
 
+def ensure_schema_files(lake_dir: Path) -> list[Path]:
+    """Write ``<table>/_empty.parquet`` for every contract table that has no folder yet (a lake
+    written before the table joined the contract), so dbt's sources resolve. Returns the files written."""
+    lake_dir = Path(lake_dir)
+    written = []
+    if not lake_dir.exists():
+        return written
+    for t in TABLES.values():
+        root = table_dir(lake_dir, t.name)
+        if not root.exists():
+            root.mkdir(parents=True)
+            pq.write_table(t.schema.empty_table(), root / EMPTY_FILE)
+            written.append(root / EMPTY_FILE)
+    return written
+
+
 def finalize_lake(lake_dir: Path) -> dict:
     """Give every contract table a readable schema file and record which tables hold data.
 

@@ -165,7 +165,11 @@ def build_marker(settings: Settings) -> Path:
 
 
 def record_build_start(settings: Settings, run_id: str | None = None) -> dict:
-    """Remember when the warehouse build of ``run_id`` started: marts older than this are stale."""
+    """Remember when the warehouse build of ``run_id`` started: marts older than this are stale.
+    Also gives a lake written before a table joined the contract that table's schema file."""
+    from ml.contract import ensure_schema_files
+
+    ensure_schema_files(settings.lake_dir)
     path = build_marker(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     marker = {"started_at": time.time(), "run_id": run_id}

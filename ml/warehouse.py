@@ -76,6 +76,9 @@ def run_dbt(
     echo: Callable[[str], None] | None = print,
 ) -> tuple[int, list[str]]:
     """Run ``dbt <args>`` for these settings; stream each output line to ``echo``. Returns (rc, lines)."""
+    from ml.contract import ensure_schema_files
+
+    ensure_schema_files(settings.lake_dir)  # a lake from before a table joined the contract
     settings.features_dir.mkdir(parents=True, exist_ok=True)
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     target_path(settings).mkdir(parents=True, exist_ok=True)

@@ -63,11 +63,14 @@ def _bar(it, progress: bool, **kw):
     return tqdm(it, **kw)
 
 
-def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, progress: bool = False) -> dict:
+def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, progress: bool = False,
+             behaviour: Behaviour | None = None, replicate: int = 0) -> dict:
     """Write a synthetic shop into ``lake_dir`` (every contract table) and return a summary.
 
     Same ``scale`` and ``seed`` give identical tables. The generating parameters and the latent
-    per-user / per-item truths are saved under ``lake_dir/_generator/``.
+    per-user / per-item truths are saved under ``lake_dir/_generator/``. ``behaviour`` replaces the
+    default shopper parameters (counterfactual worlds, e.g. promotions without effect); ``replicate``
+    > 0 redraws only the shoppers' randomness, keeping the world (catalogue, users, calendar, weather).
     """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
@@ -78,7 +81,7 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     lake_dir = Path(lake_dir)
     lake_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    sc, beh = SCALES[scale], Behaviour()
+    sc, beh = SCALES[scale], behaviour or Behaviour()
     start, D = sc.start_date, sc.days
     epoch_day0 = (pd.Timestamp(start) - pd.Timestamp("1970-01-01")).days
     start_us = epoch_day0 * 86_400_000_000
@@ -127,7 +130,7 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     batches = range(0, sc.n_users, sc.user_batch)
     for b, lo in enumerate(_bar(batches, progress, desc=f"simulate {scale}", unit="batch")):
         hi = min(lo + sc.user_batch, sc.n_users)
-        out = simulate(world, {k: v[lo:hi] for k, v in per_user.items()}, _rng(seed, "batch", b))
+        out = simulate(world, {k: v[lo:hi] for k, v in per_user.items()}, _rng(seed, "batch", b, *((replicate,) if replicate else ())))
         ev, ln = out["events"], out["lines"]
         ev["user"] += lo
         ev["session"] += session_base

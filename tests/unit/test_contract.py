@@ -73,3 +73,18 @@ def test_docs_tables_are_current():
     assert contract.render_docs(contract.DOCS_PATH.read_text()) == contract.DOCS_PATH.read_text(), (
         "docs/data_contract.md is stale: run `ecomml contract --update-docs`"
     )
+
+
+def test_a_lake_from_before_a_new_table_gets_its_schema_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    from ml.contract import EMPTY_FILE, TABLES, ensure_schema_files, finalize_lake, table_dir
+
+    finalize_lake(tmp_path)
+    newest = next(iter(TABLES.values()))
+    target = table_dir(tmp_path, newest.name)
+    (target / EMPTY_FILE).unlink()
+    target.rmdir()  # the lake predates this table
+    assert ensure_schema_files(tmp_path) == [target / EMPTY_FILE]
+    assert pq.read_schema(target / EMPTY_FILE).names == newest.schema.names
+    assert ensure_schema_files(tmp_path) == []  # idempotent; existing folders are never touched
