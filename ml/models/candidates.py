@@ -28,12 +28,12 @@ better, sorted by user, score descending, item_id). All functions are pure: fram
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ml.models.hyperparams import as_config
 from ml.models.rank_metrics import ranking_metrics
 
 ALL = "__all__"  # the overall popularity list in a pop table (users without a known segment)
@@ -67,14 +67,9 @@ class CandidateConfig:
             raise ValueError(f"candidates.recency_decay must be in (0, 1], not {self.recency_decay}")
 
 
-def _as_config(config) -> CandidateConfig:
-    if isinstance(config, CandidateConfig):
-        return config
-    values = dict(config or {})
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(CandidateConfig)})
-    if unknown:
-        raise ValueError(f"unknown candidates config keys {unknown}")
-    return CandidateConfig(**values)
+def as_candidate_config(config) -> CandidateConfig:
+    """The ``candidates`` section as a CandidateConfig (unknown keys raise)."""
+    return as_config(CandidateConfig, config)
 
 
 def _utc(now) -> pd.Timestamp:
@@ -300,7 +295,7 @@ def generate(
     the ranker needs). The merged order interleaves the sources by their own rank, items proposed
     by more sources first among equal ranks. Users without history get popularity only (their
     segment's list when ``segments`` knows them)."""
-    cfg = _as_config(config)
+    cfg = as_candidate_config(config)
     now = _utc(now)
     users = pd.unique(pd.Series(users, dtype=object))
     history = history[(history["event_timestamp"] < now) & history["user_id"].isin(users)]

@@ -264,7 +264,6 @@ def _crossfit(x, target, folds, objective: str, params: dict, seed: int, train_r
 
 def _variance(psi: "np.ndarray", jacobian: float, clusters) -> tuple[float, int]:
     """Sandwich variance of an M-estimator with score ``psi`` (HC1, or cluster-robust CR1)."""
-    import numpy as np
     import pandas as pd
 
     n = len(psi)

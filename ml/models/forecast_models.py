@@ -42,7 +42,6 @@ torch and lightgbm are imported inside the models (Prophet's worker processes im
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -55,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml.models.hyperparams import as_config
 from ml.models import forecast_data as fd
 from ml.models.forecast_data import KEYS
 
@@ -71,14 +71,6 @@ def load_config(path: str | Path | None = None) -> dict:
     return yaml.safe_load(Path(path or CONFIG_PATH).read_text()) or {}
 
 
-def _as_config(cls, config):
-    if isinstance(config, cls):
-        return config
-    values = dict(config or {})
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}")
-    return cls(**values)
 
 
 def _positive(config, *names):
@@ -106,7 +98,7 @@ class Forecaster:
     config_class: type = object
 
     def __init__(self, config=None):
-        self.config = _as_config(self.config_class, config)
+        self.config = as_config(self.config_class, config)
 
     def _setup(self, frame: pd.DataFrame, freq: str | None, horizon: int | None) -> None:
         if frame.empty:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +44,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ml.models.hyperparams import as_config
 from ml.models.rank_metrics import group_ndcg
 
 NONE = "<none>"  # the token of a null categorical value
@@ -160,14 +160,6 @@ def _check_positive(config, *names):
             raise ValueError(f"{type(config).__name__}.{name} must be >= 1, not {getattr(config, name)}")
 
 
-def _as_config(cls, config):
-    if isinstance(config, cls):
-        return config
-    values = dict(config or {})
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}")
-    return cls(**values)
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -368,7 +360,7 @@ def fit_widedeep(
     (``sample_negatives``), Adam on the weighted head BCEs, seeded mini-batches; early stopping on
     ``valid`` NDCG@10 (``patience`` epochs), best epoch restored. history: epoch, train_loss,
     valid_ndcg@10, seconds, is_best."""
-    cfg = _as_config(WideDeepConfig, config)
+    cfg = as_config(WideDeepConfig, config)
     _check(train, spec, "train")
     _check(valid, spec, "valid")
     train = pd.concat([train, sample_negatives(train, spec, cfg.random_negatives, cfg.seed)], ignore_index=True)
@@ -449,7 +441,7 @@ def fit_lambdarank(
     on the valid ndcg@eval_at (callbacks=[lgb.early_stopping(n)])."""
     import lightgbm as lgb
 
-    cfg = _as_config(LambdaRankConfig, config)
+    cfg = as_config(LambdaRankConfig, config)
     _check(train, spec, "train")
     _check(valid, spec, "valid")
     categories = {c: _vocab(train[c]) for c in spec.categorical}
@@ -594,7 +586,7 @@ def fit_fm(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, config: 
     """FM trained BPR (each epoch draws one label-0 partner per positive row in its group) or
     pointwise (BCE on label > 0), Adam, seeded; early stopping on ``valid`` NDCG@10, best epoch
     restored. history: epoch, train_loss, valid_ndcg@10, seconds, is_best."""
-    cfg = _as_config(FMConfig, config)
+    cfg = as_config(FMConfig, config)
     _check(train, spec, "train")
     _check(valid, spec, "valid")
     qs = np.linspace(0, 1, cfg.numeric_bins + 1)[1:-1]

@@ -29,7 +29,6 @@ MovieLens protocol (``ml.models.protocols``) and tests reuse them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -190,7 +189,7 @@ def cutoff_candidates(inter: "pd.DataFrame", items: "pd.DataFrame", users, cutof
     """Candidates for ``users`` from the interactions strictly before ``cutoff``."""
     from ml.models import candidates as cand
 
-    cfg = cand._as_config(config.get("candidates"))
+    cfg = cand.as_candidate_config(config.get("candidates"))
     lookback = _days(float(config["split"].get("history_days", 180)))
     history = inter[(inter["event_timestamp"] < cutoff) & (inter["event_timestamp"] >= cutoff - lookback)]
     t = {}
@@ -502,7 +501,6 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
 
     from ml.models import candidates as cand
     from ml.models import ranking, registry
-    from ml.models.report import Report, report_dir
 
     say = echo or (lambda _m: None)
     config = config or load_config()
@@ -619,8 +617,6 @@ def apply_rules(scored: "pd.DataFrame", items: "pd.DataFrame", history: "pd.Data
     """Business rules after ranking, then the top ``k`` per user: drop items the user bought in the
     last ``exclude_purchased_days``, items out of stock (is_in_stock false; unknown stock is kept),
     and keep at most ``max_per_brand`` items per brand. Input [user_id, item_id, score, ...]."""
-    import pandas as pd
-
     frame = scored.merge(items[["item_id", "brand", "is_in_stock"]], on="item_id", how="left")
     frame = frame[frame["is_in_stock"].ne(False)]
     days = rules.get("exclude_purchased_days")
