@@ -43,7 +43,7 @@ def train_recommender():
     def embed_items() -> dict:
         return orchestration.embed_items(SETTINGS)
 
-    @task(execution_timeout=timedelta(minutes=90))
+    @task(execution_timeout=timedelta(minutes=90), pool=SETTINGS.training_pool)
     def train_rankers(embedded: dict) -> dict:
         return orchestration.train_recommender(SETTINGS)
 

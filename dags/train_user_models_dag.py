@@ -39,7 +39,7 @@ from ml import orchestration
     tags=[TAGS_PLATFORM, "models", "user-behaviour"],
 )
 def train_user_models():
-    @task(execution_timeout=timedelta(minutes=90))
+    @task(execution_timeout=timedelta(minutes=90), pool=SETTINGS.training_pool)
     def train_propensity() -> dict:
         return orchestration.train_user_models(SETTINGS)
 

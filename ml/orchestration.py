@@ -444,6 +444,7 @@ def pools(settings: Settings) -> dict[str, str]:
     return {
         settings.duckdb_pool: "Single DuckDB writer: every lake/warehouse writing task (DuckDB allows one writer process)",
         settings.feast_pool: "Single writer of the Feast registry file and online store (embedded mode)",
+        settings.training_pool: "One model training task at a time (CPU; single writer of a SQLite MLflow backend)",
     }
 
 

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     feast_pool: str = Field(
         "feast_writer", description="Airflow pool (size 1) for writers of the Feast registry and online store (embedded mode)"
     )
+    training_pool: str = Field(
+        "model_training",
+        description="Airflow pool (size 1) for model training tasks: one trainer at a time on a small box, and one writer of a SQLite MLflow backend",
+    )
     dbt_execution_mode: Literal["watcher", "local"] = Field(
         "watcher", description="Cosmos mode: watcher (one dbt build, node tasks mirror it) | local (one dbt call per node)"
     )

@@ -140,6 +140,8 @@ def test_writers_run_in_the_single_writer_pools(parsed, parsed_settings):
     assert s.feast_pool in parsed["dags"]["feature_store"]["pools"]
     assert s.feast_pool in parsed["dags"]["score_user_models"]["pools"]  # writes the online store
     assert s.feast_pool in parsed["dags"]["score_recommender"]["pools"]
+    for dag_id in ("train_user_models", "train_recommender"):  # one trainer at a time
+        assert s.training_pool in parsed["dags"][dag_id]["pools"], dag_id
 
 
 def test_local_mode_renders_dbt_build_per_model(parsed_settings):
