@@ -46,6 +46,8 @@ def test_pipeline_leaves_warehouse_features_and_online_values(tmp_path):
     assert re.search(r"propensity_lgbm v1 +test ROC AUC", out), out[-2000:]
     assert list((data_dir / "warehouse" / "scores" / "propensity_lgbm").glob("scoring_date=*/part.parquet"))
     assert list((data_dir / "reports" / "propensity_lgbm").glob("*/index.html"))
+    assert re.search(r"recs_widedeep v1 +test NDCG@10", out), out[-2000:]
+    assert list((data_dir / "warehouse" / "scores" / "recs_widedeep").glob("scoring_date=*/part.parquet"))
 
     # Idempotent: a second run succeeds on the existing state (models: tests/integration/test_propensity.py).
     again = _cli(["pipeline", "--scale", "tiny", "--no-models"], data_dir)
