@@ -5,6 +5,8 @@ directory, if present) once and caches the result; ``Settings.as_env()`` is the 
 dbt, Feast and Airflow subprocesses so they see exactly the same values.
 
 Hyperparameters do not live here (they belong to per-model config files): only the *where*.
+Secrets (``get_secrets()``: the pseudonymisation key) are read here too, but kept out of
+``as_env()`` and of anything printed or written.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +113,16 @@ class Settings(BaseSettings):
     ingest_mapping: str | None = Field(
         None, description="Mapping preset or YAML the ingest DAG applies to new files in LANDING_DIR (DAG param overrides)"
     )
+    # Governance (ml/governance/privacy.py): differentially private exports and their budget ledger.
+    privacy_ledger_path: Path | None = Field(
+        None, description="SQLite ledger of every differentially private release (epsilon spent per dataset). Default: DATA_DIR/privacy/ledger.sqlite"
+    )
+    privacy_exports_dir: Path | None = Field(
+        None, description="Differentially private reports (noisy aggregates, no user_id). Default: DATA_DIR/privacy/exports"
+    )
+    privacy_total_epsilon: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="Total epsilon per dataset: the ledger refuses a release that would exceed it"
+    )
 
     @field_validator("ingest_mapping", "mlflow_tracking_uri", mode="before")
     @classmethod
@@ -133,6 +145,8 @@ class Settings(BaseSettings):
             "scores_dir": self.data_dir / "warehouse" / "scores",
             "reports_dir": self.data_dir / "reports",
             "mlflow_artifact_root": self.data_dir / "mlflow" / "artifacts",
+            "privacy_ledger_path": self.data_dir / "privacy" / "ledger.sqlite",
+            "privacy_exports_dir": self.data_dir / "privacy" / "exports",
         }
         for name, default in defaults.items():
             value = getattr(self, name)
@@ -173,3 +187,50 @@ def get_settings() -> Settings:
 def settings_for(**overrides) -> Settings:
     """Settings with explicit overrides (tests, benchmarks); bypasses the cache."""
     return Settings(**overrides)
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets: read from the same environment / .env, but never part of Settings.as_env()
+# --------------------------------------------------------------------------------------------------
+PSEUDONYMIZE_KEY_MIN_CHARS = 32  # e.g. `python -c "import secrets; print(secrets.token_hex(32))"` (64 characters)
+
+
+class Secrets(BaseSettings):
+    """Secret values the platform reads from the environment (or ``.env``), kept apart from Settings.
+
+    ``Settings.as_env()`` exports every setting to dbt, Feast and Airflow, ``ecomml settings`` prints
+    it and Feast's yaml is rendered from it, so a secret must not be a Setting. Child processes that
+    need one (the Airflow ingest task) inherit it from the parent environment, which every launcher
+    passes on (``{**os.environ, **settings.as_env()}``); ``subprocess_env()`` hands it over explicitly.
+    Validation errors never echo the value (``hide_input_in_errors``).
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True)
+
+    pseudonymize_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key that pseudonymises user ids at ingestion (docs/security.md); unset = raw ids. "
+        f"At least {PSEUDONYMIZE_KEY_MIN_CHARS} characters",
+    )
+
+    @field_validator("pseudonymize_key", mode="before")
+    @classmethod
+    def _long_enough(cls, value):
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not text:
+            return None  # unset and "" mean the same: no pseudonymisation
+        if len(text) < PSEUDONYMIZE_KEY_MIN_CHARS:
+            raise ValueError(
+                f"PSEUDONYMIZE_KEY is too short ({len(text)} characters; at least {PSEUDONYMIZE_KEY_MIN_CHARS}): "
+                'generate one with python -c "import secrets; print(secrets.token_hex(32))"'
+            )
+        return text
+
+    def subprocess_env(self) -> dict[str, str]:
+        """The secrets that are set, as environment variables for a child process. Never print or log it."""
+        return {name.upper(): value.get_secret_value() for name, value in self if value is not None}
+
+
+@lru_cache(maxsize=1)
+def get_secrets() -> Secrets:
+    return Secrets()

@@ -49,6 +49,18 @@ def redis_url():
     return "redis://127.0.0.1:6379/0"
 
 
+@pytest.fixture(autouse=True)
+def _no_pseudonymize_key(monkeypatch):
+    """Tests see raw ids unless they set a key themselves: a PSEUDONYMIZE_KEY exported in the
+    developer's shell must not change what the ingest tests expect."""
+    from ml.settings import get_secrets
+
+    monkeypatch.delenv("PSEUDONYMIZE_KEY", raising=False)
+    get_secrets.cache_clear()
+    yield
+    get_secrets.cache_clear()
+
+
 @pytest.fixture
 def tmp_settings(tmp_path):
     """Settings whose every local path lives under a fresh temp directory."""

@@ -20,6 +20,7 @@ from ml.generate import catalog
 from ml.generate.behaviour import DAY, EVENT_NAMES, PURCHASE, World, simulate
 from ml.generate.inventory import simulate_stock
 from ml.generate.params import END_DATE, SCALES, WAREHOUSES, Behaviour
+from ml.ingest.pseudonymize import FROM_SETTINGS, check_id_space, pseudonymizer_for, record_id_space
 
 GEN_DIR = "_generator"
 EVENTS_PER_SESSION = 5.45  # measured mean events per regular session; sets the session rate from target_events
@@ -64,13 +65,19 @@ def _bar(it, progress: bool, **kw):
 
 
 def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, progress: bool = False,
-             behaviour: Behaviour | None = None, replicate: int = 0) -> dict:
+             behaviour: Behaviour | None = None, replicate: int = 0, pseudonymize_key=FROM_SETTINGS) -> dict:
     """Write a synthetic shop into ``lake_dir`` (every contract table) and return a summary.
 
     Same ``scale`` and ``seed`` give identical tables. The generating parameters and the latent
     per-user / per-item truths are saved under ``lake_dir/_generator/``. ``behaviour`` replaces the
     default shopper parameters (counterfactual worlds, e.g. promotions without effect); ``replicate``
     > 0 redraws only the shoppers' randomness, keeping the world (catalogue, users, calendar, weather).
+
+    With a pseudonymisation key (``pseudonymize_key``, default PSEUDONYMIZE_KEY) every ``user_id`` —
+    in users, events, orders and ``_generator/users_latent.parquet`` — is its keyed pseudonym, exactly
+    as ingestion writes them, so a generated demo lake and ingested exports share one id space; the
+    ids themselves are synthetic either way. Raises IdSpaceError when the lake keeps (non-generated)
+    user rows of another id space.
     """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
@@ -80,12 +87,15 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
         lake_dir = get_settings().lake_dir
     lake_dir = Path(lake_dir)
     lake_dir.mkdir(parents=True, exist_ok=True)
+    pz = pseudonymizer_for(pseudonymize_key)
+    check_id_space(lake_dir, pz, replacing=lambda p: p.name.startswith("gen"))  # _clean removes gen*.parquet
     t0 = time.perf_counter()
     sc, beh = SCALES[scale], behaviour or Behaviour()
     start, D = sc.start_date, sc.days
     epoch_day0 = (pd.Timestamp(start) - pd.Timestamp("1970-01-01")).days
     start_us = epoch_day0 * 86_400_000_000
     _clean(lake_dir)
+    record_id_space(lake_dir, pz, writer=f"generate {scale} seed={seed}")
 
     # ---------------------------------------------------------------- the static world
     cats = catalog.build_categories(_rng(seed, "categories"))
@@ -190,6 +200,8 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
 
     # ---------------------------------------------------------------- write
     user_ids = _ids("u", np.arange(sc.n_users), 7)
+    if pz is not None:
+        user_ids = pa.array(pz.values(user_ids.to_pylist()), type=pa.string())
     item_ids = pa.array(items["item_id"])
     wh_ids = pa.array([w[0] for w in WAREHOUSES])
     region_names = np.array([w[1] for w in WAREHOUSES])

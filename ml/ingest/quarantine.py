@@ -31,16 +31,19 @@ class IngestReport:
     notes: dict[str, int] = field(default_factory=dict)  # accepted rows worth a remark, e.g. negative_units
     skipped: bool = False
     seconds: float = 0.0  # wall time (not part of to_dict, which is stable across runs)
+    pseudonymized: str | None = None  # key fingerprint when user ids were pseudonymised; else not in to_dict
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("seconds")
+        if d["pseudonymized"] is None:
+            d.pop("pseudonymized")  # a report without a key reads exactly as before
         return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "IngestReport":
         keys = {"file", "sha256", "mapping", "read", "accepted", "quarantined", "by_reason", "tables", "notes",
-                "skipped"}
+                "skipped", "pseudonymized"}
         return cls(**{k: v for k, v in data.items() if k in keys})
 
 

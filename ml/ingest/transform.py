@@ -5,6 +5,11 @@ file takes seconds. The result is computed completely before anything is written
 
 Each source row gets at most one reason (the first that applies, in the order of ``REASON_ORDER``);
 a row without one is accepted. ``read == accepted + quarantined`` always holds (asserted).
+
+With a ``Pseudonymizer`` (ml.ingest.pseudonymize), customer identifiers are replaced by their keyed
+pseudonyms once every check has run on the normalised raw ids: in the accepted rows (so every table
+and every derived session is built from pseudonyms), in the side file of users, in the rows hashed
+into ``event_id`` and in the quarantined rows.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pandas as pd
 from ml.contract import EVENT_TYPES
 from ml.ingest.mapping import (DEMAND_REGRESSORS, FLAG_FIELDS, ID_FIELDS, NUMERIC_FIELDS, ORDER_TABLES, IngestError,
                                Mapping)
+from ml.ingest.pseudonymize import PREFIXES
 from ml.ingest.readers import read_source
 
 # Documentation order: the first reason that applies to a row is the one recorded.
@@ -205,7 +211,9 @@ class Reasons:
 
 
 # ----------------------------------------------------------------------------------------- main
-def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime | None = None) -> Transformed:
+def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime | None = None,
+              pseudonymizer=None) -> Transformed:
+    """The lake tables and the quarantine of one source frame. ``pseudonymizer``: see the module doc."""
     path = Path(path)
     now = now or datetime.now(timezone.utc)
     raw = raw.reset_index(drop=True)
@@ -257,6 +265,7 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     demand = "demand_history" in produces
     if demand and "warehouse_id" not in f and mapping.warehouse_from in f:
         f["warehouse_id"] = slug(f[mapping.warehouse_from])  # needed now: a row without a location is rejected
+    source_ids = {name: f[name] for name in PREFIXES if name in f}  # normalised, before any stand-in
     if mapping.user_from_session:  # the session stands in where the log has no user
         f["user_id"] = f["user_id"].fillna(f["session_id"]) if "user_id" in f else f["session_id"]
     if "event_type" not in f:
@@ -345,8 +354,14 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     accepted["returned_quantity"] = returned[ok].values
     if "price" in accepted and not lines_from_rows:
         accepted["price"] = accepted["price"].mask(accepted["price"] <= 0)  # a 0 shown price is unknown
+    if pseudonymizer is not None:  # every check above ran on raw ids; from here on only pseudonyms
+        for name in PREFIXES:
+            if name in accepted:
+                accepted[name] = pseudonymizer.pseudonymize(accepted[name], name)
+        raw = _pseudonymize_source(raw, mapping, source_ids, pseudonymizer)
     notes: dict[str, int] = {}
-    tables = _build_tables(accepted, raw, ok, mapping, path, period=period, notes=notes)
+    tables = _build_tables(accepted, raw, ok, mapping, path, period=period, notes=notes,
+                           pseudonymizer=pseudonymizer)
 
     by_reason = r.counts()
     quarantine = raw.loc[~ok].copy()
@@ -359,6 +374,18 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
                          accepted=int(ok.sum()), by_reason=by_reason, notes=notes)
     assert result.read == result.accepted + result.quarantined, "every row is accepted or quarantined"
     return result
+
+
+def _pseudonymize_source(raw: pd.DataFrame, mapping: Mapping, source_ids: dict[str, pd.Series],
+                         pseudonymizer) -> pd.DataFrame:
+    """A copy of the source rows whose identifier columns hold pseudonyms of their normalised ids
+    (what ``event_id`` hashes and the quarantine keeps). A column feeding both fields keeps the user's."""
+    out = raw.copy()
+    for name in ("session_id", "user_id"):
+        column = mapping.columns.get(name)
+        if column in out.columns and name in source_ids:
+            out[column] = pseudonymizer.pseudonymize(source_ids[name], name)
+    return out
 
 
 def _check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
@@ -467,7 +494,8 @@ def _dates(ts: pd.Series) -> pd.Series:
 
 
 def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: Mapping, path: Path, *,
-                  period: str | None = None, notes: dict[str, int] | None = None) -> dict[str, pd.DataFrame]:
+                  period: str | None = None, notes: dict[str, int] | None = None,
+                  pseudonymizer=None) -> dict[str, pd.DataFrame]:
     produces = set(mapping.produces)
     notes = {} if notes is None else notes
     out: dict[str, pd.DataFrame] = {}
@@ -566,7 +594,7 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
             users["birth_year"] = mode_by(a["user_id"], a["birth_year"])
         if has("signup_at"):
             users["signup_at"] = a.groupby("user_id")["signup_at"].min()
-        users = _merge_side(users, mapping.users_file, path, mapping, "user_id")
+        users = _merge_side(users, mapping.users_file, path, mapping, "user_id", pseudonymizer)
         if "age" in users.columns:
             year = a.groupby("user_id")["timestamp"].min().dt.year if has("timestamp") else pd.Series(dtype=float)
             fallback = int(a["timestamp"].max().year) if has("timestamp") and len(a) else datetime.now().year
@@ -622,8 +650,10 @@ def _demand_rows(a: pd.DataFrame, mapping: Mapping, period: str, notes: dict[str
     return d.reset_index(drop=True)
 
 
-def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: str) -> pd.DataFrame:
-    """Add a sibling file's columns (side values win; keys only in the side file are added)."""
+def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: str,
+                pseudonymizer=None) -> pd.DataFrame:
+    """Add a sibling file's columns (side values win; keys only in the side file are added).
+    With a pseudonymizer, a users file's ids become pseudonyms like the frame's."""
     if side is None:
         return frame
     side_path = path.with_suffix(side.suffix)
@@ -639,6 +669,8 @@ def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: st
         raise IngestError(f"mapping {mapping.name}: {side.suffix} file needs columns.{key}")
     data = pd.DataFrame({name: raw[col] for name, col in side.columns.items()})
     data[key] = to_id(data[key])
+    if pseudonymizer is not None and key in PREFIXES:
+        data[key] = pseudonymizer.pseudonymize(data[key], key)
     for name in data.columns:
         if name != key:
             data[name] = to_text(data[name])

@@ -1,0 +1,1 @@
+"""Governance: differentially private exports (privacy.py)."""
