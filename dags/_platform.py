@@ -31,7 +31,8 @@ DEFAULT_ARGS = {
 
 # The chain: ingest -> LAKE -> warehouse -> FEATURE_WAREHOUSE -> feature_store -> FEATURE_STORE ->
 # train_user_models -> USER_MODELS -> score_user_models (also on FEATURE_STORE) -> USER_SCORES, and
-# FEATURE_STORE -> train_recommender -> RECOMMENDER -> score_recommender (also on FEATURE_STORE) -> RECOMMENDATIONS.
+# FEATURE_STORE -> train_recommender -> RECOMMENDER -> score_recommender (also on FEATURE_STORE) -> RECOMMENDATIONS,
+# FEATURE_STORE -> train_demand -> DEMAND_MODEL -> forecast_demand (also on FEATURE_STORE) -> DEMAND_PLAN.
 # Each event carries the ingest run's data interval in its `extra` (orchestration.interval_extra).
 LAKE = Asset(name="lake", uri=SETTINGS.lake_dir.as_uri(), group="ecomml")
 FEATURE_WAREHOUSE = Asset(name="feature_warehouse", uri=SETTINGS.features_dir.as_uri(), group="ecomml")
@@ -42,6 +43,9 @@ USER_SCORES = Asset(name="user_scores", uri=SETTINGS.scores_dir.as_uri(), group=
 # A new champion ranker (train_recommender -> score_recommender) and the recommendations it served.
 RECOMMENDER = Asset(name="recommender", uri=(SETTINGS.data_dir / "mlflow" / "recs_widedeep").as_uri(), group="ecomml")
 RECOMMENDATIONS = Asset(name="recommendations", uri=(SETTINGS.scores_dir / "recs_widedeep").as_uri(), group="ecomml")
+# A new champion demand forecaster and the inventory plan it produced.
+DEMAND_MODEL = Asset(name="demand_model", uri=(SETTINGS.data_dir / "mlflow" / "demand_lgbm").as_uri(), group="ecomml")
+DEMAND_PLAN = Asset(name="demand_plan", uri=(SETTINGS.scores_dir / "demand_plan").as_uri(), group="ecomml")
 
 TAGS_PLATFORM = "ecomml"
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import FeatureService, FeatureView, Field, FileSource
-from feast.types import Array, Float32, Float64, Int64, String
+from feast.types import Array, Bool, Float32, Float64, Int64, String
 
-from entities import item, user
+from entities import item, user, warehouse
 
 # Where ml.models writes scores (Settings.scores_dir, handed over as $SCORES_DIR by ml.features.repo).
 SCORES_DIR = Path(os.environ.get("SCORES_DIR") or Path(__file__).resolve().parent.parent / "data" / "warehouse" / "scores")
@@ -122,4 +122,57 @@ recs_scores_v1 = FeatureService(
     description="Current recommendations per user (entity user); request the user and __fallback__",
     owner="data-platform",
     tags={"model": "recs_widedeep", "version": "1", "entities": "user", "kind": "scores"},
+)
+
+# The inventory plan (ml/models/demand.py forecast -> ml/models/inventory.py policy): per item x
+# warehouse, from the champion demand forecaster's quantiles over the horizon and the lead time.
+# Written per forecast date (the last day of the demand history) under $SCORES_DIR/demand_plan/.
+demand_plan_source = FileSource(
+    name="demand_plan_source",
+    path=str(SCORES_DIR / "demand_plan.parquet"),
+    timestamp_field="event_timestamp",
+    description="Inventory plan per item x warehouse and forecast date (model demand_lgbm)",
+    tags={"model": "demand_lgbm"},
+    owner="data-platform",
+)
+
+item_warehouse_plan = FeatureView(
+    name="item_warehouse_plan",
+    entities=[item, warehouse],
+    ttl=timedelta(days=14),  # a plan older than two weekly forecasts is not served
+    schema=[
+        Field(name="forecast_start", dtype=String, description="First forecast day (ISO date)"),
+        Field(name="horizon_days", dtype=Int64, description="Days the forecast covers"),
+        Field(name="forecast_units", dtype=Float64, description="Expected units over the horizon (sum of yhat)"),
+        Field(name="forecast_units_p90", dtype=Float64, description="Sum of the daily P90 forecasts over the horizon"),
+        Field(name="method", dtype=String, description="demand_lgbm | moving_average (short history) | zero (no demand yet)"),
+        Field(name="lead_time_days", dtype=Float64, description="Replenishment lead time used"),
+        Field(name="lead_time_source", dtype=String, description="item | warehouse (median) | default (config)"),
+        Field(name="service_level", dtype=Float64, description="Cycle service level of the safety stock"),
+        Field(name="demand_lt", dtype=Float64, description="Expected demand over the lead time"),
+        Field(name="safety_stock", dtype=Float64, description="z x sd of the lead-time demand"),
+        Field(name="reorder_point", dtype=Float64, description="Order when the inventory position is at or below this"),
+        Field(name="order_up_to", dtype=Float64, description="Order up to this position (lead time + review period)"),
+        Field(name="on_hand_units", dtype=Float64, description="Stock on the last inventory day (null = unknown)"),
+        Field(name="inventory_position", dtype=Float64, description="On hand + on order (null = unknown)"),
+        Field(name="order_needed", dtype=Bool, description="Position at or below the reorder point (null = stock unknown)"),
+        Field(name="suggested_order_units", dtype=Float64, description="Units to order now (0 when none needed)"),
+        Field(name="projected_stockout_date", dtype=String, description="First day the position is used up (null = lasts the horizon)"),
+        Field(name="days_of_cover", dtype=Float64, description="Position / mean daily forecast (null = no demand forecast)"),
+        Field(name="model_version", dtype=String, description="Registered demand_lgbm version that forecast"),
+    ],
+    source=demand_plan_source,
+    online=True,
+    description="Current inventory plan per item x warehouse (reorder point, order-up-to, suggested order, stock-out date)",
+    owner="data-platform",
+    tags={"model": "demand_lgbm", "produced_by": "ml.models.demand.forecast"},
+)
+
+# What planners' tools read online: the plan of an item at a warehouse.
+demand_plan_v1 = FeatureService(
+    name="demand_plan_v1",
+    features=[item_warehouse_plan],
+    description="Current inventory plan per item x warehouse (entities item, warehouse)",
+    owner="data-platform",
+    tags={"model": "demand_lgbm", "version": "1", "entities": "item,warehouse", "kind": "scores"},
 )

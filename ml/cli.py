@@ -28,7 +28,7 @@ features_app = typer.Typer(help="The Feast feature store over the dbt feature ma
 app.add_typer(features_app, name="features")
 models_app = typer.Typer(help="Models: train, score, reports, the MLflow registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-demand_app = typer.Typer(help="Demand forecasting: the rolling-origin backtest of every model.", no_args_is_help=True)
+demand_app = typer.Typer(help="Demand forecasting: backtest, train + register, forecast + inventory plan.", no_args_is_help=True)
 app.add_typer(demand_app, name="demand")
 recs_app = typer.Typer(help="Recommendation and product search: embed, train, score, show, search.", no_args_is_help=True)
 app.add_typer(recs_app, name="recs")
@@ -441,6 +441,80 @@ def demand_backtest(
     _echo_json(backtest(get_settings(), cfg, echo=typer.echo).summary())
 
 
+@demand_app.command("train")
+def demand_train(config: Optional[Path] = typer.Option(None, help="Model config (default ml/models/configs/demand.yaml).")) -> None:
+    """Backtest, fit the global LightGBM forecaster on all history, register it, promote if not worse."""
+    from ml.models.demand import load_config, train
+
+    _echo_json(train(get_settings(), load_config(config), echo=typer.echo).summary())
+
+
+@demand_app.command("forecast")
+def demand_forecast(serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the plan into the online store.")) -> None:
+    """Forecast every item x warehouse with the champion and write the inventory plan (and serve it)."""
+    from ml import orchestration
+
+    s = get_settings()
+    planned = orchestration.forecast_demand(s)
+    if planned["status"] != "forecast":
+        typer.echo(f"nothing forecast: {planned}", err=True)
+        raise typer.Exit(1)
+    _echo_json({"forecast": planned, **({"serve": orchestration.serve_demand_plan(s, planned)} if serve else {})})
+
+
+@demand_app.command("plan")
+def demand_plan(
+    item_id: str = typer.Argument(..., help="Item."),
+    warehouse_id: str = typer.Argument(..., help="Warehouse."),
+) -> None:
+    """The current inventory plan of an item at a warehouse, read from the online store."""
+    from ml.models.demand import plan_online
+
+    row = plan_online(get_settings(), [(item_id, warehouse_id)]).iloc[0]
+    if row.drop(["item_id", "warehouse_id"]).isna().all():
+        typer.echo(f"no plan served for {item_id} @ {warehouse_id}: run `ecomml demand forecast`", err=True)
+        raise typer.Exit(1)
+    typer.echo(row.to_string())
+
+
+privacy_app = typer.Typer(help="Differentially private exports: noisy aggregates under a privacy budget ledger.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+
+@privacy_app.command("export")
+def privacy_export(
+    epsilon: float = typer.Option(0.1, help="Epsilon this release spends (split between revenue and buyers)."),
+    min_buyers: float = typer.Option(10, help="Suppress cells whose noisy buyer count is below this."),
+    max_cells_per_user: int = typer.Option(5, help="Contribution bound: cells one user may count in."),
+    revenue_cap: float = typer.Option(250.0, help="Contribution bound: revenue of one user per cell is clipped to [0, cap]."),
+    buyers_share: float = typer.Option(0.5, help="Share of epsilon given to the buyer counts (the rest to revenue)."),
+    fmt: str = typer.Option("csv", "--format", help="Report format: csv | parquet."),
+    query: str = typer.Option("revenue_buyers_by_category_region_week", help="The aggregate query to release."),
+) -> None:
+    """Noisy revenue and buyers per category x region x week (user-level DP): spends EPSILON in the ledger, writes PRIVACY_EXPORTS_DIR."""
+    from ml.governance.privacy import BudgetExceededError, PrivacyError, dp_export
+
+    try:
+        summary = dp_export(get_settings(), query=query, epsilon=epsilon, min_buyers=min_buyers, max_cells_per_user=max_cells_per_user,
+                            revenue_cap=revenue_cap, buyers_share=buyers_share, fmt=fmt)
+    except (BudgetExceededError, PrivacyError, ValueError) as exc:
+        typer.echo(f"privacy export refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _echo_json(summary)
+
+
+@privacy_app.command("budget")
+def privacy_budget(releases: bool = typer.Option(False, "--releases", help="List every recorded release, not just the totals.")) -> None:
+    """Epsilon spent and remaining per dataset, from the privacy budget ledger."""
+    from ml.governance.privacy import BudgetLedger
+
+    ledger = BudgetLedger.from_settings(get_settings())
+    payload = {"ledger": str(ledger.path), "total_epsilon": ledger.total_epsilon, "datasets": ledger.summary()}
+    if releases:
+        payload["releases"] = ledger.releases()
+    _echo_json(payload)
+
+
 @airflow_app.command("setup")
 def airflow_setup() -> None:
     """`airflow db migrate`, the single-writer pools, and dbt's manifest for the warehouse DAG."""
@@ -509,17 +583,20 @@ def pipeline(
     typer.echo("[4/6] materializing the latest feature values into the online store")
     stats = materialize_incremental(s, _now())
     rows = stats["rows"]
-    trained, served, recs_trained, recs_served = None, {}, None, {}
+    trained, served, recs_trained, recs_served, demand_trained, planned = None, {}, None, {}, None, {}
     if models:
-        typer.echo("[5/6] training the user-behaviour models and the recommender (MLflow registry, promote if not worse)")
+        typer.echo("[5/6] training the user-behaviour models, the recommender and the demand forecaster (MLflow registry, promote if not worse)")
         trained = orchestration.train_user_models(s)
         orchestration.cart_analytics(s)
         orchestration.embed_items(s)
         recs_trained = orchestration.train_recommender(s)
-        typer.echo("[6/6] batch scoring with the champions and serving the scores and recommendations online")
+        typer.echo("[6/6] batch scoring with the champions and serving the scores, recommendations and inventory plan online")
         served = orchestration.serve_scores(s, orchestration.score_propensity(s))
         orchestration.cart_at_risk(s)
         recs_served = orchestration.serve_recommendations(s, orchestration.score_recommender(s))
+        demand_trained = orchestration.train_demand(s)
+        planned = orchestration.forecast_demand(s)
+        orchestration.serve_demand_plan(s, planned)
     user = duckdb.connect().execute(
         f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1"
     ).fetchone()
@@ -540,6 +617,10 @@ def pipeline(
             f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
             f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"
             f"  ({recs_served.get('status')}); search: .venv/bin/ecomml recs search \"running shoes\"\n"
+            f"  demand_lgbm v{demand_trained['version']}               test WAPE {demand_trained['test_wape']} vs seasonal-naive"
+            f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"
+            f"  inventory plan                  {planned.get('plan_path')} ({planned.get('series', 0):,} series,"
+            f" {planned.get('orders_needed', 0):,} orders needed); .venv/bin/ecomml demand plan <item_id> <warehouse_id>\n"
             f"  MLflow UI                       .venv/bin/ecomml models ui\n"
             if trained
             else ""

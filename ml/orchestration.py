@@ -44,7 +44,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ml.settings import PROJECT_ROOT, Settings
+from ml.settings import PROJECT_ROOT, Settings, get_secrets
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,13 @@ SCORE_USER_MODELS_DAG = "score_user_models"
 TRAIN_RECOMMENDER_DAG = "train_recommender"
 SCORE_RECOMMENDER_DAG = "score_recommender"
 # (training DAG, the scoring DAG its promotion triggers)
-MODEL_DAG_PAIRS = ((TRAIN_USER_MODELS_DAG, SCORE_USER_MODELS_DAG), (TRAIN_RECOMMENDER_DAG, SCORE_RECOMMENDER_DAG))
+TRAIN_DEMAND_DAG = "train_demand"
+FORECAST_DEMAND_DAG = "forecast_demand"
+MODEL_DAG_PAIRS = (
+    (TRAIN_USER_MODELS_DAG, SCORE_USER_MODELS_DAG),
+    (TRAIN_RECOMMENDER_DAG, SCORE_RECOMMENDER_DAG),
+    (TRAIN_DEMAND_DAG, FORECAST_DEMAND_DAG),
+)
 MODEL_DAGS = tuple(d for pair in MODEL_DAG_PAIRS for d in pair)
 
 
@@ -109,7 +115,17 @@ def dbt_task_env(settings: Settings) -> dict[str, str]:
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """``value`` as JSON types (XCom): non-JSON objects as strings, NaN / infinity as null."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(json.loads(json.dumps(value, default=str)))
 
 
 def landing_files(settings: Settings) -> list[Path]:
@@ -348,6 +364,35 @@ def serve_recommendations(settings: Settings, scored: dict) -> dict:
     return {"status": "served", SCORE_VIEW: materialize_view(settings, SCORE_VIEW, None, end), **served}
 
 
+def train_demand(settings: Settings) -> dict:
+    """Backtest the demand models, fit + register the serving forecaster, promote if not worse."""
+    from ml.models.demand import train
+
+    return _jsonable(train(settings, echo=log.info).summary())
+
+
+def forecast_demand(settings: Settings) -> dict:
+    """Forecast + inventory plan with the champion; {"status": "no_champion"} until one was promoted."""
+    from ml.models import registry
+    from ml.models.demand import forecast, load_config
+
+    model = load_config()["forecast"]["model"]
+    if registry.champion(settings, model) is None:
+        log.warning("%s has no champion yet: nothing to forecast (train_demand promotes one)", model)
+        return {"status": "no_champion", "model": model}
+    return {"status": "forecast", **_jsonable(forecast(settings, echo=log.info).summary())}
+
+
+def serve_demand_plan(settings: Settings, planned: dict) -> dict:
+    """Materialize the inventory plan's feature view for the forecast date."""
+    from ml.models.demand import PLAN_VIEW
+
+    if planned.get("status") != "forecast":
+        return {"status": planned.get("status"), "view": PLAN_VIEW}
+    end = datetime.fromisoformat(planned["forecast_date"]).replace(tzinfo=timezone.utc) + timedelta(days=1)
+    return {"status": "served", **materialize_view(settings, PLAN_VIEW, None, end)}
+
+
 def failure_subject(context: dict) -> str:
     """'dbt node model.x.y' / 'feature view v' / 'task t' for the task that failed."""
     task = context.get("task")
@@ -402,6 +447,7 @@ def airflow_env(settings: Settings, port: int | None = None, extra: dict[str, st
     env = {
         **os.environ,
         **settings.as_env(),
+        **get_secrets().subprocess_env(),  # e.g. PSEUDONYMIZE_KEY for the ingest task (read from .env here too)
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         "AIRFLOW_HOME": str(home),
@@ -714,6 +760,32 @@ def _print_recs_and_search(settings: Settings, user_id: str) -> None:
     print(f"\nSearch {query!r}:\n{hits.to_string(index=False)}", flush=True)
 
 
+def _print_demand(settings: Settings) -> None:
+    """The demo's demand proof: the backtest table, where the plan is, one plan row read online."""
+    import pandas as pd
+
+    from ml.models import demand, outputs
+
+    try:
+        backtest = demand.latest_backtest(settings)
+        plan_file = outputs.source_path(settings, demand.PLAN_OUTPUT)
+        plan = pd.read_parquet(plan_file)
+        busiest = plan.sort_values("forecast_units", ascending=False).head(1)
+        online = demand.plan_online(settings, list(zip(busiest["item_id"], busiest["warehouse_id"])))
+    except Exception as exc:  # noqa: BLE001 - the demo reports it and goes on to print where to look
+        print(f"\n(demand forecast not available: {type(exc).__name__}: {exc})", flush=True)
+        return
+    if backtest is not None:
+        overall, test, report = backtest
+        cols = [c for c in ("wape", "mase", "bias", "coverage", "n_series") if c in overall.columns]
+        print(f"\nDemand backtest (rolling origin, all origins; report {report}):\n{overall[cols].to_string()}", flush=True)
+    cols = ["item_id", "warehouse_id", "forecast_units", "lead_time_days", "safety_stock", "reorder_point", "order_up_to",
+            "inventory_position", "suggested_order_units", "projected_stockout_date"]
+    print(f"\nInventory plan: {len(plan):,} item x warehouse rows in {outputs.scores_root(settings, demand.PLAN_OUTPUT)}; "
+          f"the busiest series, read online (Feast view {demand.PLAN_VIEW}):\n"
+          f"{online[[c for c in cols if c in online.columns]].round(2).to_string(index=False)}", flush=True)
+
+
 def run_chain(client: AirflowClient, conf: dict | None = None, timeout: float = 900.0,
               echo: Callable[[str], None] | None = print, models: bool = False) -> dict[str, dict]:
     """Unpause the chain, trigger the ingest DAG with ``conf``, wait until the Asset-scheduled
@@ -766,6 +838,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
         recs_reports = [r for r in list_reports(settings) if r["model"] == "recs_widedeep"]
         user_id = sample_user(settings)
         _print_recs_and_search(settings, user_id)
+        _print_demand(settings)
         print(
             f"\nDone: {' -> '.join(runs)} succeeded.\n"
             f"  Airflow UI        {airflow.url}  (login {user} / {password})\n"
@@ -776,7 +849,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
             f"  recommendations   .venv/bin/ecomml recs show {user_id}   (online, one get_online_features call)\n"
             f"  product search    .venv/bin/ecomml recs search \"<query>\"\n"
             f"  MLflow UI         .venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})\n"
-            f"  batch scores      {settings.scores_dir}\n"
+            f"  batch scores      {settings.scores_dir}  (inventory plan: demand_plan/forecast_date=*)\n"
             f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v2 --entity user_id={user_id}\n"
             f"  online score      .venv/bin/ecomml features online --service propensity_scores_v1 --entity user_id={user_id}",
             flush=True,

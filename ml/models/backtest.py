@@ -43,18 +43,26 @@ FORECAST_COLUMNS = ["model", "origin", *KEYS, "ds", "y", "yhat", "yhat_p10", "yh
 METRICS = ["wape", "mase", "bias", "coverage"]
 
 
-def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: int, freq: str) -> list[pd.Timestamp]:
-    """The origins, oldest first: the last one's window ends on the frame's last date."""
+def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: int, freq: str,
+                     min_train: int = 1) -> list[pd.Timestamp]:
+    """The origins, oldest first: the last one's window ends on the frame's last date. An origin
+    with fewer than ``min_train`` periods of history before it is dropped (logged): a short history
+    gets fewer origins rather than models fitted on almost nothing. None left: ValueError."""
     if n_origins < 1 or step < 1 or horizon < 1:
         raise ValueError("horizon, n_origins and step must be >= 1")
     last = frame["ds"].max() - (horizon - 1) * fd.step(freq)
     origins = [last - k * step * fd.step(freq) for k in reversed(range(n_origins))]
-    if origins[0] <= frame["ds"].min():
+    earliest = frame["ds"].min() + max(int(min_train), 1) * fd.step(freq)
+    kept = [pd.Timestamp(o) for o in origins if o >= earliest]
+    if not kept:
         raise ValueError(
-            f"{n_origins} origins {step} periods apart with horizon {horizon} need more history than "
+            f"no origin with {min_train} periods of history before it and a {horizon}-period window in "
             f"{frame['ds'].min().date()}..{frame['ds'].max().date()}"
         )
-    return [pd.Timestamp(o) for o in origins]
+    if len(kept) < n_origins:
+        log.warning("backtest: %d of %d origins kept (the others have fewer than %d periods of history before them)",
+                    len(kept), n_origins, min_train)
+    return kept
 
 
 def rolling_origin(
@@ -64,14 +72,16 @@ def rolling_origin(
     n_origins: int = 3,
     step: int | None = None,
     freq: str | None = None,
+    min_train: int = 1,
 ) -> pd.DataFrame:
     """Forecasts of every model at every origin, trained on the data before that origin only.
 
     ``models``: name -> factory returning an unfitted model (``forecast_models.model_factories``).
+    ``min_train``: periods of history an origin needs (``backtest_origins``).
     """
     freq = freq or fd.infer_frequency(frame)
     horizon = horizon or fd.default_horizon(freq)
-    origins = backtest_origins(frame, horizon, n_origins, step or horizon, freq)
+    origins = backtest_origins(frame, horizon, n_origins, step or horizon, freq, min_train)
     parts, timings = [], []
     for origin in origins:
         train = frame.loc[frame["ds"] < origin]

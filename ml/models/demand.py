@@ -1,4 +1,4 @@
-"""Demand forecasting on the warehouse: the rolling-origin backtest of every configured model.
+"""Demand forecasting on the warehouse: backtest, train + register, forecast + inventory plan.
 
     backtest(settings)  the dbt export mart_demand_series (fct_daily_demand: item x warehouse x day or
                         week, with regressors) -> forecast_data.prepare (the bad-input rules, each
@@ -7,9 +7,23 @@
                         head) and the global LSTM -> WAPE / MASE / bias / coverage overall and per
                         series -> the model per series chosen on the validation origins only, scored on
                         the later ones -> report + MLflow run ``demand_backtest``.
+    train(settings)     backtest, then the serving model (``forecast.model``, the global LightGBM)
+                        fitted on every prepared series' full history -> MLflow run + registered
+                        version, promoted when its test-origin WAPE is not worse than the champion's
+                        logged one (``forecast.promotion``).
+    forecast(settings)  the champion forecasts ``horizon`` periods after the history (future
+                        promotions from the export mart_promotion_calendar; other regressors by
+                        forecast_data.future_frame's documented fills); series too short for the model
+                        get the moving average over what they have, all-zero series 0 ->
+                        inventory.policy with stock and lead times from mart_inventory_position
+                        (``forecast.default_lead_time_days`` where none is known, counted) ->
+                        $SCORES_DIR/demand_forecast/forecast_date=D/ (quantiles per period) and
+                        $SCORES_DIR/demand_plan/forecast_date=D/ (the plan; the source of Feast view
+                        ``item_warehouse_plan``), both rewritten on a re-run for the same date; report
+                        with the plan and the turnover of the policy replayed over the history.
 
-Still to come (issue 7): the forecast job and its Feast view, the inventory plan written to the
-warehouse, promotion-effect reporting, the Airflow DAG and the scale benchmark.
+The forecast date D is the last day the demand history covers (the data's as-of date), so a re-run
+on the same data rewrites the same partitions.
 """
 
 from __future__ import annotations
@@ -27,7 +41,14 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 SERIES_MART = "mart_demand_series"
+CALENDAR_MART = "mart_promotion_calendar"
+POSITION_MART = "mart_inventory_position"
 RUN_NAME = "demand_backtest"
+FORECAST_OUTPUT = "demand_forecast"  # $SCORES_DIR/demand_forecast/forecast_date=D/: item x warehouse x period quantiles
+PLAN_OUTPUT = "demand_plan"  # $SCORES_DIR/demand_plan(.parquet): the inventory plan, Feast view item_warehouse_plan
+PLAN_VIEW = "item_warehouse_plan"
+PARTITION_KEY = "forecast_date"
+BACKTEST_CSV, TEST_CSV = "backtest_overall.csv", "backtest_test.csv"  # beside the backtest report
 REGRESSOR_COLUMNS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday")
 
 
@@ -75,10 +96,18 @@ class BacktestResult:
     per_series: "pd.DataFrame"
     test: "pd.DataFrame"
     preparation: "pd.DataFrame"
+    timings: "pd.DataFrame"
     freq: str
     n_series: int
     report: Path
     run_id: str
+
+    def seconds(self) -> dict:
+        """Fit + predict seconds per model, summed over the origins."""
+        if self.timings.empty or "fit_s" not in self.timings:
+            return {}
+        t = self.timings.assign(s=self.timings["fit_s"].fillna(0) + self.timings["predict_s"].fillna(0))
+        return t.groupby("model")["s"].sum().round(1).to_dict()
 
     def summary(self) -> dict:
         cols = [c for c in ("wape", "mase", "bias", "coverage", "n_series") if c in self.overall.columns]
@@ -88,44 +117,66 @@ class BacktestResult:
             "backtest": self.overall[cols].round(4).to_dict("index"),
             "test_origins": self.test[cols].round(4).to_dict("index"),
             "preparation": self.preparation.groupby("rule")["rows"].sum().to_dict() if len(self.preparation) else {},
+            "seconds": self.seconds(),
             "report": str(self.report),
             "run_id": self.run_id,
         }
 
 
-def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> BacktestResult:
-    """Backtest every configured model on the warehouse's demand (module doc)."""
+def prepared_series(settings: Settings, config: dict) -> tuple["pd.DataFrame", "pd.DataFrame", str]:
+    """(clean frame of the modellable series, preparation report, frequency) from the export."""
+    from ml.models.forecast_data import infer_frequency, prepare
+
+    frame = load_series(settings)
+    if frame.empty:
+        raise DemandError(f"{SERIES_MART} is empty: the lake has no demand (order lines or an ERP export)")
+    freq = infer_frequency(frame["ds"])
+    data = config.get("data", {})
+    clean, preparation = prepare(frame, freq, min_history=int(data.get("min_history", 56)), country=_country(config))
+    return clean, preparation, freq
+
+
+def _country(config: dict):
+    return config.get("forecast", {}).get("country")
+
+
+def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print,
+             prepared: tuple | None = None) -> BacktestResult:
+    """Backtest every configured model on the warehouse's demand (module doc). ``prepared``: the
+    output of ``prepared_series`` when the caller has it already."""
     import mlflow
     import pandas as pd
 
     from ml.models import registry
     from ml.models.backtest import choose, metrics, rolling_origin
-    from ml.models.forecast_data import infer_frequency, prepare
     from ml.models.forecast_models import model_factories
 
     say = echo or (lambda _m: None)
     config = config or load_config()
-    data = config.get("data", {})
-    frame = load_series(settings)
-    if frame.empty:
-        raise DemandError(f"{SERIES_MART} is empty: the lake has no demand (order lines or an ERP export)")
-    freq = infer_frequency(frame["ds"])
-    clean, preparation = prepare(frame, freq, min_history=int(data.get("min_history", 56)))
-    clean = head_by_volume(clean, data.get("max_series"))
+    clean, preparation, freq = prepared_series(settings, config) if prepared is None else prepared
+    clean = head_by_volume(clean, config.get("data", {}).get("max_series"))
     if clean.empty:
         raise DemandError(f"no series passed preparation: {preparation.groupby('rule')['rows'].sum().to_dict()}")
     n_series = int(clean.groupby(["item_id", "warehouse_id"]).ngroups)
     bt = config["backtest"]
     say(f"demand backtest: {n_series:,} series ({freq}), models {bt['models']}, {bt['n_origins']} origins")
+    min_train = int(config.get("data", {}).get("min_history", 56))
     forecasts = rolling_origin(clean, model_factories(config), horizon=bt.get("horizon"), n_origins=int(bt["n_origins"]),
-                               step=bt.get("step"), freq=freq)
+                               step=bt.get("step"), freq=freq, min_train=min_train)
+    if forecasts.empty:
+        raise DemandError(f"every model failed at every origin: {forecasts.attrs['timings'].to_dict('records')}")
     overall, per_series = metrics(forecasts, clean, freq=freq)
     overall = overall.set_index("model")
     origins = sorted(forecasts["origin"].unique())
-    validation = origins[: int(bt["n_validation"])]
-    _, chosen_forecasts = choose(forecasts, validation, method=bt.get("selection", "best"), fallback=bt.get("fallback"))
-    later = forecasts[forecasts["origin"] > validation[-1]]
-    test = pd.concat([metrics(later, clean, freq=freq)[0], metrics(chosen_forecasts, clean, freq=freq)[0]]).set_index("model")
+    # a short history keeps fewer origins: at least one stays for the test
+    validation = origins[: max(min(int(bt["n_validation"]), len(origins) - 1), 0)]
+    if validation:
+        _, chosen_forecasts = choose(forecasts, validation, method=bt.get("selection", "best"), fallback=bt.get("fallback"))
+        later = forecasts[forecasts["origin"] > validation[-1]]
+    else:
+        say(f"demand backtest: one origin only (history {clean['ds'].min():%Y-%m-%d}..{clean['ds'].max():%Y-%m-%d}): no per-series choice")
+        chosen_forecasts, later = forecasts.iloc[0:0], forecasts
+    test = pd.concat([metrics(f, clean, freq=freq)[0] for f in (later, chosen_forecasts) if len(f)]).set_index("model")
     say("demand backtest (all origins):\n" + overall.round(4).to_string())
     with registry.training_run(settings, RUN_NAME, params={"freq": freq, "series": n_series, **{f"backtest_{k}": v for k, v in bt.items()}},
                                feature_service="", features=list(clean.columns), snapshot={"rows": len(clean)}) as run:
@@ -137,7 +188,7 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
         mlflow.log_artifacts(str(path.parent), artifact_path="report")
         mlflow.set_tag("report", str(path))
         run_id = run.info.run_id
-    return BacktestResult(overall, per_series, test, preparation, freq, n_series, path, run_id)
+    return BacktestResult(overall, per_series, test, preparation, forecasts.attrs["timings"], freq, n_series, path, run_id)
 
 
 def _report(settings, run_id, overall, test, preparation, forecasts, history, freq, n_series) -> Path:
@@ -156,6 +207,9 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     report.table("Test origins (after the validation origins), with the model chosen per series on the validation origins", test.round(4))
     if len(preparation):
         report.table("Input preparation (rule, rows)", preparation.groupby(["rule", "reason"])["rows"].sum().reset_index())
+    timings = forecasts.attrs.get("timings")
+    if timings is not None and len(timings):
+        report.table("Fit and predict seconds per model and origin (error: the model failed there)", timings.round(2))
     sample = forecasts[["item_id", "warehouse_id"]].drop_duplicates().head(4)
     fig, axes = plt.subplots(len(sample), 1, figsize=(9, 2.4 * max(len(sample), 1)), squeeze=False)
     last = forecasts["origin"].max()
@@ -178,4 +232,302 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     ax2.set_xlabel("forecast - actual (units, clipped at +-20)")
     ax2.legend(fontsize=7)
     report.figure("error_distribution", fig2)
-    return report.write(report_dir(settings, RUN_NAME, run_id), model=RUN_NAME, run_id=run_id)
+    index = report.write(report_dir(settings, RUN_NAME, run_id), model=RUN_NAME, run_id=run_id)
+    overall.round(4).to_csv(index.parent / BACKTEST_CSV)
+    test.round(4).to_csv(index.parent / TEST_CSV)
+    return index
+
+
+def latest_backtest(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame", Path] | None:
+    """(all origins, test origins, report) of the newest backtest report, None before the first."""
+    import pandas as pd
+
+    from ml.models.report import list_reports
+
+    for r in list_reports(settings):
+        folder = Path(r["path"]).parent
+        if r["model"] == RUN_NAME and (folder / BACKTEST_CSV).exists():
+            return (pd.read_csv(folder / BACKTEST_CSV, index_col="model"), pd.read_csv(folder / TEST_CSV, index_col="model"),
+                    Path(r["path"]))
+    return None
+
+
+def plan_online(settings: Settings, keys: list[tuple[str, str]], store=None) -> "pd.DataFrame":
+    """The current plan of (item_id, warehouse_id) pairs from the online store (one read)."""
+    import pandas as pd
+
+    from ml.features.repo import get_store
+
+    store = store or get_store(settings)
+    rows = [{"item_id": i, "warehouse_id": w} for i, w in keys]
+    return pd.DataFrame(store.get_online_features(features=store.get_feature_service("demand_plan_v1"), entity_rows=rows).to_dict())
+
+
+# --- train: backtest + the serving model, registered ----------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    backtest: BacktestResult
+    model: str
+    version: str
+    decision: object
+    n_series: int
+    fit_seconds: float
+
+    def summary(self) -> dict:
+        test = self.backtest.test
+        return {
+            "model": self.model, "version": self.version, "promoted": bool(getattr(self.decision, "promoted", False)),
+            "decision": getattr(self.decision, "reason", ""), "series": self.n_series, "fit_seconds": round(self.fit_seconds, 1),
+            "test_wape": round(float(test.loc[self.model, "wape"]), 4) if self.model in test.index else None,
+            "backtest": self.backtest.summary(),
+        }
+
+
+def train(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> TrainResult:
+    """Backtest, fit the serving model on all history, register it, promote if not worse (module doc)."""
+    import time
+
+    from ml.models import registry
+    from ml.models.forecast_models import SECTIONS, build
+
+    say = echo or (lambda _m: None)
+    config = config or load_config()
+    fc = config["forecast"]
+    name = fc["model"]
+    prepared = prepared_series(settings, config)
+    result = backtest(settings, config, echo=echo, prepared=prepared)
+    if name not in result.test.index:
+        raise DemandError(f"{name} has no backtest result (is it in backtest.models? did it fail? see the report {result.report})")
+    clean, _, freq = prepared
+    horizon = config["backtest"].get("horizon")
+    started = time.perf_counter()
+    model = build(name, config.get(SECTIONS.get(name))).fit(clean, freq, horizon)
+    fit_seconds = time.perf_counter() - started
+    n_series = int(clean.groupby(["item_id", "warehouse_id"]).ngroups)
+    test = {k: float(result.test.loc[name, k]) for k in ("wape", "mase", "bias", "coverage") if k in result.test.columns}
+    promotion = fc.get("promotion", {})
+    metric = promotion.get("metric", "test_wape")
+    with registry.training_run(settings, name, params={"freq": freq, "series": n_series, "horizon": model.horizon,
+                                                       **{f"{SECTIONS.get(name)}_{k}": v for k, v in (config.get(SECTIONS.get(name)) or {}).items()}},
+                               feature_service="", features=list(getattr(model, "features", [])),
+                               snapshot={"rows": len(clean), "last_date": str(clean["ds"].max().date()),
+                                         "backtest_run_id": result.run_id},
+                               tags={"backtest_run_id": result.run_id, "report": str(result.report)}):
+        registry.log_metrics(test, prefix="test_")
+        registry.log_metrics({"fit_seconds": fit_seconds})
+        version = registry.log_model(model, name, flavor="sklearn", serialization_format="cloudpickle")
+        value = test.get(metric.removeprefix("test_"))
+        decision = registry.promote_if_not_worse(settings, name, version.version, metric=metric, value=value,
+                                                 higher_is_better=False, tolerance=float(promotion.get("tolerance", 0.0)))
+    say(f"demand: {name} version {version.version} fitted on {n_series:,} series in {fit_seconds:.0f} s, test WAPE "
+        f"{test.get('wape', float('nan')):.3f}; {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
+    return TrainResult(result, name, str(version.version), decision, n_series, fit_seconds)
+
+
+# --- forecast + inventory plan --------------------------------------------------------------------
+
+
+def _export(settings: Settings, mart: str) -> "pd.DataFrame | None":
+    import pandas as pd
+
+    path = Path(settings.exports_dir) / f"{mart}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def known_future(settings: Settings, history: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFrame | None":
+    """The promotion regressors over the forecast window from mart_promotion_calendar: every future
+    period of every series, is_promoted 1 / discount_pct the period's largest discount where a promotion
+    covers it and 0 where none does (a known "no promotion", not a fill). None without the export."""
+    import numpy as np
+    import pandas as pd
+
+    from ml.models.forecast_data import KEYS, snap, step
+
+    calendar = _export(settings, CALENDAR_MART)
+    if calendar is None:
+        return None
+    last = history.groupby(KEYS, sort=True)["ds"].max().reset_index()
+    grid = last.loc[np.repeat(np.arange(len(last)), horizon), KEYS].reset_index(drop=True)
+    grid["ds"] = np.repeat(last["ds"].to_numpy(), horizon) + np.tile(np.arange(1, horizon + 1), len(last)) * step(freq)
+    days = calendar.assign(ds=snap(pd.to_datetime(calendar["promotion_date"]), freq))
+    promoted = days.groupby([*KEYS, "ds"], as_index=False)["discount_pct"].max().assign(is_promoted=1.0)
+    grid = grid.merge(promoted, on=[*KEYS, "ds"], how="left")
+    grid["is_promoted"] = grid["is_promoted"].fillna(0.0)
+    grid["discount_pct"] = grid["discount_pct"].fillna(0.0).astype(float)
+    return grid
+
+
+def stock_inputs(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame | None"]:
+    """(lead_times, on_hand) for inventory.policy from mart_inventory_position: item rows where the
+    latest snapshot has a lead time, warehouse rows (item_id null) with the warehouse's median; stock
+    from current snapshots only (a stale snapshot's stock is unknown). Empty / None without snapshots."""
+    import pandas as pd
+
+    position = _export(settings, POSITION_MART)
+    if position is None or position.empty:
+        return pd.DataFrame(columns=["item_id", "warehouse_id", "lead_time_days"]), None
+    items = position.dropna(subset=["item_lead_time_days"])[["item_id", "warehouse_id", "item_lead_time_days"]]
+    items = items.rename(columns={"item_lead_time_days": "lead_time_days"})
+    warehouses = (position.dropna(subset=["warehouse_lead_time_days"]).drop_duplicates("warehouse_id")
+                  [["warehouse_id", "warehouse_lead_time_days"]].rename(columns={"warehouse_lead_time_days": "lead_time_days"})
+                  .assign(item_id=None))
+    lead_times = pd.concat([items, warehouses], ignore_index=True)
+    lead_times["lead_time_days"] = lead_times["lead_time_days"].astype(float)
+    current = position[position["is_current"].fillna(False).astype(bool)]
+    on_hand = current[["item_id", "warehouse_id", "on_hand_units", "on_order_units"]].dropna(subset=["on_hand_units"])
+    return lead_times, on_hand
+
+
+def _zero_forecast(rows: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFrame":
+    import numpy as np
+
+    from ml.models.forecast_data import KEYS, step
+
+    last = rows.groupby(KEYS, sort=True)["ds"].max().reset_index()
+    out = last.loc[np.repeat(np.arange(len(last)), horizon), KEYS].reset_index(drop=True)
+    out["ds"] = np.repeat(last["ds"].to_numpy(), horizon) + np.tile(np.arange(1, horizon + 1), len(last)) * step(freq)
+    return out.assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
+
+
+def forecast_frame(model, clean: "pd.DataFrame", raw: "pd.DataFrame", preparation: "pd.DataFrame", freq: str,
+                   horizon: int, known: "pd.DataFrame | None", country=None) -> "pd.DataFrame":
+    """Forecasts of every series in ``raw``: the fitted global ``model`` for the prepared series, the
+    moving average over what a too-short series has, 0 for all-zero series (``method`` says which)."""
+    import pandas as pd
+
+    from ml.models.forecast_data import KEYS, future_frame, prepare
+    from ml.models.forecast_models import MovingAverage
+
+    parts = []
+    if len(clean):
+        future, fills = future_frame(clean, horizon, freq, known=known, regressors=model.regressors, country=country)
+        parts.append(model.update(clean).predict(horizon, future).assign(method=model.name))
+    skipped = preparation[preparation["rule"].isin(["too_short", "all_zero"])] if len(preparation) else preparation
+    for rule, method in (("too_short", "moving_average"), ("all_zero", "zero")):
+        keys = skipped.loc[skipped["rule"] == rule, KEYS].drop_duplicates() if len(skipped) else pd.DataFrame(columns=KEYS)
+        if keys.empty:
+            continue
+        rows, _ = prepare(raw.merge(keys, on=KEYS), freq, min_history=1)
+        if method == "zero" or rows.empty:
+            rows = raw.merge(keys, on=KEYS).assign(ds=lambda f: pd.to_datetime(f["ds"]))
+            parts.append(_zero_forecast(rows, horizon, freq).assign(method="zero"))
+        else:
+            parts.append(MovingAverage().fit(rows, freq, horizon).predict(horizon).assign(method=method))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+@dataclass
+class ForecastResult:
+    forecast_date: "pd.Timestamp"
+    forecast: "pd.DataFrame"
+    plan: "pd.DataFrame"
+    turnover: dict
+    model: str
+    version: str
+    forecast_path: Path
+    plan_path: Path
+    report: Path
+
+    def summary(self) -> dict:
+        plan = self.plan
+        return {
+            "forecast_date": f"{self.forecast_date:%Y-%m-%d}", "model": self.model, "model_version": self.version,
+            "series": int(len(plan)), "methods": plan["method"].value_counts().to_dict(),
+            "orders_needed": int(plan["order_needed"].fillna(False).astype(bool).sum()),
+            "projected_stockouts": int(plan["projected_stockout_date"].notna().sum()),
+            "lead_time_sources": plan["lead_time_source"].value_counts().to_dict(),
+            "turnover": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.turnover.items()},
+            "forecast_path": str(self.forecast_path), "plan_path": str(self.plan_path), "report": str(self.report),
+        }
+
+
+def forecast(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> ForecastResult:
+    """Forecast with the champion and write the inventory plan (module doc). Raises, writing nothing,
+    when there is no champion or no demand."""
+    import numpy as np
+    import pandas as pd
+
+    from ml.models import inventory, outputs, registry
+
+    say = echo or (lambda _m: None)
+    config = config or load_config()
+    fc = config["forecast"]
+    name = fc["model"]
+    model, version = registry.load_champion(settings, name)
+    raw = load_series(settings)
+    if raw.empty:
+        raise DemandError(f"{SERIES_MART} is empty: nothing to forecast")
+    clean, preparation, freq = prepared_series(settings, config)
+    if freq != model.freq:
+        raise DemandError(f"the champion {name} v{version.version} forecasts {model.freq} series, the data is {freq}: retrain")
+    horizon = int(fc.get("horizon") or model.horizon)
+    as_of = pd.Timestamp(raw["ds"].max()).normalize()
+    if freq != "D":
+        as_of += pd.Timedelta(days=6)  # a week's row covers its 7 days
+    known = known_future(settings, clean, horizon, freq) if len(clean) else None
+    frame = forecast_frame(model, clean, raw, preparation, freq, horizon, known, country=_country(config))
+    if frame.empty:
+        raise DemandError("no series to forecast")
+    frame = frame.assign(model_version=str(version.version))
+    lead_times, on_hand = stock_inputs(settings)
+    plan = inventory.policy(frame, lead_times, service_level=float(fc["service_level"]),
+                            review_period_days=float(fc["review_period_days"]), on_hand=on_hand,
+                            default_lead_time_days=float(fc["default_lead_time_days"]))
+    horizon_units = frame.groupby(["item_id", "warehouse_id"]).agg(forecast_units=("yhat", "sum"), forecast_units_p90=("yhat_p90", "sum"),
+                                                                  method=("method", "first"))
+    plan = plan.merge(horizon_units.reset_index(), on=["item_id", "warehouse_id"], how="left")
+    turnover_summary = _turnover(settings, plan, freq)
+    stamp = as_of.tz_localize("UTC")
+    frame["event_timestamp"] = stamp
+    plan = plan.assign(event_timestamp=stamp, model_name=name, model_version=str(version.version),
+                       projected_stockout_date=plan["projected_stockout_date"].dt.strftime("%Y-%m-%d"),
+                       forecast_start=plan["forecast_start"].dt.strftime("%Y-%m-%d"),
+                       order_needed=plan["order_needed"].astype("boolean"),
+                       days_of_cover=plan["days_of_cover"].replace(np.inf, np.nan))
+    forecast_path = outputs.write_partition(settings, FORECAST_OUTPUT, frame, as_of.date(), key=PARTITION_KEY, source=False)
+    plan_path = outputs.write_partition(settings, PLAN_OUTPUT, plan, as_of.date(), key=PARTITION_KEY)
+    report = _forecast_report(settings, name, version.version, as_of, frame, plan, turnover_summary, preparation, config)
+    result = ForecastResult(as_of, frame, plan, turnover_summary, name, str(version.version), forecast_path, plan_path, report)
+    s = result.summary()
+    say(f"demand: {s['series']:,} series forecast for {horizon} periods after {as_of:%Y-%m-%d} with {name} v{version.version} "
+        f"({s['methods']}); {s['orders_needed']:,} orders needed, {s['projected_stockouts']:,} projected stock-outs -> {plan_path}")
+    return result
+
+
+def _turnover(settings: Settings, plan: "pd.DataFrame", freq: str) -> dict:
+    """inventory.turnover over the daily history that has end-of-day stock (a note when none has)."""
+    import pandas as pd
+
+    from ml.models import inventory
+
+    path = Path(settings.exports_dir) / f"{SERIES_MART}.parquet"
+    history = pd.read_parquet(path, columns=["item_id", "warehouse_id", "demand_date", "units", "on_hand_units"])
+    history = history.dropna(subset=["on_hand_units"]).rename(columns={"demand_date": "ds", "units": "y"})
+    if freq != "D" or history.empty:
+        return {"note": "no daily stock history (inventory snapshots): turnover not replayed"}
+    history["ds"] = pd.to_datetime(history["ds"])
+    _, summary = inventory.turnover(history, plan)
+    return summary
+
+
+def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summary, preparation, config) -> Path:
+    import pandas as pd
+
+    from ml.models.report import Report, report_dir
+
+    fc = config["forecast"]
+    report = Report("demand — forecast and inventory plan", subtitle=f"{name} v{version}, forecast date {as_of:%Y-%m-%d}")
+    report.text(f"Service level {fc['service_level']}, review period {fc['review_period_days']} days; lead times from "
+                f"{POSITION_MART} (item, else warehouse median, else {fc['default_lead_time_days']} days). Safety stock and "
+                "order-up-to from the forecast's mean and P10-P90 spread (ml/models/inventory.py).")
+    report.table("Series per forecasting method", plan["method"].value_counts().rename("series").reset_index())
+    report.table("Lead time source", plan["lead_time_source"].value_counts().rename("series").reset_index())
+    cols = ["item_id", "warehouse_id", "forecast_units", "lead_time_days", "safety_stock", "reorder_point", "order_up_to",
+            "on_hand_units", "inventory_position", "suggested_order_units", "projected_stockout_date"]
+    report.table("Largest suggested orders", plan.sort_values("suggested_order_units", ascending=False).head(20)[cols].round(2))
+    report.table("Turnover: history vs the policy replayed over it", pd.DataFrame([turnover_summary]))
+    if len(preparation):
+        report.table("Input preparation (rule, rows)", preparation.groupby(["rule", "reason"])["rows"].sum().reset_index())
+    return report.write(report_dir(settings, PLAN_OUTPUT, f"{as_of:%Y-%m-%d}"), model=name, run_id=f"forecast-{as_of:%Y-%m-%d}")

@@ -8,7 +8,9 @@ Every model has the same two calls:
 weeks) after each series' last training date. ``future``: the forecast periods' regressor values
 (keys, ds, regressor columns: the promotion calendar, the weather table); whatever it lacks is filled
 by ``forecast_data.future_frame``'s documented fallback, so build it with that function to get the
-fill report. yhat is the median forecast (P50), never negative; yhat_p10 <= yhat <= yhat_p90.
+fill report. yhat is the point forecast, never negative: the median (P50) for every model but
+demand_lgbm with ``point: mean`` (the default there), whose yhat is the expected demand; P10/P90 bound
+the 80% interval.
 
     demand_seasonal_naive   SeasonalNaive: the value one season ago (7 days / 52 weeks)
     demand_moving_average   MovingAverage: the mean of the last ``window`` periods
@@ -16,8 +18,11 @@ fill report. yhat is the median forecast (P50), never negative; yhat_p10 <= yhat
         the same rule (one-season-back / one-window-back), added to the point forecast.
     demand_lgbm             GlobalLightGBM: one model across all series, direct multi-horizon (a row per
         origin and step h, features known at the origin: ``forecast_data.make_features``), target
-        divided by the series' mean; three boosters (quantile objective, alpha 0.1 / 0.5 / 0.9) with
-        early stopping on the last ``horizon`` periods, then refitted on all rows for the best round count.
+        divided by the series' mean; boosters for P10 / P90 (quantile objective, alpha 0.1 / 0.9) and the
+        point forecast: ``point: mean`` a Tweedie booster (the expected demand, unbiased on intermittent
+        series where the median is 0; what inventory policy needs) or ``point: median`` the alpha 0.5
+        quantile (lower WAPE on intermittent series, biased low). Early stopping on the last
+        ``horizon`` periods, then refitted on all rows for the best round count.
     demand_prophet          ProphetPerSeries: Prophet on the head of series by volume (``max_series``),
         seasonality additive / multiplicative / ``auto`` (the better on the last horizon of history),
         holidays (the is_holiday regressor when the data has it, else the country's calendar), every
@@ -148,6 +153,9 @@ class _Baseline(Forecaster):
         self.keys = panel.keys
         self.origin_dates = panel.dates.to_numpy()[panel.last]
         errors = self._fit(panel)
+        if errors.shape[1] == 0:  # history shorter than the rule's lag: no in-sample error, a zero-width interval
+            self.error_q = np.zeros((len(errors), 2))
+            return self
         with warnings.catch_warnings():  # a series without in-sample errors: an all-NaN row
             warnings.simplefilter("ignore", RuntimeWarning)
             self.error_q = np.nan_to_num(np.nanquantile(errors, [QUANTILES[0], QUANTILES[-1]], axis=1).T)
@@ -222,9 +230,22 @@ class LightGBMConfig:
     max_train_rows: int | None = 300_000
     refit: bool = True  # refit on all rows (validation included) for the early-stopped round count
     seed: int = 42
+    point: str = "mean"  # mean (Tweedie booster) | median (the alpha 0.5 quantile booster)
+    tweedie_variance_power: float = 1.5  # 1 = Poisson, 2 = Gamma; between: a point mass at 0 plus a skewed positive part
 
     def __post_init__(self):
         _positive(self, "num_boost_round", "early_stopping_rounds", "max_train_rows")
+        if self.point not in ("mean", "median"):
+            raise ValueError(f"lgbm.point must be 'mean' or 'median', got {self.point!r}")
+        if not 1.0 <= self.tweedie_variance_power < 2.0:
+            raise ValueError(f"lgbm.tweedie_variance_power must be in [1, 2), got {self.tweedie_variance_power}")
+
+    def objectives(self) -> list[dict]:
+        """The boosters' objectives, in the order P10, point, P90."""
+        point = ({"objective": "tweedie", "tweedie_variance_power": self.tweedie_variance_power, "metric": "tweedie"}
+                 if self.point == "mean" else {"objective": "quantile", "alpha": QUANTILES[1], "metric": "quantile"})
+        return [{"objective": "quantile", "alpha": QUANTILES[0], "metric": "quantile"}, point,
+                {"objective": "quantile", "alpha": QUANTILES[-1], "metric": "quantile"}]
 
 
 class GlobalLightGBM(Forecaster):
@@ -252,8 +273,8 @@ class GlobalLightGBM(Forecaster):
         train = lgb.Dataset(X[~valid], y[~valid], params=cfg.params) if valid.any() and (~valid).any() else None
         checks = [lgb.Dataset(X[valid], y[valid], reference=train)] if train is not None else []
         self.boosters, self.best_iterations = [], []
-        for alpha in QUANTILES:
-            params = {**cfg.params, "objective": "quantile", "alpha": alpha, "metric": "quantile"}
+        for objective in cfg.objectives():
+            params = {**cfg.params, **objective}
             rounds = cfg.num_boost_round
             if train is not None:
                 booster = lgb.train(
@@ -270,6 +291,24 @@ class GlobalLightGBM(Forecaster):
         )
         return self
 
+    def update(self, frame: pd.DataFrame) -> "GlobalLightGBM":
+        """Point the fitted model at newer history (the same series, or new ones): ``predict`` then
+        forecasts after each series' last date in ``frame``. The boosters are unchanged: a global
+        model's features are relative to the origin, so a forecast job needs no refit between trainings."""
+        if frame.empty:
+            raise ValueError(f"{self.name}: the history frame is empty")
+        freq = fd.infer_frequency(frame["ds"])
+        if freq != self.freq:
+            raise ValueError(f"{self.name} was fitted on {self.freq} series, the history is {freq}: retrain")
+        missing = [r for r in self.regressors if r not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.name} was fitted with regressors {missing} that the history lacks: retrain")
+        self.scale = fd.series_scale(frame)
+        self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(
+            fd.lookback(self.horizon, self.freq, self.config.lags, self.config.windows)
+        )
+        return self
+
     def predict(self, horizon: int | None = None, future: pd.DataFrame | None = None) -> pd.DataFrame:
         horizon = self._horizon(horizon)
         rows = fd.make_features(
@@ -278,7 +317,10 @@ class GlobalLightGBM(Forecaster):
         )
         X = rows[self.features]
         q = np.column_stack([b.predict(X, num_iteration=n) for b, n in zip(self.boosters, self.best_iterations)])
-        q = np.sort(np.maximum(q * rows["scale"].to_numpy()[:, None], 0.0), axis=1)
+        q = np.maximum(q * rows["scale"].to_numpy()[:, None], 0.0)
+        q[:, [0, 2]] = np.sort(q[:, [0, 2]], axis=1)  # quantile crossing; a mean may lie outside P10..P90
+        if self.config.point == "median":
+            q = np.sort(q, axis=1)
         out = rows[KEYS].astype(str).assign(ds=rows["ds"].to_numpy())
         out["yhat"], out["yhat_p10"], out["yhat_p90"] = q[:, 1], q[:, 0], q[:, 2]
         return out.reset_index(drop=True)
@@ -290,7 +332,10 @@ class GlobalLightGBM(Forecaster):
 @dataclass(frozen=True)
 class ProphetConfig:
     max_series: int | None = 200  # the head by total volume; None = every series
+    min_mean_demand: float = 0.0  # and only series selling at least this much per period on average (sparse
+    # series, mostly zeros, get a smooth curve from Prophet that overshoots them: the global model serves them)
     seasonality_mode: str = "auto"  # auto | additive | multiplicative
+    growth: str = "linear"  # linear (Prophet's default: a piecewise trend, extrapolated) | flat (no trend)
     country: str | dict | None = None  # holidays when the data has no is_holiday (a code, or warehouse_id -> code)
     changepoint_prior_scale: float = 0.05
     uncertainty_samples: int = 200  # draws behind the 80% interval (P10/P90)
@@ -300,6 +345,8 @@ class ProphetConfig:
     def __post_init__(self):
         if self.seasonality_mode not in ("auto", "additive", "multiplicative"):
             raise ValueError(f"seasonality_mode must be auto, additive or multiplicative, not {self.seasonality_mode!r}")
+        if self.growth not in ("linear", "flat"):
+            raise ValueError(f"growth must be linear or flat, not {self.growth!r}")
         if self.start_method not in ("fork", "spawn", "forkserver"):
             raise ValueError(f"start_method must be fork, spawn or forkserver, not {self.start_method!r}")
         _positive(self, "max_series", "uncertainty_samples", "max_workers")
@@ -316,7 +363,7 @@ def _prophet(rows: pd.DataFrame, spec: dict, mode: str):
     from prophet import Prophet
 
     model = Prophet(
-        seasonality_mode=mode, holidays=spec["holidays"], interval_width=0.8,
+        growth=spec["growth"], seasonality_mode=mode, holidays=spec["holidays"], interval_width=0.8,
         uncertainty_samples=spec["uncertainty_samples"], changepoint_prior_scale=spec["changepoint_prior_scale"],
     )
     for r in spec["regressors"]:
@@ -378,9 +425,11 @@ class ProphetPerSeries(Forecaster):
         cfg = self.config
         frame = frame.sort_values([*KEYS, "ds"])
         volume = frame.groupby(KEYS)["y"].sum().sort_values(ascending=False, kind="stable")
-        head = volume.index[: cfg.max_series] if cfg.max_series else volume.index
+        dense = frame.groupby(KEYS)["y"].mean().reindex(volume.index) >= cfg.min_mean_demand
+        head = volume.index[dense.to_numpy()]
+        head = head[: cfg.max_series] if cfg.max_series else head
         spec = dict(
-            mode=cfg.seasonality_mode, regressors=self.regressors, horizon=self.horizon,
+            mode=cfg.seasonality_mode, growth=cfg.growth, regressors=self.regressors, horizon=self.horizon,
             uncertainty_samples=cfg.uncertainty_samples, changepoint_prior_scale=cfg.changepoint_prior_scale,
         )
         _quiet_prophet()
@@ -398,8 +447,9 @@ class ProphetPerSeries(Forecaster):
         sizes = frame.groupby(KEYS).size()
         served = "served by the global model"
         failed = [(*key, "prophet_failed", sizes[key], f"{error}: {served}") for key, _, _, error in results if error]
-        outside = [(*key, "prophet_not_selected", sizes[key], f"outside the head of {cfg.max_series} by volume: {served}")
-                   for key in volume.index[len(head):]]
+        why = f"outside the head of {cfg.max_series} by volume" + (
+            f" among series selling >= {cfg.min_mean_demand} per period" if cfg.min_mean_demand > 0 else "")
+        outside = [(*key, "prophet_not_selected", sizes[key], f"{why}: {served}") for key in volume.index.difference(head)]
         self.report = pd.DataFrame(failed + outside, columns=fd.REPORT_COLUMNS)
         if failed:
             log.warning("%s: %d of %d fits failed (served by the global model)", self.name, len(failed), len(tasks))

@@ -5,7 +5,7 @@ plus the file behind the model's Feast view (score_views.py).
     $SCORES_DIR/<model>.parquet                                every date's rows: the Feast source
 
 Hive layout: the scoring date lives in the folder name only, so ``pd.read_parquet(scores_root)``
-reads every date with its ``scoring_date``. Files are replaced atomically (write, then rename).
+reads every date with its ``scoring_date`` (another key name, e.g. ``forecast_date``, via ``key``). Files are replaced atomically (write, then rename).
 """
 
 from __future__ import annotations
@@ -36,17 +36,20 @@ def atomic_parquet(frame: "pd.DataFrame", path: Path) -> None:
     tmp.replace(path)
 
 
-def write_partition(settings: Settings, model_name: str, frame: "pd.DataFrame", scoring_date: date) -> Path:
-    """Overwrite the scoring date's partition, then rebuild the Feast source from all partitions."""
+def write_partition(settings: Settings, model_name: str, frame: "pd.DataFrame", scoring_date: date,
+                    key: str = "scoring_date", source: bool = True) -> Path:
+    """Overwrite the date's partition, then (``source``) rebuild the Feast source from all partitions."""
     import pandas as pd
 
     root = scores_root(settings, model_name)
-    partition = root / f"scoring_date={scoring_date.isoformat()}" / "part.parquet"
-    frame = frame.drop(columns=["scoring_date"], errors="ignore")
+    partition = root / f"{key}={scoring_date.isoformat()}" / "part.parquet"
+    frame = frame.drop(columns=[key], errors="ignore")
     # microseconds, as every other Feast source (DuckDB cannot cast TIMESTAMPTZ_NS when materializing)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     atomic_parquet(frame, partition)
-    combined = pd.concat([pd.read_parquet(p) for p in sorted(root.glob("scoring_date=*/part.parquet"))], ignore_index=True)
+    if not source:
+        return partition
+    combined = pd.concat([pd.read_parquet(p) for p in sorted(root.glob(f"{key}=*/part.parquet"))], ignore_index=True)
     combined["event_timestamp"] = pd.to_datetime(combined["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     atomic_parquet(combined, source_path(settings, model_name))
     return partition

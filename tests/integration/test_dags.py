@@ -100,7 +100,7 @@ def parsed(parsed_settings):
 def test_every_dag_imports_without_error(parsed):
     assert parsed["errors"] == {}
     assert set(parsed["dags"]) == {"ingest", "warehouse", "feature_store", "train_user_models", "score_user_models",
-                                   "train_recommender", "score_recommender"}
+                                   "train_recommender", "score_recommender", "train_demand", "forecast_demand"}
 
 
 def test_dags_follow_the_conventions(parsed):
@@ -140,7 +140,8 @@ def test_writers_run_in_the_single_writer_pools(parsed, parsed_settings):
     assert s.feast_pool in parsed["dags"]["feature_store"]["pools"]
     assert s.feast_pool in parsed["dags"]["score_user_models"]["pools"]  # writes the online store
     assert s.feast_pool in parsed["dags"]["score_recommender"]["pools"]
-    for dag_id in ("train_user_models", "train_recommender"):  # one trainer at a time
+    assert s.feast_pool in parsed["dags"]["forecast_demand"]["pools"]
+    for dag_id in ("train_user_models", "train_recommender", "train_demand"):  # one trainer at a time
         assert s.training_pool in parsed["dags"][dag_id]["pools"], dag_id
 
 

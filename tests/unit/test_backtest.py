@@ -74,8 +74,14 @@ def test_a_failing_model_is_recorded_and_the_others_go_on():
     timings = forecasts.attrs["timings"]
     assert timings.loc[timings["model"] == "broken", "error"].tolist() == ["RuntimeError: boom"] * 2
     assert timings.loc[timings["model"] == "ok", "error"].isna().all()
-    with pytest.raises(ValueError, match="need more history"):
-        bt.rolling_origin(frame, {"ok": fm.MovingAverage}, horizon=28, n_origins=3)
+
+def test_origins_without_enough_history_are_dropped_not_fitted_on_nothing():
+    frame = fd.synthetic_frame(2, 60, seed=9)  # 60 days: 3 origins 28 apart would start before the data
+    kept = bt.backtest_origins(frame, horizon=28, n_origins=3, step=28, freq="D", min_train=20)
+    assert kept == [frame["ds"].max() - 27 * DAY]  # only the last origin has 20+ days before it
+    assert len(bt.backtest_origins(frame, horizon=7, n_origins=3, step=7, freq="D", min_train=20)) == 3
+    with pytest.raises(ValueError, match="no origin with 40 periods"):
+        bt.rolling_origin(frame, {"ok": fm.MovingAverage}, horizon=28, n_origins=3, min_train=40)
 
 
 # -------------------------------------------------------------------------------------- metrics

@@ -28,9 +28,11 @@ def _wape(pred: pd.DataFrame, actual: pd.DataFrame) -> float:
     return float((both["yhat"] - both["y"]).abs().sum() / both["y"].sum())
 
 
-def _check_contract(pred: pd.DataFrame, horizon: int, n_series: int, freq: str) -> None:
+def _check_contract(pred: pd.DataFrame, horizon: int, n_series: int, freq: str, median: bool = True) -> None:
     assert list(pred.columns) == fm.FORECAST_COLUMNS and len(pred) == horizon * n_series
-    assert (pred["yhat_p10"] <= pred["yhat"]).all() and (pred["yhat"] <= pred["yhat_p90"]).all()
+    assert (pred["yhat_p10"] <= pred["yhat_p90"]).all()
+    if median:  # a mean point forecast (demand_lgbm's default) may lie above P90 on sparse series
+        assert (pred["yhat_p10"] <= pred["yhat"]).all() and (pred["yhat"] <= pred["yhat_p90"]).all()
     assert (pred["yhat_p10"] >= 0).all() and not pred[["yhat", "yhat_p10", "yhat_p90"]].isna().any().any()
     assert (fd.snap(pred["ds"], freq) == pred["ds"]).all()
 
@@ -79,7 +81,7 @@ def test_global_lgbm_beats_seasonal_naive_and_learns_the_promotion():
     model = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28)
     future = test.drop(columns="y")
     pred = model.predict(28, future)
-    _check_contract(pred, 28, 12, "D")
+    _check_contract(pred, 28, 12, "D", median=False)
     naive = fm.SeasonalNaive().fit(train).predict(28)
     assert _wape(pred, test) < 0.85 * _wape(naive, test)
 
@@ -87,6 +89,46 @@ def test_global_lgbm_beats_seasonal_naive_and_learns_the_promotion():
     off = model.predict(28, future.assign(is_promoted=0.0, discount_pct=0.0))
     assert on["yhat"].sum() > 1.5 * off["yhat"].sum()  # planted lift x2.5
     assert (on.groupby("item_id")["yhat"].sum() > off.groupby("item_id")["yhat"].sum()).all()
+
+
+def _intermittent(n_series: int, periods: int, rate: float, seed: int) -> pd.DataFrame:
+    """Sparse demand (``rate`` units per day on average) with the synthetic frame's patterns and regressors."""
+    frame = fd.synthetic_frame(n_series, periods, seed=seed)
+    shape = frame["y"] / frame.groupby("item_id")["y"].transform("mean")
+    return frame.assign(y=np.random.default_rng(seed).poisson(rate * shape).astype(float))
+
+
+def test_lgbm_mean_point_is_unbiased_where_the_median_is_zero():
+    frame = _intermittent(30, 240, rate=0.4, seed=3)
+    train, test = _split(frame, 28)
+    future = test.drop(columns="y")
+    mean = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28).predict(28, future)
+    median = fm.GlobalLightGBM({**FAST_LGBM, "point": "median"}).fit(train, "D", 28).predict(28, future)
+    _check_contract(mean, 28, 30, "D", median=False)
+    _check_contract(median, 28, 30, "D")
+    bias = lambda pred: float(pred["yhat"].sum() / test["y"].sum() - 1)  # noqa: E731
+    assert abs(bias(mean)) < 0.25  # the expected demand: what safety stock and order quantities need
+    assert bias(median) < -0.5  # P50 of a day with 0.4 expected units is mostly 0
+    with pytest.raises(ValueError, match="point"):
+        fm.LightGBMConfig(point="mode")
+
+
+def test_lgbm_update_forecasts_after_the_new_history_without_refitting():
+    frame = fd.synthetic_frame(10, 260, seed=8, promo_lift=1.0)
+    older, _ = _split(frame, 56)
+    newer, test = _split(frame, 28)
+    model = fm.GlobalLightGBM(FAST_LGBM).fit(older, "D", 28)
+    boosters = [b.model_to_string() for b in model.boosters]
+    pred = model.update(newer).predict(28, test.drop(columns="y"))
+    assert pred["ds"].min() == newer["ds"].max() + pd.Timedelta(days=1)  # starts after the NEW history
+    assert [b.model_to_string() for b in model.boosters] == boosters
+    refit = fm.GlobalLightGBM(FAST_LGBM).fit(newer, "D", 28).predict(28, test.drop(columns="y"))
+    assert _wape(pred, test) < 1.2 * _wape(refit, test)
+    weekly = fd.synthetic_frame(3, 80, freq="W-SUN", seed=1)
+    with pytest.raises(ValueError, match="retrain"):
+        model.update(weekly)
+    with pytest.raises(ValueError, match="retrain"):
+        model.update(newer.drop(columns="is_promoted"))
 
 
 # ------------------------------------------------------------------------------------------ Prophet
@@ -152,7 +194,7 @@ def test_every_model_forecasts_weekly_data(name):
     model = fm.fit(name, frame, config)
     assert (model.freq, model.horizon) == ("W-MON", 8)
     pred = fm.predict(model, 8)
-    _check_contract(pred, 8, 4, "W-MON")
+    _check_contract(pred, 8, 4, "W-MON", median=name != "demand_lgbm")
     assert pred["ds"].min() == frame["ds"].max() + pd.Timedelta(weeks=1)
 
 

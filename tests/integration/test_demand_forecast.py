@@ -1,0 +1,96 @@
+"""Train, forecast and plan on a real dbt build (the session's tiny generated warehouse): the
+registered champion, a plan row for every demand series, the plan's internal consistency, an
+idempotent re-run for the same forecast date, and the plan served online through Feast."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from ml.models import demand
+
+pytestmark = pytest.mark.integration
+
+KEY = ["item_id", "warehouse_id"]
+
+
+@pytest.fixture(scope="module")
+def run(built_warehouse):
+    config = demand.load_config()
+    config["backtest"] = {**config["backtest"], "models": ["demand_seasonal_naive", "demand_lgbm"], "n_origins": 2, "n_validation": 1}
+    trained = demand.train(built_warehouse, config, echo=None)
+    first = demand.forecast(built_warehouse, config, echo=None)
+    second = demand.forecast(built_warehouse, config, echo=None)
+    return built_warehouse, trained, first, second
+
+
+def test_train_registers_an_unbiased_forecaster_that_beats_seasonal_naive(run):
+    from ml.models import registry
+
+    settings, trained, _, _ = run
+    assert trained.decision.promoted and str(registry.champion(settings, "demand_lgbm").version) == trained.version
+    test = trained.backtest.test
+    assert test.loc["demand_lgbm", "wape"] < test.loc["demand_seasonal_naive", "wape"]
+    # the mean forecast on intermittent demand: the P50 would sit near 0 with bias near -1
+    assert abs(test.loc["demand_lgbm", "bias"]) < 0.3
+
+
+def test_every_demand_series_gets_a_plan_row(run):
+    settings, _, first, _ = run
+    series = pd.read_parquet(settings.exports_dir / "mart_demand_series.parquet", columns=KEY).drop_duplicates()
+    plan = first.plan
+    assert len(plan) == len(series) and not plan.duplicated(KEY).any()
+    assert set(plan["method"]) <= {"demand_lgbm", "moving_average", "zero"}
+    short = first.forecast[first.forecast["method"] == "moving_average"]
+    assert len(short), "the tiny world has series shorter than min_history: the moving average serves them"
+    # forecasts start the day after the history ends (the forecast date)
+    assert first.forecast.groupby(KEY)["ds"].min().eq(first.forecast_date + pd.Timedelta(days=1)).all()
+
+
+def test_plan_is_consistent(run):
+    settings, _, first, _ = run
+    plan = first.plan
+    assert (plan["safety_stock"] >= 0).all() and (plan["reorder_point"] >= plan["demand_lt"] - 1e-9).all()
+    assert (plan["order_up_to"] >= plan["reorder_point"] - 1e-9).all()
+    known = plan[plan["inventory_position"].notna()]
+    assert len(known) > 0.5 * len(plan), "the tiny world has inventory snapshots for most series"
+    needed = known[known["order_needed"].astype(bool)]
+    assert (needed["suggested_order_units"] == (needed["order_up_to"] - needed["inventory_position"]).map(math.ceil).clip(lower=0)).all()
+    assert (known.loc[~known["order_needed"].astype(bool), "suggested_order_units"] == 0).all()
+    position = pd.read_parquet(settings.exports_dir / "mart_inventory_position.parquet")
+    with_lead = position.dropna(subset=["item_lead_time_days"]).merge(plan, on=KEY)
+    assert (with_lead["lead_time_source"] == "item").all()
+    assert (with_lead["lead_time_days"] == with_lead["item_lead_time_days"]).all()
+
+
+def test_rerun_for_the_same_forecast_date_rewrites_it(run):
+    from ml.models.outputs import scores_root, source_path
+
+    settings, _, first, second = run
+    assert first.plan_path == second.plan_path and first.forecast_path == second.forecast_path
+    assert len(list(scores_root(settings, demand.PLAN_OUTPUT).glob("forecast_date=*"))) == 1
+    served = pd.read_parquet(source_path(settings, demand.PLAN_OUTPUT))
+    assert len(served) == len(second.plan) and not served.duplicated(KEY).any()
+
+
+def test_plan_is_served_online(run):
+    from ml import orchestration
+    from ml.features.repo import apply
+
+    settings, _, _, second = run
+    apply(settings)
+    served = orchestration.serve_demand_plan(settings, {"status": "forecast", "forecast_date": f"{second.forecast_date:%Y-%m-%d}"})
+    assert served["status"] == "served"
+    rows = second.plan.sort_values("forecast_units", ascending=False).head(3)
+    online = demand.plan_online(settings, list(zip(rows["item_id"], rows["warehouse_id"])))
+    assert online["reorder_point"].tolist() == pytest.approx(rows["reorder_point"].tolist())
+    assert online["model_version"].tolist() == rows["model_version"].tolist()
+
+
+def test_forecast_without_a_champion_is_a_clear_no_op(tmp_path):
+    from ml import orchestration
+    from ml.settings import settings_for
+
+    assert orchestration.forecast_demand(settings_for(data_dir=tmp_path / "data"))["status"] == "no_champion"
