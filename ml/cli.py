@@ -449,6 +449,14 @@ def demand_train(config: Optional[Path] = typer.Option(None, help="Model config 
     _echo_json(train(get_settings(), load_config(config), echo=typer.echo).summary())
 
 
+@demand_app.command("uplift")
+def demand_uplift(config: Optional[Path] = typer.Option(None, help="Model config (default ml/models/configs/demand.yaml).")) -> None:
+    """Promotion uplift on demand: double ML with a difference-in-differences cross-check; report + MLflow run."""
+    from ml.models.demand import load_config, promotion_effect
+
+    _echo_json(promotion_effect(get_settings(), load_config(config), echo=typer.echo))
+
+
 @demand_app.command("forecast")
 def demand_forecast(serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the plan into the online store.")) -> None:
     """Forecast every item x warehouse with the champion and write the inventory plan (and serve it)."""

@@ -94,3 +94,15 @@ def test_forecast_without_a_champion_is_a_clear_no_op(tmp_path):
     from ml.settings import settings_for
 
     assert orchestration.forecast_demand(settings_for(data_dir=tmp_path / "data"))["status"] == "no_champion"
+
+
+def test_promotion_effect_report_on_the_warehouse(run):
+    """`ecomml demand uplift`: the DML lift of the tiny world's promotions (planted through the shoppers'
+    utilities, simulated true lift 3.39: tests/integration/test_promotion_effect.py) is positive with a
+    CI that excludes 0, in a report with its plot and an MLflow run."""
+    settings = run[0]
+    effect = demand.promotion_effect(settings, echo=None)
+    dml = effect["estimates"]["double ML"]
+    assert 1.0 < dml["relative_lift"] < 6.0 and dml["relative_ci_low"] > 0
+    html = open(effect["report"]).read()
+    assert "promotion_effect.png" in html and "double ML" in html
