@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 
 RUN_TIMEOUT_S = 900
@@ -75,10 +75,46 @@ def writer_intervals(client, runs: list[tuple[str, str]]) -> list[tuple[str, dat
     return sorted(out, key=lambda x: x[1])
 
 
+def clear_failed(client, dag_id: str, run_id: str) -> None:
+    """The documented re-run ("Clear" the failed tasks of a run), through the API."""
+    client.request("POST", f"/dags/{dag_id}/clearTaskInstances", {
+        "dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True,
+    })
+
+
+def run_chain_clearing_once(client, conf: dict, timeout: float = 300) -> dict:
+    """``orchestration.run_chain``, except that a failed warehouse run is cleared (failed tasks
+    only) and waited for once more. Airflow 3.3's scheduler can fail a deferrable task whose trigger
+    fires within a second of deferring ("finished with state success, but the task instance's state
+    attribute is queued": apache/airflow#66374, #71580, #72716); the watcher-mode dbt sensors defer
+    and have no retries, so that race fails a warehouse run whose dbt build succeeded. Clearing the
+    failed sensors is the operator's documented fix (docs/operations.md); the producer is not re-run."""
+    from ml import orchestration
+
+    client.wait_for_dags(orchestration.CHAIN)
+    for dag_id in orchestration.CHAIN:
+        client.set_paused(dag_id, False)
+    started = datetime.now(timezone.utc)
+    run = client.trigger("ingest", conf=conf)
+    runs = {"ingest": client.wait_for_run("ingest", run["dag_run_id"], timeout=timeout)}
+    try:
+        runs["warehouse"] = client.wait_for_run("warehouse", after=started, timeout=timeout)
+    except orchestration.OrchestrationError as exc:
+        failed = [r for r in client.runs("warehouse") if r["state"] == "failed"]
+        if not failed:
+            raise
+        print(f"warehouse run failed, clearing its failed tasks once: {exc}")
+        clear_failed(client, "warehouse", failed[0]["dag_run_id"])
+        time.sleep(3)
+        runs["warehouse"] = client.wait_for_run("warehouse", failed[0]["dag_run_id"], timeout=timeout)
+    runs["feature_store"] = client.wait_for_run("feature_store", after=started, timeout=timeout)
+    return runs
+
+
 def settle_failed(client, dag_id: str, run_id: str) -> dict:
     """Wait for the run; if it failed, clear its failed tasks once (the operator's fix for Airflow
     3.3's deferral race that can fail a watcher sensor whose node succeeded; see
-    test_airflow_recovery.run_chain_clearing_once) and wait again."""
+    run_chain_clearing_once) and wait again."""
     run = wait_end(client, dag_id, run_id)
     if run["state"] == "failed":
         failed = [t["task_id"] for t in client.task_instances(dag_id, run_id) if t["state"] in ("failed", "upstream_failed")]

@@ -1,5 +1,6 @@
 """The whole chain through a real Airflow: `airflow standalone` (API server, scheduler, dag-processor,
-triggerer; LocalExecutor; SQLite metadata) in a temp AIRFLOW_HOME on an ephemeral port.
+triggerer; LocalExecutor; SQLite metadata) in a temp AIRFLOW_HOME on an ephemeral port, started once
+per session in tests/e2e/conftest.py and shared with test_airflow_recovery.py (which runs after).
 
 The ingest DAG is triggered through the REST API (/api/v2, JWT from /auth/token with the generated
 admin password); the warehouse (dbt through Cosmos, watcher mode) and feature-store DAGs must then
@@ -13,39 +14,21 @@ is stopped (process-group kill) even on failure. Bounded: about 12 minutes at mo
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ml.settings import PROJECT_ROOT, settings_for
-
 from tests.e2e.airflow_api import PRODUCER, RUN_TIMEOUT_S, lock_errors, settle_failed, task, wait_until, writer_intervals
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHAIN_TIMEOUT_S = 480
-
 
 @pytest.fixture(scope="module")
-def airflow_chain(tmp_path_factory):
-    from ml import orchestration
-
-    root = tmp_path_factory.mktemp("airflow_e2e")
-    repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
-    settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, dbt_execution_mode="watcher", airflow_port=0)
-    airflow = orchestration.LocalAirflow(settings)
-    started = time.monotonic()
-    try:
-        airflow.start(timeout=240)
-        client = airflow.client()
-        runs = orchestration.run_chain(client, conf={"generate_scale": "tiny"}, timeout=CHAIN_TIMEOUT_S, echo=None)
-        yield settings, airflow, client, runs, time.monotonic() - started
-    except Exception as exc:
-        raise AssertionError(f"{exc}\n--- airflow standalone log tail ---\n{airflow.log_tail(80)}") from exc
-    finally:
-        airflow.stop()
+def airflow_chain(shared_airflow):
+    """The session's Airflow after its chain run (tests/e2e/conftest.py)."""
+    a = shared_airflow
+    return a.settings, a.airflow, a.airflow.client(), a.runs, a.seconds
 
 
 def test_chain_runs_through_assets(airflow_chain):

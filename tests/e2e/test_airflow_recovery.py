@@ -1,5 +1,6 @@
-"""Recovery through a real Airflow: backfill and crash/restart, against ONE `airflow standalone`
-started once for this module (temp AIRFLOW_HOME, ephemeral port, scale tiny).
+"""Recovery through a real Airflow: backfill and crash/restart, against the session's ONE `airflow
+standalone` (tests/e2e/conftest.py: temp AIRFLOW_HOME, ephemeral port, scale tiny; shared with
+test_airflow_e2e.py, which runs first).
 
 1. Baseline: ingest(generate tiny) -> warehouse -> feature_store, triggered once through the API.
    Its outputs are fingerprinted: lake row counts (``_lake.json``), warehouse table row counts,
@@ -22,8 +23,8 @@ Not covered here: a crash during ``ingest_new_files`` (≈1-3 s at tiny: no reli
 during the warehouse's dbt producer (no retries in watcher mode: recovery is a manual clear).
 
 The baseline's warehouse run is cleared and re-awaited once if it fails: Airflow 3.3's
-deferral race (see ``run_chain_clearing_once``) can fail a watcher-mode dbt sensor whose node
-succeeded.
+deferral race (see ``airflow_api.run_chain_clearing_once``) can fail a watcher-mode dbt sensor whose
+node succeeded.
 
 Everything started is stopped (process-group kill) in the fixture's teardown, even on failure.
 """
@@ -32,20 +33,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ml.settings import PROJECT_ROOT, settings_for
-
 from tests.e2e.airflow_api import wait_until as _wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHAIN_TIMEOUT_S = 480
 RUN_TIMEOUT_S = 300
 REQUEST_TIME = datetime(2030, 1, 1, tzinfo=timezone.utc)  # fixed: online reads do not depend on "now"
 SAMPLE = 25
@@ -153,64 +150,11 @@ class Env:
         return self.airflow.client()
 
 
-def clear_failed(client, dag_id: str, run_id: str) -> None:
-    """The documented re-run ("Clear" the failed tasks of a run), through the API."""
-    client.request("POST", f"/dags/{dag_id}/clearTaskInstances", {
-        "dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True,
-    })
-
-
-def run_chain_clearing_once(client, conf: dict) -> dict:
-    """``orchestration.run_chain``, except that a failed warehouse run is cleared (failed tasks
-    only) and waited for once more. Airflow 3.3's scheduler can fail a deferrable task whose trigger
-    fires within a second of deferring ("finished with state success, but the task instance's state
-    attribute is queued": apache/airflow#66374, #71580, #72716); the watcher-mode dbt sensors defer
-    and have no retries, so that race fails a warehouse run whose dbt build succeeded. Clearing the
-    failed sensors is the operator's documented fix (docs/operations.md); the producer is not re-run."""
-    from ml import orchestration
-
-    client.wait_for_dags(orchestration.CHAIN)
-    for dag_id in orchestration.CHAIN:
-        client.set_paused(dag_id, False)
-    started = datetime.now(timezone.utc)
-    run = client.trigger("ingest", conf=conf)
-    runs = {"ingest": client.wait_for_run("ingest", run["dag_run_id"], timeout=RUN_TIMEOUT_S)}
-    try:
-        runs["warehouse"] = client.wait_for_run("warehouse", after=started, timeout=RUN_TIMEOUT_S)
-    except orchestration.OrchestrationError as exc:
-        failed = [r for r in client.runs("warehouse") if r["state"] == "failed"]
-        if not failed:
-            raise
-        print(f"warehouse run failed, clearing its failed tasks once: {exc}")
-        clear_failed(client, "warehouse", failed[0]["dag_run_id"])
-        time.sleep(3)
-        runs["warehouse"] = client.wait_for_run("warehouse", failed[0]["dag_run_id"], timeout=RUN_TIMEOUT_S)
-    runs["feature_store"] = client.wait_for_run("feature_store", after=started, timeout=RUN_TIMEOUT_S)
-    return runs
-
-
 @pytest.fixture(scope="module")
-def recovery(tmp_path_factory):
-    from ml import orchestration
-
-    root = tmp_path_factory.mktemp("airflow_recovery")
-    repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
-    settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, dbt_execution_mode="watcher", airflow_port=0)
-    airflow = orchestration.LocalAirflow(settings)
-    # a task whose process died with the old scheduler is detected in seconds, not the default 5 min
-    airflow.env.update({
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-    })
-    try:
-        airflow.start(timeout=240)
-        runs = run_chain_clearing_once(airflow.client(), conf={"generate_scale": "tiny"})
-        yield Env(settings, airflow, runs, fingerprint(settings))
-    except Exception as exc:
-        raise AssertionError(f"{exc}\n--- airflow standalone log tail ---\n{airflow.log_tail(80)}") from exc
-    finally:
-        airflow.stop()
+def recovery(shared_airflow):
+    """The session's Airflow (tests/e2e/conftest.py), fingerprinted now: the e2e module's runs
+    before this one re-ran intervals idempotently, so the fingerprint is that of the chain's output."""
+    return Env(shared_airflow.settings, shared_airflow.airflow, shared_airflow.runs, fingerprint(shared_airflow.settings))
 
 
 def test_baseline_is_clean(recovery):
