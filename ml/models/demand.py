@@ -381,26 +381,28 @@ def stock_inputs(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame | No
 
 
 def _zero_forecast(rows: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFrame":
+    """0 for the ``horizon`` periods after the rows' last date (every series from the same date)."""
     import numpy as np
 
     from ml.models.forecast_data import KEYS, step
 
-    last = rows.groupby(KEYS, sort=True)["ds"].max().reset_index()
+    last = rows.groupby(KEYS, sort=True)["ds"].max().reset_index().assign(ds=rows["ds"].max())
     out = last.loc[np.repeat(np.arange(len(last)), horizon), KEYS].reset_index(drop=True)
     out["ds"] = np.repeat(last["ds"].to_numpy(), horizon) + np.tile(np.arange(1, horizon + 1), len(last)) * step(freq)
     return out.assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
 
 
 def forecast_frame(model, clean: "pd.DataFrame", raw: "pd.DataFrame", preparation: "pd.DataFrame", freq: str,
-                   horizon: int, known: "pd.DataFrame | None", country=None) -> "pd.DataFrame":
+                   horizon: int, known: "pd.DataFrame | None", country=None) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Forecasts of every series in ``raw``: the fitted global ``model`` for the prepared series, the
-    moving average over what a too-short series has, 0 for all-zero series (``method`` says which)."""
+    moving average over what a too-short series has, 0 for all-zero series (``method`` says which);
+    and the report of the future regressor values that had to be filled (forecast_data.future_frame)."""
     import pandas as pd
 
-    from ml.models.forecast_data import KEYS, future_frame, prepare
+    from ml.models.forecast_data import KEYS, REPORT_COLUMNS, future_frame, prepare
     from ml.models.forecast_models import MovingAverage
 
-    parts = []
+    parts, fills = [], pd.DataFrame(columns=REPORT_COLUMNS)
     if len(clean):
         future, fills = future_frame(clean, horizon, freq, known=known, regressors=model.regressors, country=country)
         parts.append(model.update(clean).predict(horizon, future).assign(method=model.name))
@@ -415,7 +417,7 @@ def forecast_frame(model, clean: "pd.DataFrame", raw: "pd.DataFrame", preparatio
             parts.append(_zero_forecast(rows, horizon, freq).assign(method="zero"))
         else:
             parts.append(MovingAverage().fit(rows, freq, horizon).predict(horizon).assign(method=method))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), fills
 
 
 @dataclass
@@ -467,7 +469,7 @@ def forecast(settings: Settings, config: dict | None = None, echo: Callable[[str
     if freq != "D":
         as_of += pd.Timedelta(days=6)  # a week's row covers its 7 days
     known = known_future(settings, clean, horizon, freq) if len(clean) else None
-    frame = forecast_frame(model, clean, raw, preparation, freq, horizon, known, country=_country(config))
+    frame, fills = forecast_frame(model, clean, raw, preparation, freq, horizon, known, country=_country(config))
     if frame.empty:
         raise DemandError("no series to forecast")
     frame = frame.assign(model_version=str(version.version))
@@ -488,7 +490,7 @@ def forecast(settings: Settings, config: dict | None = None, echo: Callable[[str
                        days_of_cover=plan["days_of_cover"].replace(np.inf, np.nan))
     forecast_path = outputs.write_partition(settings, FORECAST_OUTPUT, frame, as_of.date(), key=PARTITION_KEY, source=False)
     plan_path = outputs.write_partition(settings, PLAN_OUTPUT, plan, as_of.date(), key=PARTITION_KEY)
-    report = _forecast_report(settings, name, version.version, as_of, frame, plan, turnover_summary, preparation, config)
+    report = _forecast_report(settings, name, version.version, as_of, frame, plan, turnover_summary, preparation, fills, config)
     result = ForecastResult(as_of, frame, plan, turnover_summary, name, str(version.version), forecast_path, plan_path, report)
     s = result.summary()
     say(f"demand: {s['series']:,} series forecast for {horizon} periods after {as_of:%Y-%m-%d} with {name} v{version.version} "
@@ -512,7 +514,7 @@ def _turnover(settings: Settings, plan: "pd.DataFrame", freq: str) -> dict:
     return summary
 
 
-def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summary, preparation, config) -> Path:
+def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summary, preparation, fills, config) -> Path:
     import pandas as pd
 
     from ml.models.report import Report, report_dir
@@ -530,6 +532,9 @@ def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summa
     report.table("Turnover: history vs the policy replayed over it", pd.DataFrame([turnover_summary]))
     if len(preparation):
         report.table("Input preparation (rule, rows)", preparation.groupby(["rule", "reason"])["rows"].sum().reset_index())
+    if len(fills):
+        report.table("Future regressor values not known ahead, filled (rule, rows)",
+                     fills.groupby(["rule", "reason"])["rows"].sum().reset_index())
     return report.write(report_dir(settings, PLAN_OUTPUT, f"{as_of:%Y-%m-%d}"), model=name, run_id=f"forecast-{as_of:%Y-%m-%d}")
 
 
