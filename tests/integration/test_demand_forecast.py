@@ -78,11 +78,17 @@ def test_rerun_for_the_same_forecast_date_rewrites_it(run):
     assert len(served) == len(second.plan) and not served.duplicated(KEY).any()
 
 
-def test_plan_is_served_online(run):
+def test_plan_is_served_online(run, tmp_path):
     from ml import orchestration
     from ml.features.repo import apply
+    from tests.integration.conftest import copy_repo
 
-    settings, _, _, second = run
+    built, _, _, second = run
+    # its own Feast repo, registry and online store over the shared warehouse's files: the session's
+    # built_warehouse registry stays as other modules expect it (test_feast_repo plans against it)
+    settings = built.model_copy(update={"feast_repo_dir": copy_repo(tmp_path / "feature_repo"),
+                                        "feast_registry_path": tmp_path / "feast" / "registry.db",
+                                        "feast_online_path": tmp_path / "feast" / "online_store.db"})
     apply(settings)
     served = orchestration.serve_demand_plan(settings, {"status": "forecast", "forecast_date": f"{second.forecast_date:%Y-%m-%d}"})
     assert served["status"] == "served"
