@@ -8,6 +8,7 @@ SCALE  ?= small
 BENCH_SCALES ?= tiny,small
 BENCH_MODEL_SCALES ?= small,medium
 BENCH_ROWS ?= 10000,100000
+BENCH_DEMAND_SERIES ?= 1000,10000
 BENCH_MATERIALIZE_ROWS ?= 100000
 PYTEST_ARGS ?=
 
@@ -58,6 +59,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_models.py --scales $(BENCH_MODEL_SCALES)
 	$(BIN)/python bench/bench_recs.py --scales $(BENCH_MODEL_SCALES)
 	$(BIN)/python bench/bench_recs_real.py
+	$(BIN)/python bench/bench_demand.py --series $(BENCH_DEMAND_SERIES)
+	$(BIN)/python bench/bench_demand_real.py
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)

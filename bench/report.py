@@ -32,11 +32,94 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def _gib(mib) -> str:
+    return f"{mib / 1024:.2f}" if mib is not None else ""
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or value != value:
+        return ""
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def demand_scale() -> str:
+    """The "Demand forecasting scale" tables from bench/results/demand.json (bench/bench_demand.py):
+    per scale and model, then per scale the stages against the 600 s / 8 GiB targets."""
+    path = RESULTS / "demand.json"
+    if not path.exists():
+        return ""
+    runs = [r for r in json.loads(path.read_text())["results"] if r["metric"].startswith("total_seconds")]
+    if not runs:
+        return ""
+    runs.sort(key=lambda r: ("/" in r["scale"], r["extra"]["n_series"], r["scale"]))  # 1k, 10k, then the variants
+    models = ["| scale | model | series x origins | fit s | predict s | CPU s | series/s | WAPE | seasonal naive WAPE, same rows "
+              "| ratio | bias | P10-P90 coverage |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    totals = ["| scale | series | prepare s | backtest s | forecast s (lgbm fit + predict) | plan s | total s | CPU s | target 600 s "
+              "| peak memory GiB, process tree PSS (RSS sum) | target 8 GiB | load avg 1-min (start / mean / max), 2 cores | measured |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        m, scale = r["extra"], r["scale"]
+        for name, s in m["models"].items():
+            models.append(
+                f"| {scale} | {name.removeprefix('demand_')} | {s['series_x_origins']:,} | {_num(s['fit_s'], 1)} "
+                f"| {_num(s['predict_s'], 1)} | {_num(s.get('cpu_s'), 1)} | {_num(s['series_per_s'], 1)} | {_num(s['wape'])} | {_num(s['naive_wape_same_rows'])} "
+                f"| {_num(s['wape_ratio'])} | {_num(s.get('bias'))} | {_num(s.get('coverage'))} |"
+            )
+        sec, load = m["seconds"], m["load_avg"]
+        met_time = "met" if r["value"] <= 600 else "missed"
+        met_mem = "met" if m["peak_pss_mib"] <= 8 * 1024 else "missed"
+        totals.append(
+            f"| {scale} | {m['n_series']:,} | {_num(sec['prepare'], 1)} | {_num(sec['backtest'], 1)} | {_num(sec['forecast'], 1)} "
+            f"| {_num(sec['plan'], 1)} | {_num(r['value'], 1)} | {_num(m.get('cpu_seconds', {}).get('total'), 1)} | {met_time} | {_gib(m['peak_pss_mib'])} (RSS sum {_gib(m['peak_rss_sum_mib'])}) | {met_mem} "
+            f"| {load['start_1_5_15'][0]} / {load['during_1min_mean']} / {load['during_1min_max']} | {(r.get('when') or '')[:10]} |"
+        )
+    return ("### Demand forecasting scale\n\n`bench/bench_demand.py`: synthetic daily series (365 days), rolling-origin "
+            "backtest (3 origins x 28 days unless the scale says otherwise), then demand_lgbm fitted on all history and "
+            "forecast 28 days, then the inventory policy. Prophet fits its head only (200 series unless `headN`); the ratio "
+            "is the model's WAPE over seasonal naive's on the same rows. CPU s: user + system of the process and its reaped "
+            "children (Prophet's workers); wall seconds depend on the load of the shared machine, CPU seconds much less.\n\n" + "\n".join(models) + "\n\n" + "\n".join(totals))
+
+
+def demand_real() -> str:
+    """The Online Retail II backtest table from bench/results/demand_real.json (bench/bench_demand_real.py)."""
+    path = RESULTS / "demand_real.json"
+    if not path.exists():
+        return ""
+    results = json.loads(path.read_text())["results"]
+    rows = ["| origins | model | WAPE | WAPE / seasonal naive | same rows: WAPE / seasonal naive | MASE | bias | P10-P90 coverage "
+            "| n_series | WAPE on Prophet's rows |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if not r["metric"].endswith(" wape"):
+            continue
+        e = r["extra"]
+        table = r["scale"].split("/", 1)[-1].replace("_", " ")
+        rows.append(
+            f"| {table} ({', '.join(e.get('origins', []))}) | {r['metric'].removesuffix(' wape').removeprefix('demand_')} "
+            f"| {_num(r['value'])} | {_num(r.get('ratio'))} | {_num(e.get('same_rows_ratio_same_rows'))} | {_num(e.get('mase'))} "
+            f"| {_num(e.get('bias'))} | {_num(e.get('coverage'))} | {_num(e.get('n_series'))} "
+            f"| {_num(e.get('same_rows_wape_on_prophet_rows'))} |"
+        )
+    total = next((r for r in results if r["metric"] == "seconds_total"), None)
+    about = ""
+    if total:
+        e = total["extra"]
+        series = e.get("series", {})
+        about = (f"\n\n{series.get('head_series', '')} series (head by volume of {series.get('series_prepared', '')} prepared, "
+                 f"{series.get('freq', '')}, {' to '.join(series.get('dates', []))}); {e.get('notes', '')} Seconds: "
+                 + ", ".join(f"{k} {v:,.0f}" for k, v in e.get("stages", {}).items())
+                 + f"; load avg {e.get('load_avg', {}).get('start', {}).get('1_5_15', '')} at start on 2 cores; measured "
+                 f"{(total.get('when') or '')[:10]}.")
+    return ("### Demand forecasting on Online Retail II\n\n`bench/bench_demand_real.py`: ingestion preset "
+            "`online_retail_ii` -> dbt -> `ml.models.demand.backtest` (configs/demand.yaml as shipped).\n\n"
+            + "\n".join(rows) + about)
+
+
 def main() -> None:
     text = DOC.read_text()
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
-    DOC.write_text(f"{head}{BEGIN}\n\n{table()}\n\n{END}{tail}")
+    sections = "".join(f"\n\n{s}" for s in (demand_scale(), demand_real()) if s)
+    DOC.write_text(f"{head}{BEGIN}\n\n{table()}{sections}\n\n{END}{tail}")
     print(f"updated {DOC}")
 
 
