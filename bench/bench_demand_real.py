@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -55,19 +54,9 @@ def load() -> dict:
 
 
 def prepare_warehouse(path: Path, preset: str, root: Path, seconds: dict):
-    from ml import warehouse
-    from ml.ingest import ingest_file
-    from ml.settings import PROJECT_ROOT, settings_for
+    from bench.common import ingested_warehouse
 
-    repo = Path(shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__")))
-    settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, mlflow_tracking_uri="")
-    settings.ensure_dirs()
-    t = time.perf_counter()
-    report = ingest_file(path, preset, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir).to_dict()
-    seconds["ingest"] = time.perf_counter() - t
-    t = time.perf_counter()
-    warehouse.build(settings, echo=None)
-    seconds["dbt_build"] = time.perf_counter() - t
+    settings, report = ingested_warehouse(path, preset, root, seconds)
     print(f"{path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, quarantined "
           f"{report['quarantined']:,} {report['by_reason']}; tables {report['tables']} "
           f"({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)", flush=True)

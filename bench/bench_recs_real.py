@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -66,9 +65,7 @@ def bench_config() -> dict:
 
 def prepare(name: str, root: Path, max_rows: int, seconds: dict):
     """Ingest the dataset's file with its preset into a fresh lake and build the warehouse."""
-    from ml import warehouse
-    from ml.ingest import ingest_file
-    from ml.settings import PROJECT_ROOT, settings_for
+    from bench.common import ingested_warehouse
 
     preset, parts = DATASETS[name]["preset"], DATASETS[name]["file"]
     path = shared_data().joinpath(*parts)
@@ -80,15 +77,7 @@ def prepare(name: str, root: Path, max_rows: int, seconds: dict):
         capped = root / f"first_{max_rows}{path.suffix}"
         pq.write_table(pq.read_table(path).slice(0, max_rows), capped)
         path = capped
-    repo = Path(shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__")))
-    settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, mlflow_tracking_uri="")
-    settings.ensure_dirs()
-    t = time.perf_counter()
-    report = ingest_file(path, preset, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir).to_dict()
-    seconds["ingest"] = time.perf_counter() - t
-    t = time.perf_counter()
-    warehouse.build(settings, echo=None)
-    seconds["dbt_build"] = time.perf_counter() - t
+    settings, report = ingested_warehouse(path, preset, root, seconds)
     print(f"{name}: {path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, "
           f"tables {report['tables']} ({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)")
     return settings, {"preset": preset, "file": path.name, "read": report["read"], "accepted": report["accepted"],

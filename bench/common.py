@@ -112,3 +112,25 @@ def write_results(name: str, results: list[Result]) -> Path:
         print(f"  {r.metric:<45} {r.scale or '':<7} {r.value:>14,.3f} {r.unit}{base}")
     print(f"-> {path}")
     return path
+
+
+def ingested_warehouse(path: Path, preset: str, root: Path, seconds: dict):
+    """A real export ingested through its preset into a fresh lake under ``root``, the warehouse built
+    with dbt (own feature_repo copy, MLflow in the data dir): (settings, ingest report). Times land in
+    ``seconds["ingest"]`` and ``seconds["dbt_build"]``."""
+    import shutil
+
+    from ml import warehouse
+    from ml.ingest import ingest_file
+    from ml.settings import PROJECT_ROOT, settings_for
+
+    repo = Path(shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__")))
+    settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, mlflow_tracking_uri="")
+    settings.ensure_dirs()
+    t = time.perf_counter()
+    report = ingest_file(path, preset, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir).to_dict()
+    seconds["ingest"] = time.perf_counter() - t
+    t = time.perf_counter()
+    warehouse.build(settings, echo=None)
+    seconds["dbt_build"] = time.perf_counter() - t
+    return settings, report

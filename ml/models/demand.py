@@ -340,17 +340,14 @@ def known_future(settings: Settings, history: "pd.DataFrame", horizon: int, freq
     """The promotion regressors over the forecast window from mart_promotion_calendar: every future
     period of every series, is_promoted 1 / discount_pct the period's largest discount where a promotion
     covers it and 0 where none does (a known "no promotion", not a fill). None without the export."""
-    import numpy as np
     import pandas as pd
 
-    from ml.models.forecast_data import KEYS, snap, step
+    from ml.models.forecast_data import KEYS, future_periods, snap
 
     calendar = _export(settings, CALENDAR_MART)
     if calendar is None:
         return None
-    last = history.groupby(KEYS, sort=True)["ds"].max().reset_index()
-    grid = last.loc[np.repeat(np.arange(len(last)), horizon), KEYS].reset_index(drop=True)
-    grid["ds"] = np.repeat(last["ds"].to_numpy(), horizon) + np.tile(np.arange(1, horizon + 1), len(last)) * step(freq)
+    grid = future_periods(history.groupby(KEYS, sort=True)["ds"].max().reset_index(), horizon, freq)
     days = calendar.assign(ds=snap(pd.to_datetime(calendar["promotion_date"]), freq))
     promoted = days.groupby([*KEYS, "ds"], as_index=False)["discount_pct"].max().assign(is_promoted=1.0)
     grid = grid.merge(promoted, on=[*KEYS, "ds"], how="left")
@@ -382,14 +379,10 @@ def stock_inputs(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame | No
 
 def _zero_forecast(rows: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFrame":
     """0 for the ``horizon`` periods after the rows' last date (every series from the same date)."""
-    import numpy as np
-
-    from ml.models.forecast_data import KEYS, step
+    from ml.models.forecast_data import KEYS, future_periods
 
     last = rows.groupby(KEYS, sort=True)["ds"].max().reset_index().assign(ds=rows["ds"].max())
-    out = last.loc[np.repeat(np.arange(len(last)), horizon), KEYS].reset_index(drop=True)
-    out["ds"] = np.repeat(last["ds"].to_numpy(), horizon) + np.tile(np.arange(1, horizon + 1), len(last)) * step(freq)
-    return out.assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
+    return future_periods(last, horizon, freq).assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
 
 
 def forecast_frame(model, clean: "pd.DataFrame", raw: "pd.DataFrame", preparation: "pd.DataFrame", freq: str,

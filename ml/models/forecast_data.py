@@ -14,6 +14,7 @@ The series frame (the one input every demand model takes), one row per series pe
     detect_regressors(frame) -> list[str]
     holidays_frame(countries, years, subdiv=None) -> DataFrame[holiday_date, country, holiday_name]
     future_frame(history, horizon, freq, known=None, country=None) -> (future frame, report)
+    future_periods(last, horizon, freq) -> DataFrame   (the keys and dates of the periods after each series)
     make_features(frame, horizon, freq, *, future=None, ...) -> DataFrame   (global LightGBM rows)
     to_panel(frame, freq, regressors=(), future=None) -> Panel              ([series, period] arrays)
     synthetic_frame(n_series, periods, freq, seed, ...) -> DataFrame          (tests and bench)
@@ -283,6 +284,14 @@ def _holiday_flags(frame: pd.DataFrame, freq: str, country: Country) -> np.ndarr
 # ------------------------------------------------------------------------------ future regressors
 
 
+def future_periods(last: pd.DataFrame, horizon: int, freq: str) -> pd.DataFrame:
+    """item_id, warehouse_id, ds: the ``horizon`` periods after each row's ``ds`` (one row per series in ``last``)."""
+    future = last[KEYS].iloc[np.repeat(np.arange(len(last)), horizon)].reset_index(drop=True)
+    h = np.tile(np.arange(1, horizon + 1), len(last))
+    future["ds"] = (np.repeat(last["ds"].to_numpy(), horizon) + h * step(freq)).astype("datetime64[ns]")
+    return future
+
+
 def future_frame(
     history: pd.DataFrame,
     horizon: int,
@@ -299,10 +308,7 @@ def future_frame(
     """
     regressors = detect_regressors(history, constant_ok=True) if regressors is None else list(regressors)
     history = history.sort_values([*KEYS, "ds"])
-    last = history.groupby(KEYS, sort=True).tail(1)
-    h = np.tile(np.arange(1, horizon + 1), len(last))
-    future = last[KEYS].iloc[np.repeat(np.arange(len(last)), horizon)].reset_index(drop=True)
-    future["ds"] = (np.repeat(last["ds"].to_numpy(), horizon) + h * step(freq)).astype("datetime64[ns]")
+    future = future_periods(history.groupby(KEYS, sort=True).tail(1), horizon, freq)
     if known is not None and len(known):
         have = [r for r in regressors if r in known.columns]
         known = known[[*KEYS, "ds", *have]].assign(ds=pd.to_datetime(known["ds"]))
