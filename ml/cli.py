@@ -295,6 +295,30 @@ def features_online(
     _echo_json({name: column[0] for name, column in values.items()})
 
 
+@features_app.command("serve")
+def features_serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container)."),
+    port: int = typer.Option(6566, help="Port (Feast's default 6566)."),
+    workers: int = typer.Option(1, help="Server processes."),
+    registry_ttl: int = typer.Option(60, help="Seconds between registry re-reads (a new apply is picked up)."),
+) -> None:
+    """Run Feast's HTTP feature server in the foreground (this process becomes `feast serve`)."""
+    from ml.features.serving import exec_foreground, server_args
+
+    exec_foreground(get_settings(), server_args(host, port, workers, registry_ttl_sec=registry_ttl))
+
+
+@features_app.command("ui")
+def features_ui(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container)."),
+    port: int = typer.Option(8888, help="Port (Feast's default 8888)."),
+) -> None:
+    """Run Feast's web UI (the registry, read-only) in the foreground."""
+    from ml.features.serving import exec_foreground
+
+    exec_foreground(get_settings(), ["ui", "-h", host, "-p", str(port)])
+
+
 @models_app.command("train")
 def models_train(
     config: Optional[Path] = typer.Option(None, help="Model config YAML (default ml/models/configs/propensity_lgbm.yaml)."),
@@ -642,3 +666,25 @@ def pipeline(
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+stack_app = typer.Typer(help="The production stack (docker-compose.yaml, docs/deployment.md).", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+
+@stack_app.command("init")
+def stack_init() -> None:
+    """The airflow-init service's work, with Airflow's configuration from the environment: migrate the
+    metadata DB, create missing pools, write dbt's manifest, create the Feast registry. Idempotent."""
+    from ml import stack
+
+    stack.init(get_settings(), env=dict(os.environ), echo=typer.echo)
+
+
+@stack_app.command("secrets")
+def stack_secrets() -> None:
+    """Print a fresh value for every secret docker-compose.yaml requires, as .env lines."""
+    from ml.stack import generate_secrets
+
+    for name, value in generate_secrets().items():
+        typer.echo(f"{name}={value}")

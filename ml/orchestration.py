@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -494,21 +495,34 @@ def pools(settings: Settings) -> dict[str, str]:
     }
 
 
-def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> None:
-    """Create or resize the single-writer pools to 1 slot (``airflow pools set``; idempotent)."""
-    for name, description in pools(settings).items():
-        airflow_cli(settings, "pools", "set", name, "1", description, env=env)
+def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> dict[str, int]:
+    """Create the single-writer pools that are missing, at 1 slot; {pool: slots} afterwards.
+    Idempotent, and an operator's resize of the Feast or training pool survives a re-run; the DuckDB
+    writer pool is forced back to 1 (DuckDB allows one writer process: more slots are a bug)."""
+    listed = airflow_cli(settings, "pools", "list", "--output", "json", env=env).stdout
+    existing = {p["pool"]: int(p["slots"]) for p in json.loads(listed[listed.index("["):])}
+    wanted = {name: description for name, description in pools(settings).items()
+              if existing.get(name) is None or (name == settings.duckdb_pool and existing[name] != 1)}
+    if wanted:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({name: {"slots": 1, "description": d, "include_deferred": False} for name, d in wanted.items()}, f)
+        try:
+            airflow_cli(settings, "pools", "import", f.name, env=env)
+        finally:
+            os.unlink(f.name)
+    return {name: 1 if name in wanted else existing[name] for name in pools(settings)}
 
 
-def setup(settings: Settings, env: dict[str, str] | None = None, manifest: bool = True) -> None:
+def setup(settings: Settings, env: dict[str, str] | None = None, manifest: bool = True) -> dict[str, int]:
     """Everything a fresh AIRFLOW_HOME needs: metadata DB, the pools, and dbt's manifest (so the
-    warehouse DAG renders one task per dbt node instead of its single-task fallback)."""
+    warehouse DAG renders one task per dbt node instead of its single-task fallback); {pool: slots}."""
     settings.ensure_dirs()
     Path(settings.airflow_home).mkdir(parents=True, exist_ok=True)
     airflow_cli(settings, "db", "migrate", env=env)
-    ensure_pools(settings, env=env)
+    sizes = ensure_pools(settings, env=env)
     if manifest and not manifest_file(settings).exists():
         parse(settings)
+    return sizes
 
 
 class AirflowClient:

@@ -215,6 +215,21 @@ def _spawn(settings: Settings, args: list[str], log_name: str, log_path: Path | 
     return proc
 
 
+def exec_foreground(settings: Settings, args: list[str]) -> None:
+    """Replace this process with ``feast <args>`` on the rendered configuration (a container's main
+    process: signals reach Feast directly). Never returns."""
+    from ml.features.repo import feast_command, feast_env, write_config
+
+    cmd = [*feast_command(), "-c", str(settings.feast_repo_dir), "-f", str(write_config(settings)), *args]
+    os.chdir(settings.feast_repo_dir)
+    os.execve(cmd[0], cmd, feast_env(settings))
+
+
+def server_args(host: str, port: int, workers: int = 1, access_log: bool = False, registry_ttl_sec: int = 60) -> list[str]:
+    args = ["serve", "-h", host, "-p", str(port), "-w", str(workers), "-r", str(registry_ttl_sec)]
+    return args if access_log else [*args, "--no-access-log"]
+
+
 def serve(
     settings: Settings,
     host: str = "127.0.0.1",
@@ -231,10 +246,7 @@ def serve(
     runs gunicorn workers (one process group; ``stop`` ends them all). The server re-reads the
     registry every ``registry_ttl_sec`` seconds, so a new ``apply`` is picked up without a restart.
     """
-    args = ["serve", "-h", host, "-p", str(port), "-w", str(workers), "-r", str(registry_ttl_sec)]
-    if not access_log:
-        args.append("--no-access-log")
-    return _spawn(settings, args, f"serve-{port}.log", log_path)
+    return _spawn(settings, server_args(host, port, workers, access_log, registry_ttl_sec), f"serve-{port}.log", log_path)
 
 
 def ui(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_UI_PORT, log_path: Path | None = None) -> subprocess.Popen:

@@ -3,12 +3,10 @@
 Airflow configuration (ml.orchestration), Airflow's own option names, and the security rules of
 docs/deployment.md (secrets required and never committed, internal services unpublished, login on).
 
-Compose's variable interpolation is reproduced here (``interpolate``), so "compose refuses to start
-without a secret" is checked on the parsed file. Where a Docker Compose CLI is installed,
-``docker compose config`` checks the same file too (skipped otherwise).
-
-``compose_environment(service, variables)`` gives a service's environment as its container sees it:
-a native test of the production configuration can start the same processes with it.
+Compose's variable interpolation is reproduced in ml/stack.py (``interpolate``), so "compose refuses
+to start without a secret" is checked on the parsed file. Where a Docker Compose CLI is installed,
+``docker compose config`` checks the same file too (skipped otherwise). The same processes run
+natively against PostgreSQL and Redis in tests/e2e/test_production_stack.py (ml.stack.NativeStack).
 """
 
 from __future__ import annotations
@@ -28,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from ml import orchestration
+from ml import orchestration, stack
+from ml.stack import COMPOSE_FILE, MissingVariable, as_mapping, interpolate, load_compose, variables_used
 from ml.settings import PROJECT_ROOT, TELEMETRY_OFF, Secrets, Settings, settings_for
 
-COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -46,11 +44,8 @@ PLATFORM_SERVERS = {"feast-server", "feast-ui", "mlflow"}
 ONE_SHOT = {"airflow-init", "airflow-cli"}  # run to completion: no health check
 PUBLISHED = {"airflow-apiserver": 8080}  # the only service with a host port: container port
 # Secrets compose must refuse to start without (${VAR:?...}); optional ones may be empty.
-REQUIRED_SECRETS = {
-    "AIRFLOW_FERNET_KEY", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
-    "POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "FEAST_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
-}
-OPTIONAL_SECRETS = {name.upper() for name in Secrets.model_fields}  # PSEUDONYMIZE_KEY
+REQUIRED_SECRETS = set(stack.REQUIRED_SECRETS)
+OPTIONAL_SECRETS = set(stack.OPTIONAL_SECRETS)  # PSEUDONYMIZE_KEY
 SECRET_LIKE = re.compile(r"PASSWORD|SECRET|_KEY$|TOKEN|FERNET")
 # Container environment names that are neither a setting, a secret, a telemetry switch nor an Airflow
 # option: the images' own variables, per service ("*": any service).
@@ -86,82 +81,21 @@ NATIVE_PRODUCTION = {  # replaced on purpose (docs/deployment.md): expected comp
 PINNED_IMAGE = re.compile(r"^[\w.\-/]+:(?!latest\b)v?\d+(\.\d+)+[\w.\-]*(@sha256:[0-9a-f]{64})?$")
 
 
-# --------------------------------------------------------------------------------------------------
-# Compose's interpolation and the parsed file
-# --------------------------------------------------------------------------------------------------
-
-_VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-class MissingVariable(KeyError):
-    """``${VAR:?message}`` with VAR unset or empty: compose stops with the message."""
-
-
-def interpolate(text: str, variables: dict[str, str]) -> str:
-    """Compose's interpolation of one string: $$, ${VAR}, ${VAR:-default}, ${VAR-default},
-    ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, ${VAR+alt}, $VAR."""
-
-    def substitute(match: re.Match) -> str:
-        if match.group("escaped"):
-            return "$"
-        name = match.group("name") or match.group("bare")
-        op, arg = match.group("op"), match.group("arg") or ""
-        value = variables.get(name)
-        unset, empty = value is None, not value
-        if op is None:
-            return value or ""
-        if op in (":-", "-"):
-            return arg if (empty if op == ":-" else unset) else value
-        if op in (":?", "?"):
-            if empty if op == ":?" else unset:
-                raise MissingVariable(f"{name}: {arg}")
-            return value
-        return "" if (empty if op == ":+" else unset) else arg  # :+ / +
-
-    return _VARIABLE.sub(substitute, text)
-
-
-def _resolve(node, variables):
-    if isinstance(node, str):
-        return interpolate(node, variables)
-    if isinstance(node, dict):
-        return {key: _resolve(value, variables) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolve(value, variables) for value in node]
-    return node
-
-
-def load_compose() -> dict:
-    """docker-compose.yaml as parsed (anchors and merge keys applied), before interpolation."""
-    return yaml.safe_load(COMPOSE_FILE.read_text())
-
-
 # Values standing in for a filled-in .env: every required secret set (hex, as the docs generate them).
 SAMPLE_VARIABLES = {name: f"{i:02d}" + "0123456789abcdef" * 2 for i, name in enumerate(sorted(REQUIRED_SECRETS))}
 
 
 def resolved_compose(variables: dict[str, str] | None = None) -> dict:
     """The file as compose sees it with these variables (default: the sample secrets)."""
-    return _resolve(load_compose(), SAMPLE_VARIABLES if variables is None else variables)
-
-
-def _as_mapping(environment) -> dict[str, str]:
-    if environment is None:
-        return {}
-    if isinstance(environment, list):
-        return dict(item.split("=", 1) if "=" in item else (item, "") for item in environment)
-    return {key: "" if value is None else str(value) for key, value in environment.items()}
+    return stack.resolved_compose(SAMPLE_VARIABLES if variables is None else variables)
 
 
 def compose_environment(service: str, variables: dict[str, str] | None = None) -> dict[str, str]:
-    """A service's container environment (interpolated): e.g. for a native run of the same process."""
-    return _as_mapping(resolved_compose(variables)["services"][service].get("environment"))
+    return stack.service_environment(service, SAMPLE_VARIABLES if variables is None else variables)
 
 
 def _raw_environment(service: dict) -> dict[str, str]:
-    return _as_mapping(service.get("environment"))
+    return as_mapping(service.get("environment"))
 
 
 def _command_text(service: dict) -> str:
@@ -185,15 +119,6 @@ def _under(path: Path | str, root: str) -> bool:
     return PurePosixPath(str(path)).is_relative_to(PurePosixPath(root))
 
 
-def _variables_used(text: str) -> list[tuple[str, str | None]]:
-    """(name, operator) of every ${...}/$VAR reference in a text ($$ skipped)."""
-    return [
-        (m.group("name") or m.group("bare"), m.group("op"))
-        for m in _VARIABLE.finditer(text)
-        if not m.group("escaped")
-    ]
-
-
 def _strings(node) -> list[str]:
     """Every string value of a parsed YAML tree (comments are not values)."""
     if isinstance(node, str):
@@ -206,7 +131,7 @@ def _strings(node) -> list[str]:
 
 
 def _compose_variables() -> list[tuple[str, str | None]]:
-    return [ref for text in _strings(load_compose()) for ref in _variables_used(text)]
+    return [ref for text in _strings(load_compose()) for ref in variables_used(text)]
 
 
 def _settings_env(env: dict[str, str]) -> dict[str, str]:
@@ -440,7 +365,7 @@ def test_every_environment_name_is_a_setting_or_a_known_option(services):
 
 
 def test_settings_of_every_platform_service_validate_and_agree(services, resolved, isolated):
-    envs = {name: _settings_env(_as_mapping(resolved[name].get("environment"))) for name in _platform_services(services)}
+    envs = {name: _settings_env(as_mapping(resolved[name].get("environment"))) for name in _platform_services(services)}
     for name, env in envs.items():
         if name == "mlflow":
             continue  # the tracking server reads no settings
@@ -457,7 +382,7 @@ def test_paths_are_the_images_and_the_volumes(services, resolved, isolated):
     copied = {args.split()[-1].rstrip("/") for instr, args in _dockerfile_instructions() if instr == "COPY"}
     for name in _airflow_services(services):
         service = resolved[name]
-        settings = service_settings(_as_mapping(service.get("environment")))
+        settings = service_settings(as_mapping(service.get("environment")))
         mounts = _mounts(service)
         for field in ("lake_dir", "landing_dir", "quarantine_dir", "warehouse_path", "features_dir", "exports_dir",
                       "scores_dir", "reports_dir", "airflow_home", "mlflow_artifact_root", "privacy_ledger_path"):
@@ -466,7 +391,7 @@ def test_paths_are_the_images_and_the_volumes(services, resolved, isolated):
         assert _under(settings.lake_dir, "/data/lake") and mounts.get("/data/lake"), f"{name}: the lake has no volume of its own"
         assert _under(settings.warehouse_path, "/data/warehouse") and mounts.get("/data/warehouse"), name
         for path in (settings.dbt_project_dir, settings.dbt_profiles_dir, settings.feast_repo_dir,
-                     _as_mapping(service["environment"])["AIRFLOW__CORE__DAGS_FOLDER"]):
+                     as_mapping(service["environment"])["AIRFLOW__CORE__DAGS_FOLDER"]):
             relative = PurePosixPath(str(path)).relative_to(app)
             assert f"./{relative.parts[0]}" in copied or relative.parts[0] in copied, f"{name}: {path} is not copied by the Dockerfile"
     mount_sets = {name: sorted(_mounts(services[name]).items()) for name in _airflow_services(services)}
@@ -478,7 +403,7 @@ def test_urls_name_compose_services_and_the_databases_init_creates(compose, reso
     databases = set(re.findall(r"CREATE DATABASE (\w+) OWNER (\w+)", init_sql))
     roles = set(re.findall(r"CREATE ROLE (\w+)", init_sql))
     for name, service in resolved.items():
-        for key, value in _as_mapping(service.get("environment")).items():
+        for key, value in as_mapping(service.get("environment")).items():
             if "://" not in value or key == "MLFLOW_SERVER_ALLOWED_HOSTS":
                 continue
             url = urlsplit(value.removeprefix("db+"))
@@ -490,31 +415,42 @@ def test_urls_name_compose_services_and_the_databases_init_creates(compose, reso
     assert roles == {owner for _, owner in databases}
 
 
-def test_init_creates_exactly_the_pools_of_the_settings(services, resolved, isolated):
-    init = services["airflow-init"]
-    command = _command_text(init)
-    env = _as_mapping(resolved["airflow-init"]["environment"])
-    settings = service_settings(env)
-    explicit = set(re.findall(r"pools set (\S+) 1\b", command))
-    if explicit:
-        created = explicit
-    else:
-        # ml.orchestration.setup/ensure_pools create pools(settings); env= points them (and `airflow db
-        # migrate`) at this environment's PostgreSQL instead of airflow_env()'s SQLite.
-        assert re.search(r"\b(setup|ensure_pools)\(settings, env=dict\(os\.environ\)", command), command
-        created = set(orchestration.pools(settings))
-    assert created == set(orchestration.pools(settings))
-    assert created == {settings.duckdb_pool, settings.feast_pool, settings.training_pool}
+def test_init_runs_the_stack_init_as_the_compose_user_and_every_service_names_the_same_pools(services, resolved, isolated):
+    command = _command_text(services["airflow-init"])
+    # ml.stack.init: `airflow db migrate` + ensure_pools + parse + the Feast registry, with this
+    # environment's Airflow configuration (PostgreSQL, CeleryExecutor), as AIRFLOW_UID
+    assert re.search(r'exec setpriv --reuid="\$\$uid" --regid=0 --clear-groups ecomml stack init\s*$', command), command
+    created = set(orchestration.pools(service_settings(as_mapping(resolved["airflow-init"]["environment"]))))
+    assert len(created) == 3
     for name in _airflow_services(services):  # the DAGs read the pool names from the same settings
-        assert set(orchestration.pools(service_settings(_as_mapping(resolved[name]["environment"])))) == created, name
+        assert set(orchestration.pools(service_settings(as_mapping(resolved[name]["environment"])))) == created, name
 
 
-def test_commands_call_functions_that_exist(services):
+def _ecomml_commands(text: str) -> list[list[str]]:
+    """The `ecomml <group> <command>` calls in a service's command (list or shell text)."""
+    return [re.findall(r"[\w-]+", m) for m in re.findall(r"\becomml((?:\s+\"?[a-z][\w-]*\"?,?){1,2})", text)]
+
+
+def test_commands_call_cli_commands_that_exist(services):
+    import typer.main
+
+    from ml.cli import app
+
+    cli = typer.main.get_command(app)
+    seen = 0
     for name, service in services.items():
-        for module, names in re.findall(r"from (ml(?:\.\w+)*) import ([\w, ]+)", _command_text(service)):
-            imported = importlib.import_module(module)
-            for attribute in (n.strip() for n in names.split(",")):
-                assert hasattr(imported, attribute), f"{name}: {module}.{attribute} does not exist"
+        command = service.get("command") or ""
+        text = " ".join(command) if isinstance(command, list) else command
+        for words in _ecomml_commands(text):
+            node = cli
+            for word in words:
+                if not hasattr(node, "commands"):
+                    break
+                assert word in node.commands, f"{name}: `ecomml {' '.join(words)}`: no command {word!r}"
+                node = node.commands[word]
+            assert not hasattr(node, "commands"), f"{name}: `ecomml {' '.join(words)}` is a group, not a command"
+            seen += 1
+    assert seen >= 3  # stack init, features serve, features ui
 
 
 def test_airflow_configuration_mirrors_the_native_one(services, isolated):
@@ -545,7 +481,7 @@ def test_airflow_configuration_mirrors_the_native_one(services, isolated):
 
 def test_telemetry_is_off_everywhere_the_platform_runs(services, resolved):
     for name in _platform_services(services):
-        env = _as_mapping(resolved[name].get("environment"))
+        env = as_mapping(resolved[name].get("environment"))
         assert {k: env.get(k) for k in TELEMETRY_OFF} == TELEMETRY_OFF, name
 
 
@@ -671,7 +607,7 @@ def test_documented_override_exposes_internal_services_on_loopback(services):
     for override in overrides:
         for name, service in override["services"].items():
             assert name in services, f"docs/deployment.md overrides unknown service {name}"
-            for address, _, container in _published(_resolve(service, {})):
+            for address, _, container in _published(stack.interpolate_tree(service, {})):
                 exposed[name] = container
                 assert address == "127.0.0.1", f"{name}: the documented override publishes beyond loopback"
     assert {"feast-server", "mlflow"} <= set(exposed), "docs/deployment.md must show how to expose Feast and MLflow"
