@@ -42,8 +42,10 @@ def _echo_json(payload) -> None:
 
 @app.command()
 def settings() -> None:
-    """Print the resolved settings (the environment dbt, Feast and Airflow receive)."""
-    _echo_json(get_settings().as_env())
+    """Print the resolved settings (the environment dbt, Feast and Airflow receive); passwords in URLs masked."""
+    import re
+
+    _echo_json({k: re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1***@", v) for k, v in get_settings().as_env().items()})
 
 
 @app.command()
