@@ -5,21 +5,16 @@ per session in tests/e2e/conftest.py and shared with test_airflow_recovery.py (w
 The ingest DAG is triggered through the REST API (/api/v2, JWT from /auth/token with the generated
 admin password); the warehouse (dbt through Cosmos, watcher mode) and feature-store DAGs must then
 run by themselves off the Assets and succeed; the features are then readable online and task logs
-are reachable through the API. Then, on the same Airflow, DuckDB's single writer: a warehouse run
-and an ingest run triggered while the warehouse's dbt producer holds the `duckdb_writer` slot must
-both succeed, the ingest writer must have waited for the slot (seen `scheduled`), the writers'
-intervals must be disjoint and no try of any task may log a DuckDB lock error. Everything started
-is stopped (process-group kill) even on failure. Bounded: about 12 minutes at most.
+are reachable through the API. DuckDB's single writer under overlapping runs is exercised on the
+production stack, across two Celery workers (test_production_stack.py). Everything started is
+stopped (process-group kill) even on failure.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
-from tests.e2e.airflow_api import PRODUCER, RUN_TIMEOUT_S, lock_errors, settle_failed, task, wait_until, writer_intervals
+from tests.e2e.airflow_api import lock_errors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,6 +33,8 @@ def test_chain_runs_through_assets(airflow_chain):
         assert run["state"] == "success", (dag_id, run)
     assert runs["warehouse"]["run_type"] == "asset_triggered"
     assert runs["feature_store"]["run_type"] == "asset_triggered"
+    errors = [e for dag_id, run in runs.items() for e in lock_errors(client, dag_id, run["dag_run_id"])]
+    assert not errors, "DuckDB lock errors in task logs:\n" + "\n".join(errors)
     print(f"chain through Airflow (start + 3 DAGs): {seconds:.0f} s")
 
 
@@ -70,43 +67,3 @@ def test_task_logs_reachable_through_api(airflow_chain):
     assert "rows" in text and "written" in text, text[-2000:]
     text = client.task_log("warehouse", runs["warehouse"]["dag_run_id"], "dbt.dbt_producer_watcher")
     assert "dbt" in text.lower()
-
-
-def test_overlapping_writers_are_serialised_by_the_pool(airflow_chain):
-    """Two warehouse runs never overlap (max_active_runs=1), so the pool is exercised by the other
-    writer: an ingest run triggered while the producer's `dbt build` holds the only slot."""
-    _, _, client, _, _ = airflow_chain
-    assert client.request("GET", "/pools/duckdb_writer")["slots"] == 1
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    run_w = client.trigger("warehouse", logical_date=now - timedelta(minutes=1))["dag_run_id"]
-
-    def producer_running():
-        ti = task(client, "warehouse", run_w, PRODUCER)
-        if ti and ti["state"] in ("success", "failed", "skipped", "upstream_failed"):
-            pytest.fail(f"producer of {run_w} ended ({ti['state']}) before it was seen running")
-        return ti if ti and ti["state"] == "running" else None
-
-    wait_until(producer_running, 180, f"{PRODUCER} of {run_w} to run", poll=0.5)
-    run_i = client.trigger("ingest", logical_date=now)["dag_run_id"]
-    waited = []
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        producer = task(client, "warehouse", run_w, PRODUCER)
-        writer = task(client, "ingest", run_i, "ingest_new_files")
-        if producer["state"] == "running" and writer and writer["state"] in ("scheduled", "queued", None):
-            waited.append(writer["state"])
-        if producer["state"] != "running" or (writer and writer["state"] in ("running", "success", "failed")):
-            break
-        time.sleep(0.5)
-
-    runs = [("warehouse", run_w), ("ingest", run_i)]
-    states = {f"{d}/{r}": settle_failed(client, d, r)["state"] for d, r in runs}
-    assert all(s == "success" for s in states.values()), states
-    intervals = writer_intervals(client, runs)
-    print("writer intervals:\n  " + "\n  ".join(f"{n}: {s:%H:%M:%S.%f} -> {e:%H:%M:%S.%f}" for n, s, e in intervals))
-    assert len(intervals) == 2, intervals
-    (n1, s1, e1), (n2, s2, e2) = intervals
-    assert e1 <= s2, f"writers overlapped: {n1} [{s1}, {e1}] and {n2} [{s2}, {e2}]"
-    assert waited, "ingest_new_files never waited for the duckdb_writer slot while the producer held it"
-    errors = [e for d, r in runs for e in lock_errors(client, d, r)]
-    assert not errors, "DuckDB lock errors in task logs:\n" + "\n".join(errors)
