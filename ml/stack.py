@@ -141,8 +141,8 @@ def service_environment(service: str, variables: dict[str, str], path: Path = CO
 
 
 def service_command(service: str, variables: dict[str, str], path: Path = COMPOSE_FILE) -> list[str]:
-    """A service's command as argv (interpolated; a string command is split like a shell would not:
-    compose's list form is what this project's file uses)."""
+    """A service's command as argv (interpolated). This project's file uses compose's list form; a
+    string command is split on whitespace (no shell quoting)."""
     command = resolved_compose(variables, path)["services"][service].get("command") or []
     return command.split() if isinstance(command, str) else list(command)
 
@@ -162,7 +162,7 @@ def generate_secrets() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def init(settings: Settings, env: dict[str, str] | None = None, echo=print) -> dict:
+def init(settings: Settings, env: dict[str, str] | None = None, echo=print) -> dict[str, dict[str, int]]:
     """What the airflow-init container runs (as AIRFLOW_UID), with Airflow's configuration from the
     environment (CeleryExecutor, PostgreSQL) rather than the laptop's: `airflow db migrate`, the
     pools (created at 1 slot when missing; an operator's resize survives, except the DuckDB writer
@@ -175,10 +175,9 @@ def init(settings: Settings, env: dict[str, str] | None = None, echo=print) -> d
     pools = setup(settings, env=env, manifest=False)
     parse(settings, echo=None)
     get_store(settings)
-    summary = {"pools": pools, "manifest": True, "feast_registry": settings.feast_mode}
     if echo:
         echo(f"stack init: metadata migrated, pools {json.dumps(pools)}, dbt manifest written, Feast registry ready")
-    return summary
+    return {"pools": pools}
 
 
 # --------------------------------------------------------------------------------------------------

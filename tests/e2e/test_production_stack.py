@@ -8,14 +8,15 @@ Only what a machine without compose's network needs is mapped (ml/stack.py says 
 
 Through the API (login required), the chain ingest(generate tiny) -> warehouse (dbt via Cosmos,
 watcher mode) -> feature_store runs on the CeleryExecutor: every task instance must have been
-executed by a Celery worker, by both workers between them. Then, across the two workers, the DuckDB
-single writer: a warehouse run and an ingest run overlapping must take turns on the duckdb_writer
-pool. The Feast feature server must serve the materialized features from Redis; the MLflow server
-(PostgreSQL backend) must take a training run, a registered model and its promotion from the
-workers' settings. A second `stack init` keeps an operator's pool resize but puts the DuckDB pool
-back to 1. Teardown stops every process and removes the databases, roles and Redis keys (checked).
+executed by a Celery worker, by both workers between them. While the chain's dbt producer holds the
+duckdb_writer slot, an ingest run is triggered beside it: its writer must wait for the slot although
+a worker is free (DuckDB's single writer, across workers). The Feast feature server must serve the
+materialized features from Redis; the MLflow server (PostgreSQL backend) must take a training run,
+a registered model and its promotion from the workers' settings. A second `stack init` keeps an
+operator's pool resize but puts the DuckDB pool back to 1. Teardown stops every process and removes
+the databases, roles and Redis keys (checked).
 
-Skips without PostgreSQL/Redis/psql (fails under REQUIRE_SERVICES=1). About 9 minutes on 2 cores.
+Skips without PostgreSQL/Redis/psql (fails under REQUIRE_SERVICES=1). About 6 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
@@ -58,9 +60,12 @@ def stack(tmp_path_factory):
     try:
         stack.start(timeout=300)
         stack.start_seconds = time.monotonic() - started
-        client = stack.client()
-        stack.runs = run_chain_clearing_once(client, conf={"generate_scale": "tiny"}, timeout=CHAIN_TIMEOUT_S)
+        stack.overlap = {}
+        watcher = threading.Thread(target=_overlap_an_ingest_with_the_producer, args=(stack.client(), stack.overlap), daemon=True)
+        watcher.start()
+        stack.runs = run_chain_clearing_once(stack.client(), conf={"generate_scale": "tiny"}, timeout=CHAIN_TIMEOUT_S)
         stack.chain_seconds = time.monotonic() - started - stack.start_seconds
+        watcher.join(timeout=RUN_TIMEOUT_S)
         yield stack
     except Exception as exc:
         tails = "\n".join(f"--- {key} ---\n{stack.log_tail(key, 30)}" for key in stack.procs)
@@ -73,6 +78,34 @@ def stack(tmp_path_factory):
                                "select rolname from pg_roles where rolname like %s", [f"{stack.name}%"] * 2).fetchall()
         assert not left, f"databases/roles left behind: {left}"
         assert not stack.redis_keys(), "Redis keys left behind"
+
+
+def _overlap_an_ingest_with_the_producer(client, out: dict) -> None:
+    """Beside the chain: once the chain's warehouse run has its dbt producer running (it holds the
+    only duckdb_writer slot), trigger an ingest run (no new files, but its ingest_new_files is a
+    writer in the same pool) and record whether that writer waited while the producer ran."""
+    try:
+        def producer_running():
+            for run in client.runs("warehouse"):
+                ti = task(client, "warehouse", run["dag_run_id"], PRODUCER)
+                if ti and ti["state"] == "running":
+                    return run["dag_run_id"]
+            return None
+
+        out["warehouse"] = wait_until(producer_running, CHAIN_TIMEOUT_S, f"{PRODUCER} to run", poll=0.5)
+        out["ingest"] = run_i = client.trigger("ingest", logical_date=datetime.now(timezone.utc))["dag_run_id"]
+        out["waited"] = waited = []
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            producer = task(client, "warehouse", out["warehouse"], PRODUCER)
+            writer = task(client, "ingest", run_i, "ingest_new_files")
+            if producer["state"] == "running" and writer and writer["state"] in ("scheduled", "queued", None):
+                waited.append(writer["state"])
+            if producer["state"] != "running" or (writer and writer["state"] in ("running", "success", "failed")):
+                break
+            time.sleep(0.5)
+    except Exception as exc:  # reported by the test
+        out["error"] = repr(exc)
 
 
 def _get(url: str, token: str | None = None) -> int:
@@ -147,45 +180,25 @@ def test_chain_ran_on_the_celery_workers(stack):
 
 
 def test_overlapping_writers_are_serialised_across_workers(stack):
-    """A warehouse run's dbt producer holds the only duckdb_writer slot; an ingest run triggered
-    meanwhile must wait for it (seen `scheduled`) although the other worker is free; the writers'
-    intervals must be disjoint and no try of any task may log a DuckDB lock error."""
+    """While the chain's warehouse run had its dbt producer holding the only duckdb_writer slot, an
+    ingest run was triggered (the fixture's watcher thread): its writer must have waited (seen
+    `scheduled`) although the other worker was free, the writers' intervals must be disjoint, both
+    runs must succeed and no try of any task may log a DuckDB lock error."""
     client = stack.client()
+    overlap = stack.overlap
+    assert "error" not in overlap and "ingest" in overlap, overlap
     assert client.request("GET", "/pools/duckdb_writer")["slots"] == 1
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    run_w = client.trigger("warehouse", logical_date=now - timedelta(minutes=1))["dag_run_id"]
-
-    def producer_running():
-        ti = task(client, "warehouse", run_w, PRODUCER)
-        if ti and ti["state"] in ("success", "failed", "skipped", "upstream_failed"):
-            pytest.fail(f"producer of {run_w} ended ({ti['state']}) before it was seen running")
-        return ti if ti and ti["state"] == "running" else None
-
-    wait_until(producer_running, 180, f"{PRODUCER} of {run_w} to run", poll=0.5)
-    run_i = client.trigger("ingest", logical_date=now)["dag_run_id"]
-    waited = []
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        producer = task(client, "warehouse", run_w, PRODUCER)
-        writer = task(client, "ingest", run_i, "ingest_new_files")
-        if producer["state"] == "running" and writer and writer["state"] in ("scheduled", "queued", None):
-            waited.append(writer["state"])
-        if producer["state"] != "running" or (writer and writer["state"] in ("running", "success", "failed")):
-            break
-        time.sleep(0.5)
-
-    runs = [("warehouse", run_w), ("ingest", run_i)]
+    runs = [("warehouse", overlap["warehouse"]), ("ingest", overlap["ingest"])]
     states = {f"{d}/{r}": settle_failed(client, d, r)["state"] for d, r in runs}
     assert all(s == "success" for s in states.values()), states
     intervals = writer_intervals(client, runs)
     executed = _executed_by(stack)
     print("writer intervals:\n  " + "\n  ".join(f"{n}: {s:%H:%M:%S.%f} -> {e:%H:%M:%S.%f}" for n, s, e in intervals))
-    print("writers ran on:", {f"{d}/{t}": executed.get((d, r, t)) for d, r in runs for t in (PRODUCER, "ingest_new_files")
-                              if (d, r, t) in executed})
+    print("writers ran on:", {f"{d}/{t}": executed.get((d, r, t)) for d, r in runs for t in (PRODUCER, "ingest_new_files")})
     assert len(intervals) == 2, intervals
     (n1, s1, e1), (n2, s2, e2) = intervals
     assert e1 <= s2, f"writers overlapped: {n1} [{s1}, {e1}] and {n2} [{s2}, {e2}]"
-    assert waited, "ingest_new_files never waited for the duckdb_writer slot while the producer held it"
+    assert overlap["waited"], "ingest_new_files never waited for the duckdb_writer slot while the producer held it"
     errors = [e for d, r in runs for e in lock_errors(client, d, r)]
     assert not errors, "DuckDB lock errors in task logs:\n" + "\n".join(errors)
 
