@@ -10,6 +10,7 @@ BENCH_MODEL_SCALES ?= small,medium
 BENCH_ROWS ?= 10000,100000
 BENCH_DEMAND_SERIES ?= 1000,10000
 BENCH_MATERIALIZE_ROWS ?= 100000
+BENCH_SCALEOUT_SCALE ?= medium
 PYTEST_ARGS ?=
 
 export DO_NOT_TRACK=1
@@ -56,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_materialize.py --rows $(BENCH_MATERIALIZE_ROWS)
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_airflow.py --scales $(BENCH_SCALES) --modes watcher
+	$(BIN)/python bench/bench_scaleout.py --scale $(BENCH_SCALEOUT_SCALE)
 	$(BIN)/python bench/bench_models.py --scales $(BENCH_MODEL_SCALES)
 	$(BIN)/python bench/bench_recs.py --scales $(BENCH_MODEL_SCALES)
 	$(BIN)/python bench/bench_recs_real.py
