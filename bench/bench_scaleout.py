@@ -54,23 +54,28 @@ def _measure(client, runs: dict) -> dict:
     return out
 
 
+def _timed_chain(start, client, stop, scale: str, models: bool) -> dict:
+    """start(), then the chain through client()'s API, then stop(); seconds, RSS and run figures."""
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        try:
+            start()
+            startup = time.perf_counter() - t0
+            api = client()
+            t1 = time.perf_counter()
+            runs = orchestration.run_chain(api, conf={"generate_scale": scale}, timeout=5400, echo=None, models=models)
+            chain = time.perf_counter() - t1
+            measured = _measure(api, runs)
+        finally:
+            stop()
+    return {"startup_s": round(startup, 1), "chain_s": round(chain, 1), "peak_rss_mib": round(rss.peak_mib), **measured}
+
+
 def run_local(scale: str, root: Path, models: bool) -> dict:
     repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, airflow_port=0, airflow_parallelism=2)
     airflow = orchestration.LocalAirflow(settings)
-    with PeakRSS() as rss:
-        t0 = time.perf_counter()
-        airflow.start(timeout=300)
-        startup = time.perf_counter() - t0
-        try:
-            client = airflow.client()
-            t1 = time.perf_counter()
-            runs = orchestration.run_chain(client, conf={"generate_scale": scale}, timeout=5400, echo=None, models=models)
-            chain = time.perf_counter() - t1
-            measured = _measure(client, runs)
-        finally:
-            airflow.stop()
-    return {"startup_s": round(startup, 1), "chain_s": round(chain, 1), "peak_rss_mib": round(rss.peak_mib), **measured}
+    return _timed_chain(lambda: airflow.start(timeout=300), airflow.client, airflow.stop, scale, models)
 
 
 def run_celery(scale: str, root: Path, workers: int, concurrency: int, models: bool) -> dict:
@@ -78,20 +83,12 @@ def run_celery(scale: str, root: Path, workers: int, concurrency: int, models: b
 
     stack = NativeStack(root, workers=workers, variables={
         "AIRFLOW_PARALLELISM": str(workers * concurrency), "AIRFLOW_WORKER_CONCURRENCY": str(concurrency)})
-    with PeakRSS() as rss:
-        t0 = time.perf_counter()
-        try:
-            stack.start(timeout=300)
-            startup = time.perf_counter() - t0
-            client = stack.client()
-            t1 = time.perf_counter()
-            runs = orchestration.run_chain(client, conf={"generate_scale": scale}, timeout=5400, echo=None, models=models)
-            chain = time.perf_counter() - t1
-            measured = _measure(client, runs)
-        finally:
-            stack.stop()
-            stack.drop()
-    return {"startup_s": round(startup, 1), "chain_s": round(chain, 1), "peak_rss_mib": round(rss.peak_mib), **measured}
+
+    def stop():
+        stack.stop()
+        stack.drop()
+
+    return _timed_chain(lambda: stack.start(timeout=300), stack.client, stop, scale, models)
 
 
 def main(argv: list[str] | None = None) -> None:

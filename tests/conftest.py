@@ -35,17 +35,24 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def require_services(*services: str) -> None:
+    """Skip (fail under REQUIRE_SERVICES=1) unless each of "postgres", "redis" listens locally."""
+    ports = {"postgres": ("PostgreSQL", 5432), "redis": ("Redis", 6379)}
+    for service in services:
+        name, port = ports[service]
+        if not port_open("127.0.0.1", port):
+            skip_or_fail(f"{name} is not listening on 127.0.0.1:{port}")
+
+
 @pytest.fixture
 def postgres_url():
-    if not port_open("127.0.0.1", 5432):
-        skip_or_fail("PostgreSQL is not listening on 127.0.0.1:5432")
+    require_services("postgres")
     return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
 def redis_url():
-    if not port_open("127.0.0.1", 6379):
-        skip_or_fail("Redis is not listening on 127.0.0.1:6379")
+    require_services("redis")
     return "redis://127.0.0.1:6379/0"
 
 

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 import pytest
 
 from ml.stack import WORKER, NativeStack
-from tests.conftest import port_open, skip_or_fail
+from tests.conftest import require_services, skip_or_fail
 from tests.e2e.airflow_api import (
     PRODUCER, RUN_TIMEOUT_S, lock_errors, run_chain_clearing_once, settle_failed, task, wait_until, writer_intervals,
 )
@@ -46,10 +46,7 @@ CHAIN_TIMEOUT_S = 600
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    if not port_open("127.0.0.1", 5432):
-        skip_or_fail("PostgreSQL is not listening on 127.0.0.1:5432")
-    if not port_open("127.0.0.1", 6379):
-        skip_or_fail("Redis is not listening on 127.0.0.1:6379")
+    require_services("postgres", "redis")
     if not shutil.which("psql"):
         skip_or_fail("psql (PostgreSQL client) is not installed: the compose file's postgres-init SQL runs through it")
     import psycopg

@@ -15,7 +15,7 @@ import pytest
 
 from ml.features import repo
 from ml.settings import settings_for
-from tests.conftest import port_open, skip_or_fail
+from tests.conftest import require_services
 from tests.integration.conftest import copy_repo, fill_missing_marts, mart_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.services]
@@ -26,10 +26,7 @@ REDIS_DB = 15
 
 @pytest.fixture(scope="module")
 def production_settings(tmp_path_factory):
-    if not port_open("127.0.0.1", 5432):
-        skip_or_fail("PostgreSQL is not listening on 127.0.0.1:5432")
-    if not port_open("127.0.0.1", 6379):
-        skip_or_fail("Redis is not listening on 127.0.0.1:6379")
+    require_services("postgres", "redis")
     import psycopg
     import pyarrow.parquet as pq
     import redis

@@ -34,32 +34,30 @@ def test_every_command_has_help(command):
     assert "Usage" in result.output
 
 
-def test_settings_command_prints_resolved_paths(tmp_path, monkeypatch):
+def _settings_output(monkeypatch, **env) -> str:
+    """`ecomml settings` with these environment variables set."""
     from ml.settings import get_settings
 
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     try:
         result = runner.invoke(app, ["settings"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    env = json.loads(result.output)
+    return result.output
+
+
+def test_settings_command_prints_resolved_paths(tmp_path, monkeypatch):
+    env = json.loads(_settings_output(monkeypatch, DATA_DIR=str(tmp_path)))
     assert env["LAKE_DIR"] == str(tmp_path / "lake")
 
 
 def test_settings_command_masks_passwords_in_urls(monkeypatch):
-    from ml.settings import get_settings
-
-    monkeypatch.setenv("FEAST_REGISTRY_URL", "postgresql+psycopg://feast:s3cr3t-pw@db:5432/feast_registry")
-    monkeypatch.setenv("REDIS_URL", "redis://:r3dis-pw@redis:6379/1")
-    get_settings.cache_clear()
-    try:
-        result = runner.invoke(app, ["settings"])
-    finally:
-        get_settings.cache_clear()
-    assert result.exit_code == 0, result.output
-    assert "s3cr3t-pw" not in result.output and "r3dis-pw" not in result.output
-    env = json.loads(result.output)
+    output = _settings_output(monkeypatch, FEAST_REGISTRY_URL="postgresql+psycopg://feast:s3cr3t-pw@db:5432/feast_registry",
+                              REDIS_URL="redis://:r3dis-pw@redis:6379/1")
+    assert "s3cr3t-pw" not in output and "r3dis-pw" not in output
+    env = json.loads(output)
     assert env["FEAST_REGISTRY_URL"] == "postgresql+psycopg://feast:***@db:5432/feast_registry"
     assert env["REDIS_URL"] == "redis://:***@redis:6379/1"
