@@ -167,3 +167,16 @@ def test_forecast_rows_start_after_each_series_last_date():
     assert rows.groupby("item_id", observed=True)["h"].apply(list).tolist() == [list(range(1, 8))] * 2
     sampled = fd.make_features(frame, 7, "D", max_rows=100, seed=1)
     assert 0 < len(sampled) <= 100 and (sampled["ds"] <= frame["ds"].max()).all()
+
+
+def test_sample_positions_covers_every_range_or_draws_within_them():
+    lo, hi = np.array([0, 10, 5, 3]), np.array([2, 9, 8, 3])  # group 1 is empty (hi < lo)
+    group, pos = fd.sample_positions(lo, hi, None, seed=0)
+    assert list(zip(group, pos)) == [(0, 0), (0, 1), (0, 2), (2, 5), (2, 6), (2, 7), (2, 8), (3, 3)]
+    lo, hi = np.zeros(1000, dtype=int), np.full(1000, 99)  # 100k positions, at most 500 drawn
+    group, pos = fd.sample_positions(lo, hi, 500, seed=7)
+    assert 400 < len(group) <= 500 and len(set(zip(group, pos))) == len(group)
+    assert ((pos >= 0) & (pos <= 99)).all() and ((group >= 0) & (group < 1000)).all()
+    again = fd.sample_positions(lo, hi, 500, seed=7)
+    assert np.array_equal(group, again[0]) and np.array_equal(pos, again[1])
+    assert len(fd.sample_positions(np.array([], dtype=int), np.array([], dtype=int), 10, seed=0)[0]) == 0
