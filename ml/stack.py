@@ -57,7 +57,7 @@ OPTIONAL_SECRETS = tuple(name.upper() for name in Secrets.model_fields)  # PSEUD
 
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 WORKER = "airflow-worker"
-SERVERS = ("mlflow", "feast-server")
+SERVERS = ("mlflow", "feast-server", "feast-ui")
 # container port of each server, as the compose file's commands and health checks name it
 CONTAINER_PORTS = {"airflow-apiserver": 8080, "mlflow": 5000, "feast-server": 6566, "feast-ui": 8888}
 SCHEDULER_HEALTH_PORT = 8974
@@ -174,7 +174,7 @@ def init(settings: Settings, env: dict[str, str] | None = None, echo=print) -> d
     env = dict(os.environ) if env is None else env
     pools = setup(settings, env=env, manifest=False)
     parse(settings, echo=None)
-    get_store(settings)
+    get_store(settings).registry  # built lazily: creating it creates the SQL registry's tables
     if echo:
         echo(f"stack init: metadata migrated, pools {json.dumps(pools)}, dbt manifest written, Feast registry ready")
     return {"pools": pools}
@@ -207,16 +207,19 @@ def _free_port() -> int:
 class NativeStack:
     """docker-compose.yaml's services as processes on this machine (see the module docstring for
     every difference from the containers). ``start()`` creates the databases, runs the init, starts
-    MLflow, the Airflow services, ``workers`` Celery workers and the Feast feature server, and waits
+    MLflow, the Airflow services, ``workers`` Celery workers and the Feast feature server and UI
+    (``servers``: the platform's servers to start), and waits
     until each answers its compose health check; ``stop()`` ends them; ``drop()`` removes the
     databases, roles and Redis keys."""
 
     def __init__(self, root: Path, workers: int = 1, name: str | None = None, variables: dict[str, str] | None = None,
                  postgres: tuple[str, int] = ("127.0.0.1", 5432), redis: tuple[str, int] = ("127.0.0.1", 6379),
-                 redis_db: int = 13, admin_user: str = "postgres", compose_file: Path = COMPOSE_FILE):
+                 redis_db: int = 13, admin_user: str = "postgres", compose_file: Path = COMPOSE_FILE,
+                 servers: tuple[str, ...] = SERVERS):
         self.root = Path(root)
         self.name = name or f"ecomml_{uuid.uuid4().hex[:8]}"
         self.workers = workers
+        self.servers = servers
         self.postgres, self.redis, self.redis_db, self.admin_user = postgres, redis, redis_db, admin_user
         self.compose_file = compose_file
         self.variables = {**generate_secrets(), "FEAST_PROJECT": self.name, **(variables or {})}
@@ -358,12 +361,15 @@ class NativeStack:
     def start(self, timeout: float = 300) -> "NativeStack":
         self.create_databases()
         self.run_init()
-        self._spawn("mlflow", "mlflow")
+        if "mlflow" in self.servers:  # before the workers (compose: they depend on it)
+            self._spawn("mlflow", "mlflow")
         for service in AIRFLOW_SERVICES:
             self._spawn(service, service)
         for i in range(self.workers):
             self._spawn(f"{WORKER}-{i}", WORKER, i)
-        self._spawn("feast-server", "feast-server")
+        for server in self.servers:
+            if server != "mlflow":
+                self._spawn(server, server)
         self.wait_healthy(timeout)
         return self
 

@@ -1,7 +1,7 @@
 """The production configuration of docker-compose.yaml, run natively (no Docker engine here):
 ``ml.stack.NativeStack`` starts the processes the compose file declares — MLflow server, Airflow
-api-server, scheduler, dag-processor, triggerer, TWO Celery workers (one task slot each) and the
-Feast feature server — with each service's container environment and command, against this
+api-server, scheduler, dag-processor, triggerer, TWO Celery workers (one task slot each), the
+Feast feature server and the Feast UI — with each service's container environment and command, against this
 machine's PostgreSQL (own databases and roles, created by the compose file's postgres-init SQL) and
 Redis (db 13: the Celery broker's keys prefixed with the stack's name, Feast's ending with it).
 Only what a machine without compose's network needs is mapped (ml/stack.py says exactly what).
@@ -135,7 +135,7 @@ def _executed_by(stack: NativeStack) -> dict[tuple[str, str, str], set[str]]:
 
 def test_every_service_passes_its_compose_health_check(stack):
     expected = {"mlflow", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                "feast-server", *(f"{WORKER}-{i}" for i in range(WORKERS))}
+                "feast-server", "feast-ui", *(f"{WORKER}-{i}" for i in range(WORKERS))}
     assert set(stack.procs) == expected
     for key in stack.procs:  # the compose health checks themselves, run again now
         ok, output = stack.check(key)
@@ -215,6 +215,15 @@ def test_feature_server_serves_the_materialized_features_from_redis(stack):
     features = {k: v[0] for k, v in values.items() if k != "user_id"}
     assert features and sum(v is not None for v in features.values()) >= len(features) // 2, features
     assert any(k.endswith(stack.name.encode()) for k in stack.redis_keys()), "no Feast key of this project in Redis"
+
+
+def test_feast_ui_browses_the_sql_registry(stack):
+    ui = stack.url("feast-ui")
+    with urllib.request.urlopen(f"{ui}/projects-list.json", timeout=15) as r:
+        assert stack.name in r.read().decode()
+    with urllib.request.urlopen(f"{ui}/api/v1/feature_views?project={stack.name}", timeout=30) as r:
+        body = r.read().decode()
+    assert "user_rfm" in body and "item_warehouse_demand" in body, body[:500]
 
 
 def test_mlflow_server_tracks_and_registers_from_the_workers_settings(stack):
