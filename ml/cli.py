@@ -666,10 +666,6 @@ def pipeline(
     )
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
 stack_app = typer.Typer(help="The production stack (docker-compose.yaml, docs/deployment.md).", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 
@@ -690,3 +686,7 @@ def stack_secrets() -> None:
 
     for name, value in generate_secrets().items():
         typer.echo(f"{name}={value}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
