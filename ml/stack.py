@@ -44,6 +44,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ml.orchestration import free_port
 from ml.settings import PROJECT_ROOT, Secrets, Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
@@ -198,12 +199,6 @@ def _airflow_hostname() -> str:
     return socket.getfqdn(name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class NativeStack:
     """docker-compose.yaml's services as processes on this machine (see the module docstring for
     every difference from the containers). ``start()`` creates the databases, runs the init, starts
@@ -223,11 +218,11 @@ class NativeStack:
         self.postgres, self.redis, self.redis_db, self.admin_user = postgres, redis, redis_db, admin_user
         self.compose_file = compose_file
         self.variables = {**generate_secrets(), "FEAST_PROJECT": self.name, **(variables or {})}
-        self.ports = {service: _free_port() for service in CONTAINER_PORTS}
-        self.scheduler_health_port = _free_port()
-        self.trigger_log_port = _free_port()
+        self.ports = {service: free_port() for service in CONTAINER_PORTS}
+        self.scheduler_health_port = free_port()
+        self.trigger_log_port = free_port()
         # the log server each Airflow process may start (workers serve their tasks' logs)
-        self.log_ports = {key: _free_port() for key in (*AIRFLOW_SERVICES, *(f"{WORKER}-{i}" for i in range(workers)))}
+        self.log_ports = {key: free_port() for key in (*AIRFLOW_SERVICES, *(f"{WORKER}-{i}" for i in range(workers)))}
         self.logs = self.root / "logs"
         self.procs: dict[str, subprocess.Popen] = {}
 
