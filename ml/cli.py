@@ -91,6 +91,8 @@ def ingest(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A CSV, Parquet or XLSX export."),
     mapping: str = typer.Option(..., "--mapping", "-m", help="Preset name or path to a mapping YAML."),
     force: bool = typer.Option(False, help="Re-ingest even if this exact file was ingested before."),
+    accept_quarantine: bool = typer.Option(
+        False, help="Commit the file even when it quarantines more than INGEST_MAX_QUARANTINE_SHARE of its rows."),
 ) -> None:
     """Ingest one export file into the lake through a mapping; prints the read/accepted/quarantined report."""
     from ml.ingest import IngestError, ingest_file
@@ -98,24 +100,56 @@ def ingest(
     s = get_settings()
     s.ensure_dirs()
     try:
-        report = ingest_file(path, mapping, lake_dir=s.lake_dir, quarantine_dir=s.quarantine_dir, force=force)
+        report = ingest_file(path, mapping, lake_dir=s.lake_dir, quarantine_dir=s.quarantine_dir, force=force,
+                             max_quarantine_share=s.ingest_max_quarantine_share, accept_quarantine=accept_quarantine)
     except IngestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _echo_json(report.to_dict())
+    _warn_quarantine(report)
+
+
+def _warn_quarantine(report) -> None:
+    if report.quarantined and not report.skipped:
+        typer.echo(f"{Path(report.file).name}: {report.accepted:,} of {report.read:,} rows accepted, "
+                   f"{report.quarantined:,} quarantined ({report.bad_share:.1%} for bad data: {report.top_reasons()})",
+                   err=True)
 
 
 @app.command("ingest-landing")
 def ingest_landing(
     mapping: str = typer.Option(..., "--mapping", "-m", help="Preset name or path to a mapping YAML."),
+    accept_quarantine: bool = typer.Option(
+        False, help="Commit files even when they quarantine more than INGEST_MAX_QUARANTINE_SHARE of their rows."),
 ) -> None:
-    """Ingest every file in the landing folder not ingested before."""
+    """Ingest every file in the landing folder not ingested before; failed files move to <landing>/_failed/."""
+    from ml.ingest import IngestError, LandingError
     from ml.ingest import ingest_landing as run
 
     s = get_settings()
     s.ensure_dirs()
-    reports = run(s.landing_dir, mapping, lake_dir=s.lake_dir, quarantine_dir=s.quarantine_dir)
+
+    def progress(path, report, error):
+        if error:
+            typer.echo(f"FAILED {path.name}", err=True)
+        elif report.skipped:
+            typer.echo(f"skipped {path.name} (ingested before)", err=True)
+        else:
+            _warn_quarantine(report)
+
+    try:
+        reports = run(s.landing_dir, mapping, lake_dir=s.lake_dir, quarantine_dir=s.quarantine_dir,
+                      max_quarantine_share=s.ingest_max_quarantine_share, accept_quarantine=accept_quarantine,
+                      progress=progress)
+    except LandingError as exc:
+        _echo_json([r.to_dict() for r in exc.reports])
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except IngestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     _echo_json([r.to_dict() for r in reports])
+    typer.echo(f"{len(reports)} new file(s) ingested from {s.landing_dir}", err=True)
 
 
 @app.command("presets")

@@ -9,10 +9,11 @@ Lake layout (``LAKE_DIR``)::
     <table>/<file>.parquet                          small tables
     <table>/<partition_col>=YYYY-MM-DD/<file>.parquet   large tables, partitioned by day
 
-Files are named by who wrote them (``gen-...`` by the generator, ``ing-<sha>`` by ingestion, one
-per source file), so re-writing the same input replaces its files instead of adding rows. Readers
-glob ``<table>/**/*.parquet`` with ``hive_partitioning=false``: the partition value is also a real
-column inside each file. A table the dataset lacks is present as ``<table>/_empty.parquet`` (the
+Files are named by who wrote them (``gen-<seq>-<chunk>`` by the generator, ``ing-<sha12>-<seq>``
+by ingestion, one stem per source file) and become visible only when committed: ``_commits.json``
+lists the committed stems in arrival order (ml/lake.py). dbt reads ``<table>/**/*.parquet`` with
+``hive_partitioning=false`` (the partition value is also a real column inside each file) and keeps
+the rows of committed stems; its staging models merge exports by their commit order. A table the dataset lacks is present as ``<table>/_empty.parquet`` (the
 schema, zero rows) so dbt always builds, and ``_lake.json`` lists which tables hold data.
 """
 
@@ -254,6 +255,26 @@ TABLES: dict[str, Table] = {
             needed_by=("ERP demand series (fct_daily_demand then comes from order lines alone)",),
             ingest_only=True,
         ),
+        Table(
+            "returns",
+            "Units of an earlier order line cancelled or returned, written by ingestion where an export records "
+            "cancellations as lines of their own (Online Retail II's 'C' invoices): one row per cancellation line "
+            "matched to an original line of the same customer and item, in the same export or an earlier one. "
+            "The warehouse adds them to that line's returned_quantity.",
+            "one row per cancellation line",
+            ("return_id",),
+            (
+                C("return_id", pa.string(), True, "The cancellation line: <cancellation order id>|<item_id>|<n-th line "
+                  "of that item in it>"),
+                C("order_id", pa.string(), True, "The original order the units came back from"),
+                C("item_id", pa.string(), True, "Item returned"),
+                C("quantity", pa.int32(), True, "Units cancelled or returned (> 0)"),
+                C("returned_at", TS, True, "When the cancellation was recorded (UTC)"),
+            ),
+            needed_by=("returns recorded as separate cancellation lines (order lines then keep their own "
+                       "returned_quantity only)",),
+            ingest_only=True,
+        ),
     ]
 }
 
@@ -280,7 +301,7 @@ def conform(name: str, frame) -> pa.Table:
         raise ValueError(f"{name}: required column(s) missing: {', '.join(missing)}")
     arrays = []
     for col in t.columns:
-        if col.name in arrow.column_names:
+        if col.name in arrow.column_names and arrow.num_rows:
             arrays.append(arrow[col.name].cast(col.type))
         else:
             arrays.append(pa.nulls(arrow.num_rows, col.type))
@@ -291,44 +312,53 @@ def table_dir(lake_dir: Path, name: str) -> Path:
     return Path(lake_dir) / table(name).name
 
 
-def write_table(lake_dir: Path, name: str, data, file_stem: str) -> list[Path]:
-    """Write ``data`` (conformed) into the lake as ``file_stem`` files, replacing earlier files of that stem.
-
-    Partitioned tables get one file per day folder. Returns the files written.
-    """
+def stage_table(lake_dir: Path, name: str, data, file_stem: str, suffix: str = "") -> tuple[int, list[tuple[Path, Path]]]:
+    """Write ``data`` (conformed) as ``<file_stem>.parquet<suffix>`` files of table ``name``: one file,
+    or one per day folder for a partitioned table. Returns (rows, [(written path, final path)])."""
     t = table(name)
     arrow = conform(name, data)
     root = table_dir(lake_dir, name)
     root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob(f"**/{file_stem}.parquet"):
-        old.unlink()
-    written: list[Path] = []
     if arrow.num_rows == 0:
-        return written
+        return 0, []
     if t.partition_by is None:
-        path = root / f"{file_stem}.parquet"
-        pq.write_table(arrow, path)
-        return [path]
+        final = root / f"{file_stem}.parquet"
+        pq.write_table(arrow, f"{final}{suffix}")
+        return arrow.num_rows, [(Path(f"{final}{suffix}"), final)]
     import pyarrow.compute as pc
 
-    days = pc.unique(arrow[t.partition_by])
-    for day in days.to_pylist():
+    staged = []
+    for day in pc.unique(arrow[t.partition_by]).to_pylist():
         part = arrow.filter(pc.equal(arrow[t.partition_by], pa.scalar(day, type=pa.date32())))
         folder = root / f"{t.partition_by}={day.isoformat()}"
         folder.mkdir(exist_ok=True)
-        path = folder / f"{file_stem}.parquet"
-        pq.write_table(part, path)
-        written.append(path)
-    return written
+        final = folder / f"{file_stem}.parquet"
+        pq.write_table(part, f"{final}{suffix}")
+        staged.append((Path(f"{final}{suffix}"), final))
+    return arrow.num_rows, staged
+
+
+def write_table(lake_dir: Path, name: str, data, file_stem: str) -> list[Path]:
+    """Write and commit ``data`` as ``file_stem`` files of one table (ml.lake: one commit), replacing
+    earlier files of that stem. Writers of several tables use ``ml.lake.begin`` for one commit of all.
+    Returns the files written."""
+    from ml.lake import begin
+
+    with begin(lake_dir, kind="write", source=f"{name}/{file_stem}") as commit:
+        commit.write(name, data, file_stem)
+    return [final for _, final in commit._staged]
 
 
 def ensure_schema_files(lake_dir: Path) -> list[Path]:
     """Write ``<table>/_empty.parquet`` for every contract table that has no folder yet (a lake
     written before the table joined the contract), so dbt's sources resolve. Returns the files written."""
+    from ml.lake import ensure_manifest
+
     lake_dir = Path(lake_dir)
     written = []
     if not lake_dir.exists():
         return written
+    ensure_manifest(lake_dir)
     for t in TABLES.values():
         root = table_dir(lake_dir, t.name)
         if not root.exists():
@@ -344,7 +374,10 @@ def finalize_lake(lake_dir: Path) -> dict:
     Writes ``<table>/_empty.parquet`` (zero rows) for every table so dbt's sources always resolve,
     and ``_lake.json``: for each table, whether it has rows and how many files. Returns that dict.
     """
+    from ml.lake import committed_files, ensure_manifest
+
     lake_dir = Path(lake_dir)
+    ensure_manifest(lake_dir)
     status = {}
     for t in TABLES.values():
         root = table_dir(lake_dir, t.name)
@@ -352,7 +385,7 @@ def finalize_lake(lake_dir: Path) -> dict:
         empty = root / EMPTY_FILE
         if not empty.exists():
             pq.write_table(t.schema.empty_table(), empty)
-        files = [p for p in root.glob("**/*.parquet") if p.name != EMPTY_FILE]
+        files = committed_files(lake_dir, t.name)
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
         status[t.name] = {"present": rows > 0, "rows": rows, "files": len(files)}
     missing_required = [n for n, s in status.items() if TABLES[n].required and not s["present"]]

@@ -130,6 +130,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def landing_files(settings: Settings) -> list[Path]:
+    """The exports waiting in LANDING_DIR (not those in its _failed/ folder)."""
     from ml.ingest.readers import READABLE_SUFFIXES
 
     root = Path(settings.landing_dir)
@@ -137,7 +138,8 @@ def landing_files(settings: Settings) -> list[Path]:
         return []
     return sorted(
         p for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith((".", "_")) and p.suffix.lower() in READABLE_SUFFIXES
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+        and p.suffix.lower() in READABLE_SUFFIXES
     )
 
 
@@ -171,7 +173,9 @@ def run_ingest(
                 f"{len(files)} file(s) wait in {settings.landing_dir} but no mapping is set: "
                 "set INGEST_MAPPING or trigger the ingest DAG with conf {\"mapping\": \"<preset or yaml>\"}"
             )
-        reports = ingest_landing(settings.landing_dir, mapping, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
+        reports = ingest_landing(settings.landing_dir, mapping, lake_dir=settings.lake_dir,
+                                 quarantine_dir=settings.quarantine_dir,
+                                 max_quarantine_share=settings.ingest_max_quarantine_share)
         result["ingested"] = [_jsonable(r.to_dict()) for r in reports]
         result["new_data"] = result["new_data"] or bool(reports)
     return result

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory_limit for dbt and readers")
     scale: Scale = Field("tiny", description="Default generator scale: tiny | small | medium | large")
     seed: int = Field(42, description="Default generator seed")
+    ingest_max_quarantine_share: float = Field(
+        0.05, ge=0, le=1, description="An export quarantining a larger share of its rows for bad data is refused "
+        "(nothing committed) unless --accept-quarantine; a mapping's max_quarantine_share overrides it")
     # Feast (feature_repo/ + ml/features/): embedded = DuckDB offline, SQLite online, file registry;
     # production = DuckDB offline, Redis online, SQL registry on PostgreSQL.
     feast_mode: Literal["embedded", "production"] = Field(

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml.contract import TABLES, TS, finalize_lake, write_table
+from ml.contract import TABLES, TS, finalize_lake
 from ml.generate import catalog
 from ml.generate.behaviour import DAY, EVENT_NAMES, PURCHASE, World, simulate
 from ml.generate.inventory import simulate_stock
@@ -42,18 +42,15 @@ def _dates(epoch_day0: int, day: np.ndarray) -> pa.Array:
     return pa.array((epoch_day0 + day).astype(np.int32)).cast(pa.date32())
 
 
-def _clean(lake_dir: Path) -> None:
-    """Remove the generator's earlier files (gen*.parquet) so a re-run replaces rather than appends."""
-    for t in TABLES.values():
-        root = lake_dir / t.name
-        if not root.exists():
-            continue
-        for p in root.glob("**/gen*.parquet"):
-            p.unlink()
-        for d in sorted((p for p in root.glob("*") if p.is_dir()), reverse=True):
-            if not any(d.iterdir()):
-                d.rmdir()
-    shutil.rmtree(lake_dir / GEN_DIR, ignore_errors=True)
+def _refuse_ingested(lake_dir: Path) -> None:
+    """A lake holding ingested exports is a real shop's: synthetic rows must not join it silently."""
+    from ml.lake import read_commits
+
+    ingested = [c for c in read_commits(lake_dir) if c.get("kind") == "ingest"]
+    if ingested:
+        raise ValueError(
+            f"the lake {lake_dir} holds {len(ingested)} ingested export(s) (e.g. {ingested[-1].get('source')}); "
+            f"generating would add synthetic rows beside them. Generate into another DATA_DIR or LAKE_DIR")
 
 
 def _bar(it, progress: bool, **kw):
@@ -94,7 +91,8 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     start, D = sc.start_date, sc.days
     epoch_day0 = (pd.Timestamp(start) - pd.Timestamp("1970-01-01")).days
     start_us = epoch_day0 * 86_400_000_000
-    _clean(lake_dir)
+    _refuse_ingested(lake_dir)
+    shutil.rmtree(lake_dir / GEN_DIR, ignore_errors=True)
     record_id_space(lake_dir, pz, writer=f"generate {scale} seed={seed}")
 
     # ---------------------------------------------------------------- the static world
@@ -286,37 +284,46 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
             "on_order_units": pa.array(stock.on_order[a:b][m]),
         })
 
-    # small tables
-    signup = start_us + users["signup_sec"].astype(np.int64) * 1_000_000
-    write_table(lake_dir, "users", pa.table({
-        "user_id": user_ids,
-        "signup_at": pa.array(signup, type=TS),
-        "country": pa.array(country_names[users["region"]]),
-        "region": pa.array(region_names[users["region"]]),
-        "gender": pa.array(users["gender"]),
-        "birth_year": pa.array(users["birth_year"]),
-    }), "gen")
-    write_table(lake_dir, "items", items.assign(launch_date=items["launch_date"].dt.date)[
-        ["item_id", "title", "description", "category_l1", "category_l2", "category_l3", "brand", "price", "launch_date"]], "gen")
-    write_table(lake_dir, "warehouses", pd.DataFrame(WAREHOUSES, columns=["warehouse_id", "region", "country", "o", "m", "a", "p"]), "gen")
-    write_table(lake_dir, "promotions", pd.DataFrame({
-        "promotion_id": promos["promotion_id"], "item_id": promos["item_id"],
-        "start_date": (pd.Timestamp(start) + pd.to_timedelta(promos["start_day"], unit="D")).dt.date,
-        "end_date": (pd.Timestamp(start) + pd.to_timedelta(promos["end_day"], unit="D")).dt.date,
-        "discount_pct": promos["discount_pct"],
-        "warehouse_id": pd.Series(np.array([w[0] for w in WAREHOUSES] + [None], dtype=object)[promos["warehouse_idx"].to_numpy()]),
-    }), "gen")
-    write_table(lake_dir, "weather", weather, "gen")
-    write_table(lake_dir, "holidays", hol.assign(region=None), "gen")
+    # ---------------------------------------------------------------- write: one commit (ml/lake.py)
+    from ml.lake import begin
 
-    edges = np.arange(0, D + sc.write_days, sc.write_days).clip(max=D)
-    ev_b, o_b, l_b = (np.searchsorted(x, edges) for x in (ev_day, ords["day"], ln_day))
-    for k, a in enumerate(_bar(list(edges[:-1]), progress, desc="write", unit="chunk")):
-        stem = f"gen-{k:05d}"
-        write_table(lake_dir, "events", events_table(ev_b[k], ev_b[k + 1]), stem)
-        write_table(lake_dir, "orders", orders_table(o_b[k], o_b[k + 1]), stem)
-        write_table(lake_dir, "order_lines", lines_table(l_b[k], l_b[k + 1]), stem)
-        write_table(lake_dir, "inventory_snapshots", inventory_table(int(a), int(edges[k + 1])), stem)
+    with begin(lake_dir, kind="generate", source=f"generate {scale} seed={seed}") as commit:
+        commit.supersede(lambda c: c.get("kind") == "generate" or c["stem"].startswith("gen"))
+
+        def put(name, data, stem):
+            commit.write(name, data, commit.stem("gen") + f"-{stem}")
+
+        # small tables
+        signup = start_us + users["signup_sec"].astype(np.int64) * 1_000_000
+        put("users", pa.table({
+            "user_id": user_ids,
+            "signup_at": pa.array(signup, type=TS),
+            "country": pa.array(country_names[users["region"]]),
+            "region": pa.array(region_names[users["region"]]),
+            "gender": pa.array(users["gender"]),
+            "birth_year": pa.array(users["birth_year"]),
+        }), "world")
+        put("items", items.assign(launch_date=items["launch_date"].dt.date)[
+            ["item_id", "title", "description", "category_l1", "category_l2", "category_l3", "brand", "price", "launch_date"]], "world")
+        put("warehouses", pd.DataFrame(WAREHOUSES, columns=["warehouse_id", "region", "country", "o", "m", "a", "p"]), "world")
+        put("promotions", pd.DataFrame({
+            "promotion_id": promos["promotion_id"], "item_id": promos["item_id"],
+            "start_date": (pd.Timestamp(start) + pd.to_timedelta(promos["start_day"], unit="D")).dt.date,
+            "end_date": (pd.Timestamp(start) + pd.to_timedelta(promos["end_day"], unit="D")).dt.date,
+            "discount_pct": promos["discount_pct"],
+            "warehouse_id": pd.Series(np.array([w[0] for w in WAREHOUSES] + [None], dtype=object)[promos["warehouse_idx"].to_numpy()]),
+        }), "world")
+        put("weather", weather, "world")
+        put("holidays", hol.assign(region=None), "world")
+
+        edges = np.arange(0, D + sc.write_days, sc.write_days).clip(max=D)
+        ev_b, o_b, l_b = (np.searchsorted(x, edges) for x in (ev_day, ords["day"], ln_day))
+        for k, a in enumerate(_bar(list(edges[:-1]), progress, desc="write", unit="chunk")):
+            stem = f"{k:05d}"
+            put("events", events_table(ev_b[k], ev_b[k + 1]), stem)
+            put("orders", orders_table(o_b[k], o_b[k + 1]), stem)
+            put("order_lines", lines_table(l_b[k], l_b[k + 1]), stem)
+            put("inventory_snapshots", inventory_table(int(a), int(edges[k + 1])), stem)
     gen_seconds = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- the truth beside the data

@@ -56,7 +56,8 @@ class CsvOptions(_Strict):
 
 class TimestampSpec(_Strict):
     unit: Literal["s", "ms", "us"] | None = None  # numeric epoch timestamps
-    format: str | None = None  # strptime format of string timestamps (None: inferred)
+    format: str | list[str] | None = None  # strptime format(s) of string timestamps, tried in order per value
+    # (None: the format pandas infers from the column, then each value it does not fit on its own)
     timezone: str = "UTC"  # zone of naive timestamps; converted to UTC
 
     @field_validator("timezone")
@@ -92,8 +93,10 @@ class DemandSpec(_Strict):
 
     period: Literal["auto", "day", "week"] = "auto"  # auto: week when every date falls on one weekday
     week_date: Literal["start", "end"] = "start"  # end: weekly rows dated by their last day move to the first
-    date_format: str | None = None  # strptime format of columns.demand_date (None: inferred; ISO works)
+    date_format: str | list[str] | None = None  # strptime format(s) of columns.demand_date (None: inferred per value)
     duplicate_keys: Literal["quarantine", "sum"] = "quarantine"  # rows repeating an item x warehouse x date
+    units_scale: float = Field(1.0, gt=0)  # units = exported value x this (100: dollars with cents -> cents)
+    fractional_units: bool = False  # round fractional units (after units_scale) instead of quarantining them
     convert: dict[Literal["discount_pct", "temperature_c", "precipitation_mm"],
                   Literal["percent", "fahrenheit", "inches"]] = {}
 
@@ -123,7 +126,12 @@ class Mapping(_Strict):
     columns: dict[FieldName, str]
     optional_columns: list[FieldName] = []  # mapped fields the file may lack (null when absent)
     timestamp: TimestampSpec = TimestampSpec()
-    value_maps: dict[FieldName, dict[str, str]] = {}
+    value_maps: dict[FieldName, dict[str, str | None]] = {}  # null: the value means 'unknown'
+    # id cells meaning 'no id' (case-insensitive; empty cells always are): missing_key:<field>
+    missing_ids: list[str] = ["N/A", "NULL", "NaN", "None", "unknown", "-"]
+    zero_ids_missing: list[FieldName] = ["user_id"]  # fields whose all-zero ids ('0', '000') mean 'no id'
+    max_quarantine_share: float | None = Field(None, ge=0, le=1)  # None: INGEST_MAX_QUARANTINE_SHARE
+    expected_reasons: list[str] = []  # quarantine reasons this export has by nature: not counted as bad data
     constants: dict[FieldName, Any] = {}
     filters: list[Filter] = []
     non_product_codes: list[str] = []  # regexes, full match on item_id, case-insensitive

@@ -32,10 +32,30 @@ class IngestReport:
     skipped: bool = False
     seconds: float = 0.0  # wall time (not part of to_dict, which is stable across runs)
     pseudonymized: str | None = None  # key fingerprint when user ids were pseudonymised; else not in to_dict
+    expected_reasons: list[str] = field(default_factory=list)  # the mapping's; not counted as bad data
+
+    # reasons the mapping asked for or that lose nothing: not counted as bad data
+    EXPECTED = ("filtered:", "non_product_code", "cancellation_matched", "duplicate")
+
+    def _bad(self, reason: str) -> bool:
+        return not reason.startswith(self.EXPECTED) and reason not in self.expected_reasons
+
+    @property
+    def bad_rows(self) -> int:
+        return sum(n for reason, n in self.by_reason.items() if self._bad(reason))
+
+    @property
+    def bad_share(self) -> float:
+        return self.bad_rows / self.read if self.read else 0.0
+
+    def top_reasons(self, k: int = 3) -> str:
+        bad = sorted(((n, r) for r, n in self.by_reason.items() if self._bad(r)), reverse=True)
+        return ", ".join(f"{r} {n:,}" for n, r in bad[:k]) or "none"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("seconds")
+        d.pop("expected_reasons")
         if d["pseudonymized"] is None:
             d.pop("pseudonymized")  # a report without a key reads exactly as before
         return d

@@ -26,6 +26,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _has_nul(path: Path) -> bool:
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as fh:
+        return any(b"\x00" in block for block in iter(lambda: fh.read(1 << 20), b""))
+
+
 def file_format(path: Path, mapping: Mapping) -> str:
     if mapping.format != "auto":
         return mapping.format
@@ -57,6 +65,7 @@ def read_source(path: Path, mapping: Mapping, *, typed_header: bool | None = Non
             opts = mapping.csv
             frame = pd.read_csv(
                 path,
+                engine="python" if _has_nul(path) else "c",  # the C parser cuts a cell at a NUL byte
                 sep=opts.delimiter,
                 encoding=opts.encoding,
                 quotechar=opts.quotechar,

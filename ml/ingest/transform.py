@@ -32,6 +32,7 @@ from ml.ingest.readers import read_source
 REASON_ORDER = (
     "filtered:<field>",
     "missing_key:<field>",
+    "bad_id:<field>",
     "bad_timestamp",
     "bad_date",
     "bad_type:<field>",
@@ -43,6 +44,7 @@ REASON_ORDER = (
     "duplicate",
     "off_grid_date",
     "duplicate_key",
+    "order_user_conflict",
     "invalid_price",
     "invalid_quantity",
     "cancellation_matched",
@@ -51,6 +53,8 @@ REASON_ORDER = (
 TEXT_FIELDS = ("title", "description", "category", "category_l1", "category_l2", "category_l3", "brand",
                "country", "region", "gender", "search_query", "event_type")
 _INT_STRING = re.compile(r"^(-?\d+)\.0+$")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # text keeps tabs and line breaks
+INT32_MAX = 2**31 - 1
 _TRUE_WORDS = {"true", "t", "yes", "y"}
 _FALSE_WORDS = {"false", "f", "no", "n"}
 # demand_history: unit conversions (demand.convert) and the plausible range of each regressor
@@ -94,19 +98,41 @@ def to_id(series: pd.Series) -> pd.Series:
     return out.mask(out == "")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def placeholder_ids(ids: pd.Series, placeholders: list[str], zero: bool) -> pd.Series:
+    """Cells that stand for 'no id': the mapping's placeholder words (case-insensitive: N/A, NULL,
+    NaN, None, unknown, -) and, where ``zero``, ids made only of zeros ('0', '0000')."""
+    lowered = ids.str.lower()
+    hit = lowered.isin([p.lower() for p in placeholders])
+    if zero:
+        hit = hit | ids.str.fullmatch(r"0+").fillna(False).astype(bool)
+    return hit.fillna(False).astype(bool)
+
+
+def has_control_characters(series: pd.Series, pattern: re.Pattern = _CONTROL) -> pd.Series:
+    """Cells holding a control character (a NUL byte, a stray line break inside an id ...)."""
+    return series.astype("string").str.contains(pattern).fillna(False).astype(bool)
+
+
 def to_text(series: pd.Series) -> pd.Series:
     out = series.astype("string").str.strip()
     return out.mask(out == "")
 
 
 def to_number(series: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(numbers, bad) where bad marks cells that hold something that is not a number."""
+    """(numbers, bad) where bad marks cells that hold something that is not a finite number
+    ('abc', 'inf', '-Infinity', 'NaN'); bad cells become null."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("float64"), pd.Series(False, index=series.index)
+        num = series.astype("float64")
+        bad = pd.Series(np.isinf(num.to_numpy()), index=series.index)
+        return num.mask(bad), bad
     text = series.astype("string").str.strip()
     text = text.mask(text == "")
     num = pd.to_numeric(text, errors="coerce").astype("float64")
-    return num, text.notna() & num.isna()
+    bad = text.notna() & (num.isna() | np.isinf(num))
+    return num.mask(bad), bad
 
 
 def to_flag(series: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -125,22 +151,42 @@ def to_flag(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, text.notna() & out.isna()
 
 
-def to_day(series: pd.Series, fmt: str | None) -> tuple[pd.Series, pd.Series]:
+def _parse_parts(text: pd.Series, formats) -> list[pd.Series]:
+    """Datetime parts of ``text`` (strings), each value parsed by the first of ``formats`` that fits
+    it (a str or a list; None: the format pandas infers from the column, then every value left over
+    on its own, month first), so one file may mix formats. Parts may be naive or tz-aware."""
+    candidates = ([formats] if isinstance(formats, str) else list(formats)) if formats else [None, "mixed"]
+    left = text.dropna()
+    parts = []
+    for fmt in candidates:
+        if left.empty:
+            break
+        try:
+            ts = pd.to_datetime(left, format=fmt, errors="coerce")
+        except (ValueError, TypeError):  # mixed offsets / naive and aware together
+            ts = pd.to_datetime(left, format=fmt, errors="coerce", utc=True)
+        if not pd.api.types.is_datetime64_any_dtype(ts):
+            ts = pd.to_datetime(left, format=fmt, errors="coerce", utc=True)
+        parts.append(ts.dropna())
+        left = left[ts.isna()]
+    return parts
+
+
+def to_day(series: pd.Series, fmt) -> tuple[pd.Series, pd.Series]:
     """(days, bad): calendar dates as midnight datetime64, no time-zone conversion (a date is the
-    export's own day; an aware timestamp keeps its local date)."""
+    export's own day; an aware timestamp keeps its local date). ``fmt``: see _parse_parts."""
     if pd.api.types.is_datetime64_any_dtype(series):
         ts = present = series
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_localize(None)
     else:
         text = to_id(series) if pd.api.types.is_numeric_dtype(series) else to_text(series)  # 20240301 -> '20240301'
         present = text
-        try:
-            ts = pd.to_datetime(text, format=fmt, errors="coerce")
-        except (ValueError, TypeError):  # mixed offsets
-            ts = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-        if not pd.api.types.is_datetime64_any_dtype(ts):
-            ts = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_localize(None)
+        ts = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+        for part in _parse_parts(text, fmt):
+            if getattr(part.dt, "tz", None) is not None:
+                part = part.dt.tz_localize(None)
+            ts.loc[part.index] = part.astype("datetime64[ns]")
     days = ts.dt.normalize().astype("datetime64[ns]")
     return days, present.notna() & days.isna()
 
@@ -151,18 +197,17 @@ def to_utc(series: pd.Series, spec) -> pd.Series:
         num, _ = to_number(series)
         return pd.to_datetime(num, unit=spec.unit, utc=True, errors="coerce")
     if pd.api.types.is_datetime64_any_dtype(series):
-        ts = series
-    else:
-        text = to_text(series)
-        try:
-            ts = pd.to_datetime(text, format=spec.format, errors="coerce")
-        except (ValueError, TypeError):  # mixed offsets / naive and aware together
-            ts = pd.to_datetime(text, format=spec.format, errors="coerce", utc=True)
-        if not pd.api.types.is_datetime64_any_dtype(ts):
-            ts = pd.to_datetime(text, format=spec.format, errors="coerce", utc=True)
+        return _as_utc(series, spec.timezone)
+    out = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
+    for part in _parse_parts(to_text(series), spec.format):
+        out.loc[part.index] = _as_utc(part, spec.timezone)
+    return out
+
+
+def _as_utc(ts: pd.Series, zone: str) -> pd.Series:
     if ts.dt.tz is None:
         # the repeated hour of a DST change is read as standard time; a skipped one moves forward
-        ts = ts.dt.tz_localize(spec.timezone, ambiguous=np.zeros(len(ts), dtype=bool), nonexistent="shift_forward")
+        ts = ts.dt.tz_localize(zone, ambiguous=np.zeros(len(ts), dtype=bool), nonexistent="shift_forward")
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
 
@@ -212,14 +257,19 @@ class Reasons:
 
 # ----------------------------------------------------------------------------------------- main
 def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime | None = None,
-              pseudonymizer=None) -> Transformed:
-    """The lake tables and the quarantine of one source frame. ``pseudonymizer``: see the module doc."""
+              pseudonymizer=None, earlier_lines=None) -> Transformed:
+    """The lake tables and the quarantine of one source frame. ``pseudonymizer``: see the module doc.
+
+    ``earlier_lines(items, skip_orders, skip_cancellations)``: the order lines the lake already holds
+    for those items that a cancellation may still return units from (a frame of user_id, item_id,
+    order_id, timestamp, left; ml.ingest.lake_lines), so a cancellation in this export matches a
+    purchase of an earlier export."""
     path = Path(path)
     now = now or datetime.now(timezone.utc)
     raw = raw.reset_index(drop=True)
     n = len(raw)
     produces = set(mapping.produces)
-    _check_columns(raw, mapping, path)
+    check_columns(raw, mapping, path)
 
     # --- parse every mapped field ---------------------------------------------------------------
     f: dict[str, pd.Series] = {}
@@ -227,7 +277,7 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     for name, column in mapping.columns.items():
         src = raw[column] if column in raw.columns else pd.Series(pd.NA, index=raw.index, dtype="string")
         if name in mapping.value_maps:
-            text = to_text(to_id(src) if pd.api.types.is_numeric_dtype(src) else src)
+            text = to_id(src) if name in ID_FIELDS or pd.api.types.is_numeric_dtype(src) else to_text(src)
             src = text.map(lambda v, m=mapping.value_maps[name]: m.get(v, v) if isinstance(v, str) else v).astype("string")
         f[name] = src
     for name, value in mapping.constants.items():
@@ -246,19 +296,40 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
         f["demand_date"], bad_date = to_day(f["demand_date"], mapping.demand.date_format)
     else:
         bad_date = pd.Series(False, index=raw.index)
+    bad_id: dict[str, pd.Series] = {}
+    parse_notes: dict[str, int] = {}
     for name in list(f):
         if name in ID_FIELDS:
             f[name] = to_id(f[name])
+            bad_id[name] = has_control_characters(f[name])
+            gone = placeholder_ids(f[name], mapping.missing_ids, name in mapping.zero_ids_missing) & ~bad_id[name]
+            if gone.any():
+                parse_notes[f"placeholder_id:{name}"] = int(gone.sum())
+                f[name] = f[name].mask(gone)
         elif name in NUMERIC_FIELDS:
             f[name], bad_type[name] = to_number(f[name])
         elif name in FLAG_FIELDS:
             f[name], bad_type[name] = to_flag(f[name])
         elif name in TEXT_FIELDS:
-            f[name] = to_text(f[name])
-    for name in ("quantity", "units"):  # whole numbers
+            text = to_text(f[name])
+            dirty = has_control_characters(text, _CONTROL_IN_TEXT)
+            if dirty.any():  # a NUL or a stray control byte in a title: removed, counted
+                parse_notes[f"control_characters_removed:{name}"] = int(dirty.sum())
+                text = to_text(text.str.replace(_CONTROL_IN_TEXT, " ", regex=True))
+            f[name] = text
+    out_of_range: dict[str, pd.Series] = {}
+    if "units" in f and (mapping.demand.units_scale != 1 or mapping.demand.fractional_units):
+        scaled = f["units"] * mapping.demand.units_scale  # dollars -> cents, hectolitres -> litres ...
+        rounded = scaled.round()
+        if mapping.demand.fractional_units and (scaled != rounded).any():
+            parse_notes["units_rounded"] = int((scaled.notna() & (scaled != rounded)).sum())
+            scaled = rounded
+        f["units"] = scaled
+    for name in ("quantity", "units"):  # whole numbers that fit the lake's 32-bit integers
         if name in f:
             q = f[name]
             bad_type[name] = bad_type[name] | (q.notna() & (q != np.floor(q)))
+            out_of_range[name] = q.notna() & (q.abs() > INT32_MAX)
     for name, unit in mapping.demand.convert.items():
         if name in f:
             f[name] = _CONVERT[unit](f[name])
@@ -307,6 +378,8 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
         r.flag(missing if where is None else (missing & where), f"missing_key:{name}")
 
     # --- unparseable values ----------------------------------------------------------------------
+    for name, bad in bad_id.items():
+        r.flag(bad, f"bad_id:{name}")
     r.flag(bad_ts, "bad_timestamp")
     r.flag(bad_date, "bad_date")
     for name, bad in bad_type.items():
@@ -316,6 +389,8 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
         r.flag(f["timestamp"] > pd.Timestamp(now), "future_timestamp")
     if mapping.reject_future and "demand_date" in f:
         r.flag(f["demand_date"] > pd.Timestamp(now.astimezone(timezone.utc).date()), "future_date")
+    for name, outside in out_of_range.items():
+        r.flag(outside, f"out_of_range:{name}")
     if demand:
         for name, (low, high) in _RANGES.items():
             if name in f:
@@ -335,23 +410,28 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     if mapping.cancellations and lines_from_rows:
         cancel = f["order_id"].str.startswith(mapping.cancellations.order_prefix).fillna(False)
     line_rows = (pd.Series(lines_from_rows, index=raw.index) | (is_purchase & (mapping.orders_from == "purchase_events"))) & ~cancel
+    if produces & ORDER_TABLES and "user_id" in f:  # one order, one customer
+        key = f["order_id"] if lines_from_rows else f.get(mapping.order_key)
+        if key is not None:
+            rows = pd.DataFrame({"o": key, "u": f["user_id"]})[r.open & line_rows.values]
+            users_per_order = rows.dropna().groupby("o")["u"].nunique()
+            conflicted = users_per_order.index[users_per_order > 1]
+            r.flag(line_rows & key.isin(conflicted), "order_user_conflict")
     if "price" in f:
         r.flag(line_rows & (f["price"] <= 0), "invalid_price")
     if "quantity" in f:
         r.flag(line_rows & (f["quantity"] <= 0), "invalid_quantity")
-    returned = pd.Series(0, index=raw.index, dtype="int64")
+    returns = None
     if cancel.any():
-        matched = _match_cancellations(f, r.open & cancel.values, r.open & line_rows.values & ~cancel.values,
-                                       mapping.cancellations.match)
-        returned = returned.add(matched["returned"], fill_value=0).astype("int64")
-        r.flag(cancel & raw.index.isin(matched["cancel_rows"]), "cancellation_matched")
+        returns, cancel_rows = _returns(f, r, cancel, line_rows, mapping, earlier_lines, pseudonymizer)
+        r.flag(cancel & raw.index.isin(cancel_rows), "cancellation_matched")
         r.flag(cancel, "cancellation_unmatched")
 
     # --- accepted rows -> tables -----------------------------------------------------------------
     ok = r.open
     accepted = pd.DataFrame({k: v[ok] for k, v in f.items()})
     accepted["_row"] = np.flatnonzero(ok)
-    accepted["returned_quantity"] = returned[ok].values
+    accepted["returned_quantity"] = 0  # returns are rows of their own (the returns table), merged by dbt
     if "price" in accepted and not lines_from_rows:
         accepted["price"] = accepted["price"].mask(accepted["price"] <= 0)  # a 0 shown price is unknown
     if pseudonymizer is not None:  # every check above ran on raw ids; from here on only pseudonyms
@@ -360,8 +440,11 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
                 accepted[name] = pseudonymizer.pseudonymize(accepted[name], name)
         raw = _pseudonymize_source(raw, mapping, source_ids, pseudonymizer)
     notes: dict[str, int] = {}
+    notes.update(parse_notes)
     tables = _build_tables(accepted, raw, ok, mapping, path, period=period, notes=notes,
                            pseudonymizer=pseudonymizer)
+    if returns is not None and "order_lines" in produces:
+        tables["returns"] = returns
 
     by_reason = r.counts()
     quarantine = raw.loc[~ok].copy()
@@ -388,7 +471,7 @@ def _pseudonymize_source(raw: pd.DataFrame, mapping: Mapping, source_ids: dict[s
     return out
 
 
-def _check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
+def check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
     have = set(raw.columns)
     for name, column in mapping.columns.items():
         if column not in have and name not in mapping.optional_columns:
@@ -445,48 +528,95 @@ def _keep(values: pd.Series, op: str, value) -> pd.Series:
     return pd.Series(keep, index=values.index).fillna(op in ("ne", "not_in", "not_regex")).astype(bool)
 
 
-def _match_cancellations(f, cancel_open: np.ndarray, original_open: np.ndarray, match: bool) -> dict:
-    """Match each cancellation line to an earlier original line of the same user and item with
-    enough (remaining) quantity: the latest such line wins; up to 5 rounds re-offer cancellations
-    whose first choice was used up. Returns the matched cancellation rows and, per original row,
-    the units cancelled."""
-    empty = {"cancel_rows": np.array([], dtype=int), "returned": pd.Series(dtype="int64")}
-    if not match or not cancel_open.any() or not original_open.any():
-        return empty
-    cols = ["user_id", "item_id", "timestamp", "order_id"]
+def _returns(f, r: Reasons, cancel: pd.Series, line_rows: pd.Series, mapping: Mapping, earlier_lines,
+             pseudonymizer) -> tuple[pd.DataFrame | None, np.ndarray]:
+    """Match the open cancellation lines to original lines of the same customer and item: this
+    export's, and (with ``earlier_lines``) the lake's from earlier exports. Returns the returns table
+    rows (one per matched cancellation line) and the matched cancellation rows."""
+    cancel_open = r.open & cancel.values
+    if not mapping.cancellations.match or not cancel_open.any():
+        return None, np.array([], dtype=int)
+    users = f["user_id"]
+    lake = None
+    if earlier_lines is not None:
+        lake = earlier_lines(
+            items=sorted(set(f["item_id"][cancel_open].dropna())),
+            skip_orders=set(f["order_id"][r.open & line_rows.values].dropna()),  # this export's copy replaces them
+            skip_cancellations=set(f["order_id"][cancel_open].dropna()),  # re-matched now
+        )
+        if lake is not None and lake.empty:
+            lake = None
+        if lake is not None and pseudonymizer is not None:  # the lake holds pseudonyms: compare like with like
+            users = pseudonymizer.pseudonymize(users, "user_id")
+    cols = ["item_id", "timestamp", "order_id"]
     canc = pd.DataFrame({c: f[c][cancel_open] for c in cols})
+    canc["user_id"] = users[cancel_open]
     canc["need"] = -f["quantity"][cancel_open]
     canc["row_c"] = np.flatnonzero(cancel_open)
-    canc = canc[canc["need"] > 0]
+    # the n-th line of an item within its cancellation order: the cancellation line's identity
+    canc["n"] = canc.groupby(["order_id", "item_id"], sort=False).cumcount() + 1
+    original_open = r.open & line_rows.values
     orig = pd.DataFrame({c: f[c][original_open] for c in cols})
+    orig["user_id"] = users[original_open]
     orig["left"] = f["quantity"][original_open]
     orig["row_o"] = np.flatnonzero(original_open)
-    orig = orig[orig.set_index(["user_id", "item_id"]).index.isin(canc.set_index(["user_id", "item_id"]).index)]
-    orig = orig.set_index("row_o", drop=False)
-    matched_rows: list[np.ndarray] = []
-    returned = pd.Series(0, index=orig.index, dtype="int64")
-    pending = canc
-    for _ in range(5):
-        if pending.empty:
-            break
-        m = pending.merge(orig[orig["left"] > 0], on=["user_id", "item_id"], suffixes=("_c", "_o"))
-        m = m[(m["timestamp_o"] <= m["timestamp_c"]) & (m["order_id_o"] != m["order_id_c"]) & (m["left"] >= m["need"])]
-        if m.empty:
-            break
-        m = m.sort_values(["row_c", "timestamp_o", "row_o"], ascending=[True, False, False]).drop_duplicates("row_c")
-        m = m.sort_values(["timestamp_c", "row_c"])
-        m["cum"] = m.groupby("row_o")["need"].cumsum()
-        take = m[m["cum"] <= m["left"]]
-        if take.empty:
-            break
-        used = take.groupby("row_o")["need"].sum().astype("int64")
-        orig.loc[used.index, "left"] -= used
-        returned = returned.add(used, fill_value=0).astype("int64")
-        matched_rows.append(take["row_c"].to_numpy())
-        pending = pending[~pending["row_c"].isin(take["row_c"])]
-    if not matched_rows:
-        return empty
-    return {"cancel_rows": np.concatenate(matched_rows), "returned": returned[returned > 0]}
+    if earlier_lines is not None and hasattr(earlier_lines, "returned"):
+        taken = earlier_lines.returned(set(orig["order_id"].dropna()), set(canc["order_id"].dropna()))
+        if len(taken):  # units of this export's orders that earlier exports' returns already took
+            orig = _take_returned(orig, taken)
+    if lake is not None:
+        lake = lake.assign(row_o=-1 - np.arange(len(lake)))  # negative: not a row of this file
+        orig = pd.concat([orig, lake[orig.columns]], ignore_index=True)
+    pairs = _match_cancellations(canc[canc["need"] > 0], orig)
+    if pairs.empty:
+        return None, np.array([], dtype=int)
+    pairs = pairs.merge(canc[["row_c", "order_id", "item_id", "n", "timestamp"]], on="row_c")
+    out = pd.DataFrame({
+        "return_id": pairs["order_id"] + "|" + pairs["item_id"] + "|" + pairs["n"].astype(str),
+        "order_id": pairs["order_id_o"].values,
+        "item_id": pairs["item_id"].values,
+        "quantity": pairs["need"].astype("int64").values,
+        "returned_at": pairs["timestamp"].values,
+    })
+    return out, pairs["row_c"].to_numpy()
+
+
+def _take_returned(orig: pd.DataFrame, taken: pd.DataFrame) -> pd.DataFrame:
+    """``orig`` with each (order_id, item_id)'s returned units taken from its lines, last line first."""
+    orig = orig.sort_values("row_o", ascending=False)
+    units = orig.merge(taken, on=["order_id", "item_id"], how="left")["units"].fillna(0).to_numpy()
+    before = orig.groupby(["order_id", "item_id"], sort=False)["left"].cumsum().to_numpy() - orig["left"].to_numpy()
+    take = np.clip(units - before, 0, orig["left"].to_numpy())
+    return orig.assign(left=orig["left"].to_numpy() - take).sort_values("row_o")
+
+
+def _match_cancellations(canc: pd.DataFrame, orig: pd.DataFrame) -> pd.DataFrame:
+    """Match cancellation lines (row_c, user_id, item_id, timestamp, order_id, need) to original
+    orders (order_id, user_id, item_id, timestamp, left: units of that item in the order not returned
+    yet) one at a time in time order: each takes the latest earlier order of the same customer with
+    enough of the item left (ties: the greater order id). Sequential, so the result does not depend
+    on how the history was cut into exports. Returns the matches: row_c, order_id_o, need."""
+    columns = {"row_c": "int64", "order_id_o": "string", "need": "float64"}
+    if canc.empty or orig.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    orig = orig.groupby(["user_id", "item_id", "order_id"], as_index=False, sort=False).agg(
+        timestamp=("timestamp", "min"), left=("left", "sum"))
+    wanted = canc.set_index(["user_id", "item_id"]).index
+    orig = orig[orig.set_index(["user_id", "item_id"]).index.isin(wanted)]
+    orig = orig.sort_values(["timestamp", "order_id"], ascending=False)
+    candidates: dict[tuple, list] = {}
+    for user, item, order, ts, left in orig[["user_id", "item_id", "order_id", "timestamp", "left"]].itertuples(index=False):
+        candidates.setdefault((user, item), []).append([ts, order, left])
+    matches = []
+    for row, user, item, ts, order, need in canc.sort_values(["timestamp", "row_c"])[
+            ["row_c", "user_id", "item_id", "timestamp", "order_id", "need"]].itertuples(index=False):
+        for cand in candidates.get((user, item), ()):
+            if cand[0] <= ts and cand[1] != order and cand[2] >= need:
+                cand[2] -= need
+                matches.append((row, cand[1], need))
+                break
+    out = pd.DataFrame(matches, columns=list(columns))
+    return out.astype(columns)
 
 
 def _dates(ts: pd.Series) -> pd.Series:

@@ -102,13 +102,29 @@ def test_cancellation_is_matched_to_its_original_line(tmp_path):
     ]
     report = ingest_file(write_csv(tmp_path / "x.csv", rows), "online_retail_ii", **dirs(tmp_path))
     assert report.by_reason == {"cancellation_matched": 2, "cancellation_unmatched": 3}
+    # each matched cancellation line is a row of the returns table naming the original order; the
+    # lines keep their own quantity (dbt adds the returns: tests/integration/test_lake_exports.py)
+    returns = lake(tmp_path, "returns").sort_values("return_id")
+    assert returns[["return_id", "order_id", "item_id", "quantity"]].values.tolist() == [
+        ["C500004|A1|1", "500001", "A1", 3], ["C500005|B2|1", "500003", "B2", 1]]
     lines = lake(tmp_path, "order_lines").set_index("order_id")
-    assert lines.loc["500001", "returned_quantity"] == 3
-    assert lines.loc["500002", "returned_quantity"] == 0
-    assert lines.loc["500003", "returned_quantity"] == 1
-    status = lake(tmp_path, "orders").set_index("order_id")["status"]
-    assert status["500003"] == "cancelled" and status["500001"] == "completed"
+    assert (lines["returned_quantity"] == 0).all()
     assert not lines.index.str.startswith("C").any()
+
+
+def test_cancellation_matches_a_purchase_of_an_earlier_export(tmp_path):
+    """A January credit note returns units of a December invoice ingested from another file."""
+    ingest_file(write_csv(tmp_path / "dec.csv", [retail_row(invoice="500001", code="A1", qty=4, when="2009-12-05 10:00:00")]),
+                "online_retail_ii", **dirs(tmp_path))
+    jan = [retail_row(invoice="C500009", code="A1", qty=-3, when="2010-01-07 10:00:00"),
+           retail_row(invoice="C500010", code="A1", qty=-2, when="2010-01-08 10:00:00")]  # only 1 left: unmatched
+    report = ingest_file(write_csv(tmp_path / "jan.csv", jan), "online_retail_ii", **dirs(tmp_path))
+    assert report.by_reason == {"cancellation_matched": 1, "cancellation_unmatched": 1}
+    assert lake(tmp_path, "returns")[["return_id", "order_id", "quantity"]].values.tolist() == [["C500009|A1|1", "500001", 3]]
+    # the same credit notes re-sent with the next export are matched again, not twice
+    report = ingest_file(write_csv(tmp_path / "jan2.csv", jan + [retail_row(invoice="500011", when="2010-01-09 10:00:00")]),
+                         "online_retail_ii", **dirs(tmp_path))
+    assert report.by_reason == {"cancellation_matched": 1, "cancellation_unmatched": 1}
 
 
 def test_filters_quarantine_the_rows_they_drop(tmp_path):
@@ -377,6 +393,14 @@ def test_ingest_landing_reports_a_bad_file_after_the_good_ones(tmp_path):
     landing.mkdir()
     write_csv(landing / "a.csv", [retail_row()])
     (landing / "b.csv").write_bytes(b"")
-    with pytest.raises(IngestError, match=r"1 file\(s\).*b\.csv"):
+    write_csv(landing / "c.csv", [retail_row(invoice="500002", qty="inf")])  # one bad cell: a quarantined row
+    with pytest.raises(IngestError, match=r"(?s)1 of 3 new file\(s\).*b\.csv.*empty") as err:
         ingest_landing(landing, "online_retail_ii", **dirs(tmp_path))
     assert counts(tmp_path)["orders"] == 1
+    assert [Path(f).name for f, _ in err.value.failed] == ["b.csv"]
+    assert (landing / "_failed" / "b.csv").exists() and not (landing / "b.csv").exists()
+    assert "empty" in (landing / "_failed" / "b.csv.error.txt").read_text()
+    assert [r.by_reason for r in err.value.reports] == [{}, {"bad_type:quantity": 1}]
+    assert ingest_landing(landing, "online_retail_ii", **dirs(tmp_path)) == []  # the failed file is not retried
+
+

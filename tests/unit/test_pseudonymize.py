@@ -178,7 +178,7 @@ def test_checks_run_on_raw_ids_and_cancellations_still_match(tmp_path):
             retail_row(invoice="500003", customer=None)]
     report = ingest_file(write_csv(tmp_path / "x.csv", rows), "online_retail_ii", **dirs(tmp_path), pseudonymize_key=KEY_A)
     assert report.by_reason == {"cancellation_matched": 1, "missing_key:user_id": 1}
-    assert lake(tmp_path, "order_lines")["returned_quantity"].tolist() == [1]
+    assert lake(tmp_path, "returns")["quantity"].tolist() == [1]
 
 
 # --------------------------------------------------------------------------------- every preset

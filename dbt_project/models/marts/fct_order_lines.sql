@@ -1,4 +1,5 @@
--- One row per order line, with its order's user, warehouse, time and status, and revenue:
+-- One row per order line, with its order's user, warehouse, time and status (a completed order
+-- whose every unit was returned is cancelled), and revenue:
 --   gross_revenue = quantity * unit_price
 --   net_quantity  = 0 for cancelled or returned orders, else quantity - returned_quantity
 --   net_revenue   = (gross_revenue - discount_amount) * net_quantity / quantity
@@ -22,7 +23,14 @@ joined as (
         orders.warehouse_id,
         orders.ordered_at,
         coalesce(orders.order_date, order_lines.order_date) as order_date,
-        orders.status,
+        -- an order whose every line came back is cancelled, wherever its returns were recorded
+        case
+            when orders.status = 'completed'
+                and bool_and(order_lines.returned_quantity >= order_lines.quantity)
+                    over (partition by order_lines.order_id)
+            then 'cancelled'
+            else orders.status
+        end as status,
         order_lines.quantity,
         least(order_lines.returned_quantity, order_lines.quantity) as returned_quantity,
         order_lines.unit_price,

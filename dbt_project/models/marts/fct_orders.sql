@@ -17,7 +17,8 @@ line_totals as (
         sum(net_quantity)::bigint as net_units,
         sum(discount_amount) as discount_amount,
         sum(gross_revenue) as gross_revenue,
-        sum(net_revenue) as net_revenue
+        sum(net_revenue) as net_revenue,
+        bool_and(status = 'cancelled') as all_lines_cancelled
     from order_lines
     group by 1
 ),
@@ -29,7 +30,10 @@ final as (
         orders.warehouse_id,
         orders.ordered_at,
         orders.order_date,
-        orders.status,
+        case
+            when orders.status = 'completed' and line_totals.all_lines_cancelled then 'cancelled'
+            else orders.status
+        end as status,
         coalesce(line_totals.line_count, 0) as line_count,
         coalesce(line_totals.units, 0) as units,
         coalesce(line_totals.net_units, 0) as net_units,

@@ -1,10 +1,10 @@
 -- One row per item per warehouse per period (a day, or a week dated by its first day), one copy per
--- key: overlapping exports that disagree keep the row with the most units (deterministic; to correct
--- figures, re-ingest the corrected file with force, which replaces its own rows).
+-- key: a period re-sent by a later export is replaced by it (the latest export wins, so a week re-sent
+-- with corrected units corrects it); within one export the row with the most units.
 with
 
 source as (
-    select * from {{ source('lake', 'demand_history') }}
+    select * from {{ committed('demand_history') }}
 ),
 
 renamed as (
@@ -20,16 +20,17 @@ renamed as (
         price,
         temperature_c,
         precipitation_mm,
-        is_holiday
+        is_holiday,
+        _commit_seq
     from source
     where item_id is not null and warehouse_id is not null and demand_date is not null
 ),
 
 final as (
-    select *
+    select * exclude (_commit_seq)
     from renamed
     qualify row_number() over (
-        partition by item_id, warehouse_id, demand_date order by units desc, period, price nulls last
+        partition by item_id, warehouse_id, demand_date order by _commit_seq desc, units desc, period, price nulls last
     ) = 1
 )
 

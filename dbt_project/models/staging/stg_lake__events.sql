@@ -3,7 +3,7 @@
 with
 
 source as (
-    select * from {{ source('lake', 'events') }}
+    select * from {{ committed('events') }}
 ),
 
 renamed as (
@@ -19,15 +19,16 @@ renamed as (
         dwell_seconds,
         price,
         order_id,
-        rating
+        rating,
+        _commit_seq
     from source
     where event_id is not null
 ),
 
 final as (
-    select *
+    select * exclude (_commit_seq)
     from renamed
-    qualify row_number() over (partition by event_id order by event_timestamp, session_id) = 1
+    qualify row_number() over (partition by event_id order by event_timestamp, session_id, _commit_seq desc) = 1
 )
 
 select * from final

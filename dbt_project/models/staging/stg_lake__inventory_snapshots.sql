@@ -1,8 +1,8 @@
--- One row per item per warehouse per day (end-of-day stock), one copy per key.
+-- One row per item per warehouse per day (end-of-day stock); a snapshot re-sent by a later export replaces the earlier one.
 with
 
 source as (
-    select * from {{ source('lake', 'inventory_snapshots') }}
+    select * from {{ committed('inventory_snapshots') }}
 ),
 
 final as (
@@ -15,7 +15,7 @@ final as (
         on_order_units
     from source
     where item_id is not null
-    qualify row_number() over (partition by trim(item_id), trim(warehouse_id), snapshot_date order by on_hand_units) = 1
+    qualify row_number() over (partition by trim(item_id), trim(warehouse_id), snapshot_date order by _commit_seq desc, on_hand_units) = 1
 )
 
 select * from final

@@ -1,9 +1,10 @@
--- One row per order. A re-delivered order_id keeps its latest version (latest ordered_at wins, then
--- the most advanced status); a missing status means completed.
+-- One row per order. An order re-sent by a later export is replaced by it (the latest export wins;
+-- within one export the latest ordered_at, then the most advanced status); a missing status means
+-- completed.
 with
 
 source as (
-    select * from {{ source('lake', 'orders') }}
+    select * from {{ committed('orders') }}
 ),
 
 renamed as (
@@ -13,17 +14,19 @@ renamed as (
         ordered_at,
         timezone('UTC', ordered_at)::date as order_date,  -- recomputed from ordered_at (UTC)
         nullif(trim(warehouse_id), '') as warehouse_id,
-        coalesce(lower(nullif(trim(status), '')), 'completed') as status
+        coalesce(lower(nullif(trim(status), '')), 'completed') as status,
+        _commit_seq
     from source
     where order_id is not null
 ),
 
 final as (
-    select *
+    select * exclude (_commit_seq)
     from renamed
     qualify row_number() over (
         partition by order_id
-        order by ordered_at desc, case status when 'returned' then 0 when 'cancelled' then 1 else 2 end
+        order by _commit_seq desc, ordered_at desc,
+            case status when 'returned' then 0 when 'cancelled' then 1 else 2 end
     ) = 1
 )
 

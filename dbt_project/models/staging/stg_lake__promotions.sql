@@ -1,8 +1,8 @@
--- One row per promotion (one copy per promotion_id).
+-- One row per promotion; a promotion re-sent by a later export replaces the earlier one.
 with
 
 source as (
-    select * from {{ source('lake', 'promotions') }}
+    select * from {{ committed('promotions') }}
 ),
 
 final as (
@@ -15,7 +15,7 @@ final as (
         nullif(trim(warehouse_id), '') as warehouse_id
     from source
     where promotion_id is not null
-    qualify row_number() over (partition by promotion_id order by start_date desc) = 1
+    qualify row_number() over (partition by promotion_id order by _commit_seq desc, start_date desc) = 1
 )
 
 select * from final

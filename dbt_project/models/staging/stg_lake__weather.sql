@@ -1,8 +1,8 @@
--- One row per region per day (one copy per key).
+-- One row per region per day; a day re-sent by a later export replaces the earlier value.
 with
 
 source as (
-    select * from {{ source('lake', 'weather') }}
+    select * from {{ committed('weather') }}
 ),
 
 final as (
@@ -13,7 +13,7 @@ final as (
         precipitation_mm
     from source
     where region is not null
-    qualify row_number() over (partition by trim(region), weather_date order by temperature_c) = 1
+    qualify row_number() over (partition by trim(region), weather_date order by _commit_seq desc, temperature_c) = 1
 )
 
 select * from final
