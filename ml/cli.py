@@ -187,18 +187,20 @@ def warehouse_parse() -> None:
 
 @warehouse_app.command("query")
 def warehouse_query(
-    sql: str = typer.Argument(..., help="A SQL query against the warehouse (opened read-only)."),
+    sql: str = typer.Argument(..., help="ONE SELECT (or EXPLAIN) against the warehouse, run read-only and sandboxed."),
     limit: int = typer.Option(50, help="Rows to print at most."),
+    wait: float = typer.Option(600, help="Seconds to wait for a running warehouse build."),
 ) -> None:
-    """Run a read-only SQL query against the DuckDB warehouse and print the result."""
-    from ml.warehouse import connect
+    """Run one read-only SELECT against the DuckDB warehouse and print the result (no writes, no files
+    outside the warehouse's Parquet folders, no extensions; waits for a running build)."""
+    from ml.warehouse import QueryError, query
 
-    con = connect(get_settings(), read_only=True)
     try:
-        frame = con.execute(sql).fetch_df().head(limit)
-    finally:
-        con.close()
-    typer.echo(frame.to_string(index=False))
+        frame = query(get_settings(), sql, wait_s=wait, on_wait=lambda m: typer.echo(m, err=True))
+    except QueryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(frame.head(limit).to_string(index=False))
 
 
 @warehouse_app.command("docs")

@@ -7,7 +7,8 @@ producer was cleared or died, and a person may run ``ecomml warehouse build`` be
 dbt call of the platform goes through this wrapper (``ml.warehouse.dbt_command``, Cosmos'
 ``dbt_executable_path``): it takes ``flock(LOCK_EX)`` on ``$WAREHOUSE_PATH.lock`` (blocking), then
 ``exec``s the real dbt with the lock's descriptor inherited, so the lock is held exactly as long as
-that dbt process lives (and released by the kernel if it is killed).
+that dbt process lives (and released by the kernel if it is killed). It also holds the lake's lock
+(``$LAKE_DIR/.lake.lock``) shared, so an ingest commits before or after a build, never during it.
 
 Kept import-light (no settings, no pydantic): it starts once per dbt call.
 """
@@ -44,6 +45,15 @@ def main() -> None:  # pragma: no cover - replaces the process
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another dbt process of this warehouse runs
     os.set_inheritable(fd, True)
+    lake = os.environ.get("LAKE_DIR")
+    if lake and Path(lake).is_dir():  # the lake stays as it is while dbt reads it (ml/lake.py)
+        lake_fd = os.open(Path(lake) / ".lake.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(lake_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"ecomml-dbt: waiting for the lake {lake}: an ingest is committing", file=sys.stderr, flush=True)
+            fcntl.flock(lake_fd, fcntl.LOCK_SH)
+        os.set_inheritable(lake_fd, True)
     dbt = real_dbt()
     os.execv(dbt, [dbt, *sys.argv[1:]])
 

@@ -532,9 +532,12 @@ def setup(settings: Settings, env: dict[str, str] | None = None, manifest: bool 
 class AirflowClient:
     """A tiny /api/v2 client: JWT from ``POST /auth/token``, JSON in and out (stdlib only)."""
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0):
+    RETRY_STATUS = (500, 502, 503, 504)
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0, retry_s: float = 180.0):
         self.base_url = base_url.rstrip("/")
         self.username, self.password, self.timeout = username, password, timeout
+        self.retry_s = retry_s  # how long a request keeps retrying timeouts, refused connections and 5xx
         self._token: str | None = None
 
     def token(self) -> str:
@@ -550,13 +553,31 @@ class AirflowClient:
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:2000]
-            raise OrchestrationError(f"{method} {path} -> HTTP {exc.code}: {detail}") from None
-        return json.loads(text) if text else None
+        deadline, delay = time.monotonic() + self.retry_s, 1.0
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    text = response.read().decode()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:2000]
+                if exc.code == 401 and auth and self._token is not None:  # the JWT expired: one new token
+                    self._token = None
+                    request.add_header("Authorization", f"Bearer {self.token()}")
+                    continue
+                if exc.code not in self.RETRY_STATUS or time.monotonic() + delay > deadline:
+                    raise OrchestrationError(f"{method} {path} -> HTTP {exc.code}: {detail}") from None
+            except (TimeoutError, ConnectionError, urllib.error.URLError) as exc:
+                # a busy API server (the demo on 2 cores at load 8) answers late: retry, with backoff
+                reason = getattr(exc, "reason", exc)
+                if method == "POST" and isinstance(reason, TimeoutError) and auth:
+                    raise OrchestrationError(f"{method} {path} timed out after {self.timeout:.0f} s (not retried: "
+                                             f"it may have been applied)") from None
+                if time.monotonic() + delay > deadline:
+                    raise OrchestrationError(f"{method} {path}: no answer from {self.base_url} for "
+                                             f"{self.retry_s:.0f} s ({reason})") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
     def request(self, method: str, path: str, payload: Any = None, params: dict | None = None) -> Any:
         return self._raw(method, "/api/v2" + path, payload, params=params)

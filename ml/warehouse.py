@@ -9,12 +9,14 @@ directories never collide in ``dbt_project/target``.
     build(settings, select="marts.features", full_refresh=True)
     docs(settings)             dbt docs generate; the folder holding index.html / catalog.json
     connect(settings)          a read-only DuckDB connection to the warehouse file
+    query(settings, sql)       one sandboxed read-only SELECT (what `ecomml warehouse query` runs)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from typing import Callable
 
 from ml.settings import Settings
 
+_FINISHED = re.compile(r"\d+ of \d+ (OK|PASS|ERROR|FAIL|WARN|SKIP)\b")
 FEATURE_MODELS = ("feat_user_rfm", "feat_user_activity", "feat_item_stats", "feat_item_warehouse_demand")
 
 
@@ -93,6 +96,7 @@ def run_dbt(
     lines: list[str] = []
     with subprocess.Popen(
         cmd,
+        preexec_fn=_die_with_parent,  # a killed `ecomml warehouse build` takes its dbt with it
         env=dbt_env(settings),
         cwd=str(settings.dbt_project_dir),
         stdout=subprocess.PIPE,
@@ -107,6 +111,17 @@ def run_dbt(
             if echo is not None:
                 echo(line)
     return proc.returncode, lines
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the process that started it dies (even by SIGKILL)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def summarize(run_results: Path) -> dict:
@@ -147,7 +162,9 @@ def _run_and_summarize(settings: Settings, command: str, args: list[str], echo) 
     seconds = round(time.perf_counter() - start, 3)
     if not results_file.exists():
         tail = "\n".join(lines[-30:])
-        raise WarehouseBuildError(f"dbt {command} failed before running any node (exit {rc}):\n{tail}")
+        done = sum(1 for line in lines if _FINISHED.search(line))
+        where = "before running any node" if not done else f"after {done} node(s) had finished, without run results"
+        raise WarehouseBuildError(f"dbt {command} stopped {where} (exit {rc}):\n{tail}")
     summary = summarize(results_file)
     summary.update(command=command, returncode=rc, seconds=seconds, target_path=str(target_path(settings)))
     if summary["failures"] or rc != 0:
@@ -199,6 +216,88 @@ def docs(settings: Settings, echo: Callable[[str], None] | None = print) -> Path
 def manifest(settings: Settings) -> dict:
     """The manifest.json of the last dbt invocation for these settings (Feast reads meta/columns from it)."""
     return json.loads((target_path(settings) / "manifest.json").read_text())
+
+
+class QueryError(ValueError):
+    """A query the read-only query path refuses or cannot run; the message says why."""
+
+
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def query(settings: Settings, sql: str, *, wait_s: float = 600.0, on_wait: Callable[[str], None] | None = None):
+    """Run ONE read-only statement (SELECT / WITH ... SELECT / EXPLAIN) against the warehouse; a frame.
+
+    Refused before running: several statements, or any other kind (COPY, ATTACH, DETACH, INSTALL,
+    SET, PRAGMA, CREATE ...). The connection is read-only and sandboxed: no file outside the
+    warehouse's own Parquet folders (FEATURES_DIR, EXPORTS_DIR), no extension installs, no network,
+    and the configuration locked. While a build writes the warehouse, it waits (up to ``wait_s``,
+    saying so once through ``on_wait``) instead of failing on DuckDB's lock.
+    """
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse the query: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise QueryError(f"one statement at a time (got {len(statements)})")
+    kind = statements[0].type.name
+    if kind not in READ_STATEMENTS:
+        raise QueryError(f"only SELECT (or EXPLAIN) queries run here, not {kind}: the warehouse is dbt's to write")
+    if not settings.warehouse_path.exists():
+        raise QueryError(f"no warehouse at {settings.warehouse_path}: run `ecomml warehouse build` first")
+    with _build_lock(settings, wait_s=wait_s, on_wait=on_wait):
+        con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+        try:
+            dirs = [str(d.resolve()) + "/" for d in (settings.features_dir, settings.exports_dir)]
+            con.execute(f"set allowed_directories = {dirs!r}")
+            con.execute("set enable_external_access = false")
+            con.execute("set autoinstall_known_extensions = false")
+            con.execute("set TimeZone = 'UTC'")
+            con.execute("set lock_configuration = true")
+            try:
+                return con.execute(statements[0].query).fetch_df()
+            except duckdb.Error as exc:
+                raise QueryError(_first_line(exc)) from None
+        finally:
+            con.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _build_lock(settings: Settings, *, wait_s: float, on_wait):
+    """Shared hold of the warehouse lock that every dbt run holds exclusively (ml/dbt_locked.py)."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        path = Path(str(settings.warehouse_path) + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            deadline = time.monotonic() + wait_s
+            told = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not told and on_wait:
+                        on_wait(f"waiting for the running warehouse build to finish (up to {wait_s:.0f} s)")
+                        told = True
+                    if time.monotonic() > deadline:
+                        raise QueryError(f"a warehouse build still holds {settings.warehouse_path} after "
+                                         f"{wait_s:.0f} s; try again when it has finished") from None
+                    time.sleep(0.5)
+            yield
+        finally:
+            os.close(fd)
+
+    return held()
 
 
 def connect(settings: Settings, read_only: bool = True):

@@ -207,17 +207,28 @@ def test_docs_generate(built):
     assert meta["entity"] == ["item", "warehouse"]
 
 
-def test_a_failing_data_test_names_itself(built, tmp_path):
-    """A conflicting duplicate warehouse row in the lake fails the build, naming the unique test."""
+def test_a_later_export_of_a_dimension_wins_and_a_failing_data_test_names_itself(built, tmp_path):
+    """A warehouse re-sent with another region by a later write replaces the attribute (the latest
+    export wins); an order line with quantity 0 fails the build, naming its data test."""
     source, _ = built
     settings = settings_for(data_dir=tmp_path / "data")
     shutil.copytree(source.lake_dir, settings.lake_dir)
     first = pq.read_table(next(p for p in (settings.lake_dir / "warehouses").glob("*.parquet") if p.name != "_empty.parquet"))
-    clash = first.slice(0, 1).to_pylist()[0] | {"region": "somewhere-else"}
-    write_table(settings.lake_dir, "warehouses", pa.Table.from_pylist([clash]), file_stem="zz-duplicate")
+    moved = first.slice(0, 1).to_pylist()[0] | {"region": "somewhere-else"}
+    write_table(settings.lake_dir, "warehouses", pa.Table.from_pylist([moved]), file_stem="zz-later-export")
+    warehouse.build(settings, select="+stg_lake__warehouses", echo=None)
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    rows = con.execute("select region from staging.stg_lake__warehouses where warehouse_id = ?",
+                       [moved["warehouse_id"]]).fetchall()
+    con.close()
+    assert rows == [("somewhere-else",)]
+
+    line = pq.read_table(next(settings.lake_dir.glob("order_lines/*/*.parquet"))).slice(0, 1).to_pylist()[0]
+    write_table(settings.lake_dir, "order_lines", pa.Table.from_pylist([line | {"order_id": line["order_id"],
+                "line_number": 999, "quantity": 0}]), file_stem="zz-bad-line")
     with pytest.raises(warehouse.WarehouseBuildError) as raised:
-        warehouse.build(settings, select="stg_lake__warehouses", echo=None)
-    assert "unique_stg_lake__warehouses_warehouse_id" in str(raised.value)
+        warehouse.build(settings, select="+stg_lake__order_lines", echo=None)
+    assert "stg_lake__order_lines_quantity" in str(raised.value)
     assert any(f["status"] == "fail" for f in raised.value.failures)
 
 
