@@ -1,3 +1,3 @@
-from ml.cli import app
+from ml.cli import main
 
-app()
+main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -725,4 +726,19 @@ def stack_secrets() -> None:
 
 
 def main() -> None:  # pragma: no cover - console entry
-    app()
+    """``ecomml``: a failure is one ``error:`` line and exit 2; ``--debug`` (anywhere) or ECOMML_DEBUG=1
+    shows the traceback instead."""
+    debug = "--debug" in sys.argv or os.environ.get("ECOMML_DEBUG") == "1"
+    sys.argv = [a for a in sys.argv if a != "--debug"]
+    try:
+        app()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI's last word on anything a command raised
+        if debug:
+            raise
+        text = str(exc).strip() or type(exc).__name__
+        named = text if type(exc).__module__.startswith("ml.") or isinstance(exc, (ValueError, KeyError)) else \
+            f"{type(exc).__name__}: {text}"
+        typer.echo(f"error: {named}\n(run with --debug for the traceback)", err=True)
+        raise SystemExit(2) from None

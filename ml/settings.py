@@ -15,10 +15,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def user_root(start: Path | None = None) -> Path:
+    """The project the user stands in: the nearest folder from the current directory up that holds
+    ``dbt_project/dbt_project.yml`` and ``feature_repo/`` (a clone of this repository); else the
+    installed package's root. Relative paths (``DATA_DIR=./data``) and ``.env`` are read from it, so
+    the console script, ``python -m ml`` and DAG tasks agree wherever they are started."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dbt_project" / "dbt_project.yml").is_file() and (folder / "feature_repo").is_dir():
+            return folder
+    return PROJECT_ROOT
 
 Scale = Literal["tiny", "small", "medium", "large"]
 
@@ -40,7 +52,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    data_dir: Path = Field(PROJECT_ROOT / "data", description="Root of all local state (lake, warehouse, ...)")
+    data_dir: Path = Field(default_factory=lambda: user_root() / "data", description="Root of all local state (lake, warehouse, ...)")
     lake_dir: Path | None = Field(None, description="Raw data lake (Parquet). Default: DATA_DIR/lake")
     landing_dir: Path | None = Field(None, description="Drop folder for raw exports. Default: DATA_DIR/landing")
     quarantine_dir: Path | None = Field(None, description="Rejected rows with reasons. Default: DATA_DIR/quarantine")
@@ -50,8 +62,8 @@ class Settings(BaseSettings):
     features_dir: Path | None = Field(
         None, description="dbt `external` feature marts (Parquet, read by Feast). Default: DATA_DIR/warehouse/features"
     )
-    dbt_project_dir: Path = Field(PROJECT_ROOT / "dbt_project", description="The dbt project")
-    dbt_profiles_dir: Path = Field(PROJECT_ROOT / "dbt_project", description="Folder holding profiles.yml")
+    dbt_project_dir: Path = Field(default_factory=lambda: user_root() / "dbt_project", description="The dbt project")
+    dbt_profiles_dir: Path = Field(default_factory=lambda: user_root() / "dbt_project", description="Folder holding profiles.yml")
     dbt_target: str = Field("dev", description="dbt target in profiles.yml")
     dbt_threads: int = Field(2, ge=1, description="dbt threads (= cores here)")
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory_limit for dbt and readers")
@@ -68,7 +80,7 @@ class Settings(BaseSettings):
     feast_project: str = Field(
         "ecom", pattern=r"^[A-Za-z0-9_]+$", description="Feast project name (namespaces registry entries and online keys)"
     )
-    feast_repo_dir: Path = Field(PROJECT_ROOT / "feature_repo", description="The Feast repo (definitions + yaml templates)")
+    feast_repo_dir: Path = Field(default_factory=lambda: user_root() / "feature_repo", description="The Feast repo (definitions + yaml templates)")
     feast_registry_path: Path | None = Field(
         None, description="Embedded mode: file registry. Default: DATA_DIR/feast/registry.db"
     )
@@ -134,6 +146,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> "Settings":
+        root = user_root()
+        for name in ("data_dir", "dbt_project_dir", "dbt_profiles_dir", "feast_repo_dir"):
+            value = getattr(self, name)
+            if not value.is_absolute():  # ./data in .env means the project's data, wherever the command runs
+                setattr(self, name, root / value)
         self.data_dir = self.data_dir.resolve()
         defaults = {
             "lake_dir": self.data_dir / "lake",
@@ -184,12 +201,12 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings(_env_file=user_root() / ".env")
 
 
 def settings_for(**overrides) -> Settings:
     """Settings with explicit overrides (tests, benchmarks); bypasses the cache."""
-    return Settings(**overrides)
+    return Settings(_env_file=user_root() / ".env", **overrides)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,6 +239,9 @@ class Secrets(BaseSettings):
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
         if not text:
             return None  # unset and "" mean the same: no pseudonymisation
+        if text != text.strip() or len(set(text)) < 8:
+            raise ValueError("PSEUDONYMIZE_KEY must be a random secret: no leading or trailing spaces and at least 8 "
+                             'different characters; generate one with python -c "import secrets; print(secrets.token_hex(32))"')
         if len(text) < PSEUDONYMIZE_KEY_MIN_CHARS:
             raise ValueError(
                 f"PSEUDONYMIZE_KEY is too short ({len(text)} characters; at least {PSEUDONYMIZE_KEY_MIN_CHARS}): "
@@ -234,6 +254,18 @@ class Secrets(BaseSettings):
         return {name.upper(): value.get_secret_value() for name, value in self if value is not None}
 
 
+class SettingsError(ValueError):
+    """A setting or secret has a value the platform cannot use; the message says which and why."""
+
+
 @lru_cache(maxsize=1)
 def get_secrets() -> Secrets:
-    return Secrets()
+    try:
+        return Secrets(_env_file=user_root() / ".env")
+    except ValidationError as exc:  # one line per problem, never the value (hide_input_in_errors)
+        raise SettingsError("; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: dict) -> str:
+    name, text = ".".join(map(str, error["loc"])).upper(), error["msg"].removeprefix("Value error, ")
+    return text if text.startswith(name) else f"{name}: {text}"

@@ -30,14 +30,15 @@
 {%- endmacro %}
 
 {#- dbt-duckdb's external materialization writes one all-null row when a model is empty (so the file
-    keeps its schema) and hides it behind the view. Feast reads the file itself, so this post-hook
-    rewrites such a file without that row: an empty feature mart is a zero-row Parquet file. -#}
+    keeps its schema) and hides it behind the view. Feast and ml/ read the files themselves, so this
+    post-hook (every feature mart and export) rewrites such a file without that row: an empty mart is
+    a zero-row Parquet file with its schema, and "is it empty?" means what it says. -#}
 {% macro drop_empty_placeholder() -%}
     {%- if execute -%}
         {%- set location = external_location(this, config) -%}
-        {%- set nulls = run_query("select count(*) from read_parquet('" ~ location ~ "') where event_timestamp is null") -%}
-        {%- if nulls[0][0] > 0 -%}
-            copy (select * from read_parquet('{{ location }}') where event_timestamp is not null) to '{{ location }}' (format parquet)
+        {%- set probe = run_query("select count(*), count(*) filter (where columns(*) is null) from read_parquet('" ~ location ~ "')") -%}
+        {%- if probe[0][0] == 1 and probe[0][1] == 1 -%}
+            copy (select * from read_parquet('{{ location }}') limit 0) to '{{ location }}' (format parquet)
         {%- else -%}
             select 1
         {%- endif -%}

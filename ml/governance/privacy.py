@@ -298,6 +298,21 @@ class Release:
     remaining: float
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas: a cell starting with = + - @ or a
+    tab / carriage return gets a leading apostrophe (OWASP's CSV injection advice). Numbers stay."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            text = out[col].astype("string")
+            risky = text.str.startswith(_FORMULA_START).fillna(False)
+            out[col] = text.mask(risky, "'" + text)
+    return out
+
+
 class BudgetLedger:
     """Epsilon spent per dataset, persisted in SQLite; refuses releases beyond ``total_epsilon``."""
 
@@ -318,6 +333,16 @@ class BudgetLedger:
                     output_path text
                 )"""
             )
+            # the total is the ledger's, fixed when it was created: a process cannot raise it by its own setting
+            con.execute("create table if not exists budget (id integer primary key check (id = 1), total_epsilon real not null)")
+            con.execute("insert or ignore into budget values (1, ?)", (self.total_epsilon,))
+            (recorded,) = con.execute("select total_epsilon from budget where id = 1").fetchone()
+        if self.total_epsilon > recorded * (1 + _BUDGET_TOLERANCE):
+            raise ValueError(
+                f"the privacy ledger {self.path} was created with a total epsilon of {recorded:g} per dataset; "
+                f"PRIVACY_TOTAL_EPSILON={self.total_epsilon:g} would raise it. A ledger's total is fixed: keep the "
+                f"setting at {recorded:g} (or lower), or start a new ledger (PRIVACY_LEDGER_PATH) for a new budget")
+        self.total_epsilon = min(self.total_epsilon, recorded)  # a lower setting is stricter: it applies
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "BudgetLedger":
@@ -488,7 +513,7 @@ def dp_export(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{query}_{release.release_id:05d}.{fmt}"
     if fmt == "csv":
-        report.to_csv(path, index=False)
+        csv_safe(report).to_csv(path, index=False)
     else:
         report.to_parquet(path, index=False)
     ledger.record_output(release.release_id, path)

@@ -1,4 +1,5 @@
-"""What the lake already holds that a new export's cancellations may return units from.
+"""What the lake already holds that a new export needs to know: the lines its cancellations may
+return units from, and the period of the demand series it re-sends.
 
 A cancellation line in one export (Online Retail II's 'C' invoices) often returns units bought in
 an earlier export (a January credit note for a December invoice). Ingestion matches it against the
@@ -34,6 +35,25 @@ class EarlierLines:
         not counting those of cancellations in ``skip_cancellations``: a re-sent order's lines have
         less left to return than their quantity."""
         return _returned(self.lake_dir, orders, skip_cancellations)
+
+
+    def demand_period(self, keys: pd.DataFrame) -> str | None:
+        """The period (day | week) the lake's demand_history holds for these item x warehouse series,
+        when they agree: a file of one date cannot tell a re-sent week from a day."""
+        import duckdb
+
+        files = committed_files(self.lake_dir, "demand_history")
+        if not files or keys.empty:
+            return None
+        con = duckdb.connect()
+        try:
+            con.register("keys", keys)
+            paths = "[" + ", ".join(f"'{p}'" for p in files) + "]"
+            found = con.execute(f"""select distinct d.period from read_parquet({paths}) d
+                                    join keys k using (item_id, warehouse_id)""").fetchall()
+        finally:
+            con.close()
+        return found[0][0] if len(found) == 1 else None
 
 
 def earlier_lines(lake_dir: Path) -> EarlierLines:

@@ -14,7 +14,7 @@ customer written two ways still gets one pseudonym; null stays null.
 
 Which columns: ``user_id`` (prefix ``u_``) and a session id read from the source (prefix ``s_``: a
 session token is an online identifier the source system links to its customer, and under
-``user_from_session`` it *is* the user id). Sessions the ingest derives (``<user_id>-<n>``,
+``user_from_session`` it *is* the user id). Sessions the ingest derives (``<user_id>-<first event time>``,
 ``<user_id>-<YYYYMMDD>``) are built from the pseudonym. docs/security.md says what stays readable.
 
 The key never leaves this module's objects: not in reprs, errors, reports or files. The lake records

@@ -26,6 +26,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _first_bad_byte(path: Path, encoding: str) -> tuple[int | None, int | None]:
+    """The file offset and 1-based line of the first byte that is not valid ``encoding`` (the
+    decoder's own error counts from the start of the chunk it was given, not of the file)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, lines = 0, 1
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            try:
+                lines += decoder.decode(block).count("\n")
+            except UnicodeDecodeError as exc:
+                pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
+                good = block[:exc.start]
+                return offset + exc.start - pending, lines + good.count(b"\n")
+            offset += len(block)
+    return None, None
+
+
 def _has_nul(path: Path) -> bool:
     import gzip
 
@@ -76,8 +95,10 @@ def read_source(path: Path, mapping: Mapping, *, typed_header: bool | None = Non
                 encoding_errors="strict",
             )
     except UnicodeDecodeError as exc:
+        offset, line = _first_bad_byte(path, mapping.csv.encoding)
+        where = f"byte {offset:,} (line {line:,})" if offset is not None else f"{exc.reason}"
         raise IngestError(
-            f"{path}: not valid {mapping.csv.encoding} text (byte {exc.start}: {exc.reason}); "
+            f"{path}: not valid {mapping.csv.encoding} text at {where}: {exc.reason}; "
             f"set csv.encoding in the mapping (e.g. latin-1 or cp1252)"
         ) from None
     except pd.errors.EmptyDataError:

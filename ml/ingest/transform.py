@@ -263,7 +263,8 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     ``earlier_lines(items, skip_orders, skip_cancellations)``: the order lines the lake already holds
     for those items that a cancellation may still return units from (a frame of user_id, item_id,
     order_id, timestamp, left; ml.ingest.lake_lines), so a cancellation in this export matches a
-    purchase of an earlier export."""
+    purchase of an earlier export; and ``earlier_lines.demand_period(keys)``, the period of demand
+    series the lake already holds (a re-sent single week is a week, not a day)."""
     path = Path(path)
     now = now or datetime.now(timezone.utc)
     raw = raw.reset_index(drop=True)
@@ -404,7 +405,7 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
     r.flag(raw.duplicated(keep="first"), "duplicate")
     period = None
     if demand:
-        period = _demand_period(f, r, mapping)
+        period = _demand_period(f, r, mapping, lake_period=getattr(earlier_lines, "demand_period", None))
 
     cancel = pd.Series(False, index=raw.index)
     if mapping.cancellations and lines_from_rows:
@@ -484,7 +485,7 @@ def check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
             raise IngestError(f"{path}: filter column {flt.field!r} is neither a mapped field nor a column of the file")
 
 
-def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping) -> str:
+def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping, lake_period=None) -> str:
     """The file's period (day | week) for demand_history. Weekly rows dated by their last day move to
     their first; rows off the file's weekday grid become ``off_grid_date`` and rows repeating an
     item x warehouse x date ``duplicate_key`` (unless ``demand.duplicate_keys: sum``)."""
@@ -495,6 +496,9 @@ def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping) -> str
     if period == "auto":
         one_weekday = open_dates.dt.weekday.nunique() == 1
         period = "week" if one_weekday and open_dates.nunique() >= 2 else "day"
+        if open_dates.nunique() == 1 and lake_period is not None:  # one date cannot tell: a re-sent week?
+            keys = pd.DataFrame({k: f[k][r.open] for k in ("item_id", "warehouse_id")}).drop_duplicates()
+            period = lake_period(keys) or period
     if period == "week":
         if spec.week_date == "end":
             f["demand_date"] = dates = dates - pd.Timedelta(days=6)
@@ -644,8 +648,10 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
             gap = a["timestamp"].diff() > pd.Timedelta(minutes=mapping.session.gap_minutes)
             changed = (a["user_id"] != a["user_id"].shift()).fillna(True).astype(bool)
             new = gap.fillna(False).astype(bool) | changed
-            number = new.astype("int64").groupby(a["user_id"]).cumsum()
-            a["session_id"] = a["user_id"] + "-" + number.astype(str)
+            # named by the user and the session's first event (not a running number), so one session
+            # gets one id in every export that carries it, and two exports never reuse an id
+            start = a["timestamp"].where(new).ffill()
+            a["session_id"] = a["user_id"] + "-" + start.dt.strftime("%Y%m%dT%H%M%S")
         else:  # user_day
             a["session_id"] = a["user_id"] + "-" + a["timestamp"].dt.strftime("%Y%m%d")
         a = a.sort_values("_row", kind="stable")

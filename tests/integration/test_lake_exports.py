@@ -178,3 +178,70 @@ def test_a_killed_ingest_leaves_the_lake_before_or_after_and_corrections_replace
     assert got == {first: 2 * was[first], second: was[second]}
     assert con.execute("select count(*) from fct_orders").fetchone()[0] == after["orders"][1]
     con.close()
+
+
+def _retailrocket_log(seed: int = 7) -> pd.DataFrame:
+    """Three days of a RetailRocket-format event log: 150 visitors browsing 40 items between 08:00
+    and 20:00 UTC (no session crosses midnight), some carts turning into transactions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows, order = [], 9000
+    for day in range(3):
+        for visitor in rng.choice(150, size=90, replace=False):
+            t = pd.Timestamp("2015-06-01", tz="UTC") + pd.Timedelta(days=day, hours=int(rng.integers(8, 18)))
+            for _ in range(int(rng.integers(1, 6))):
+                item = int(rng.integers(0, 40))
+                rows.append([t, visitor, "view", item, None])
+                if rng.random() < 0.3:
+                    t += pd.Timedelta(minutes=int(rng.integers(1, 10)))
+                    rows.append([t, visitor, "addtocart", item, None])
+                    if rng.random() < 0.5:
+                        order += 1
+                        rows.append([t + pd.Timedelta(minutes=2), visitor, "transaction", item, order])
+                t += pd.Timedelta(minutes=int(rng.integers(1, 20)))
+    frame = pd.DataFrame(rows, columns=["when", "visitorid", "event", "itemid", "transactionid"])
+    frame["timestamp"] = frame.pop("when").astype("int64") // 1_000_000  # unix ms
+    frame["transactionid"] = frame["transactionid"].astype("Int64")
+    return frame[["timestamp", "visitorid", "event", "itemid", "transactionid"]]
+
+
+def test_event_log_and_demand_exports_merge_like_one_file(tmp_path):
+    """RetailRocket-style daily exports plus a re-sent day give the one-file warehouse (events,
+    derived sessions, orders); an ERP week re-sent with corrected units replaces the old figures."""
+    log = _retailrocket_log()
+    day = pd.to_datetime(log["timestamp"], unit="ms", utc=True).dt.day
+    erp = pd.DataFrame({"sku": ["7", "7", "9"], "store": ["berlin"] * 3, "date": ["2015-05-18", "2015-05-25", "2015-05-25"],
+                        "units_sold": [5, 8, 3]})
+    corrected = erp[erp["date"] == "2015-05-25"].assign(units_sold=[11, 0])
+
+    one, many = _settings(tmp_path, "one"), _settings(tmp_path, "many")
+    log.to_csv(tmp_path / "events.csv", index=False)
+    ingest_file(tmp_path / "events.csv", "retailrocket", lake_dir=one.lake_dir, quarantine_dir=one.quarantine_dir)
+    pd.concat([erp[erp["date"] == "2015-05-18"], corrected]).to_csv(tmp_path / "erp_truth.csv", index=False)
+    ingest_file(tmp_path / "erp_truth.csv", "erp_demand", lake_dir=one.lake_dir, quarantine_dir=one.quarantine_dir)
+
+    for d in (1, 2, 3):
+        log[day == d].to_csv(many.landing_dir / f"events_2015-06-0{d}.csv", index=False)
+    log[day >= 2].to_csv(many.landing_dir / "events_2015-06-03_resend.csv", index=False)  # days 2-3 again
+    reports = ingest_landing(many.landing_dir, "retailrocket", lake_dir=many.lake_dir, quarantine_dir=many.quarantine_dir)
+    assert len(reports) == 4
+    erp.to_csv(tmp_path / "erp_week1.csv", index=False)
+    corrected.to_csv(tmp_path / "erp_week2_resent.csv", index=False)
+    for name in ("erp_week1", "erp_week2_resent"):
+        ingest_file(tmp_path / f"{name}.csv", "erp_demand", lake_dir=many.lake_dir, quarantine_dir=many.quarantine_dir)
+
+    warehouse.build(one, echo=None)
+    warehouse.build(many, echo=None)
+    expected, got = _fingerprint(one), _fingerprint(many)
+    assert {k: v for k, v in got.items() if v != expected[k]} == {}
+    con = duckdb.connect(str(many.warehouse_path), read_only=True)
+    try:
+        assert con.execute("select count(*), count(distinct session_id) from fct_events").fetchone() == \
+            duckdb.connect(str(one.warehouse_path), read_only=True).execute(
+                "select count(*), count(distinct session_id) from fct_events").fetchone()
+        week = dict(con.execute("select item_id, units from staging.stg_lake__demand_history "
+                                "where demand_date = '2015-05-25'").fetchall())
+        assert week == {"7": 11, "9": 0}
+    finally:
+        con.close()

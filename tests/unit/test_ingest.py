@@ -331,6 +331,14 @@ def test_wrong_encoding_is_a_clear_error_and_the_right_one_reads(tmp_path):
     assert lake(tmp_path, "items")["title"].tolist() == ["CRÈME BRÛLÉE SET"]
 
 
+def test_a_bad_byte_deep_in_the_file_is_named_by_its_file_offset_and_line(tmp_path):
+    rows = [retail_row(invoice=f"5{i:05d}") for i in range(300)] + [retail_row(desc="CRÈME")]
+    path = write_csv(tmp_path / "latin.csv", rows, encoding="latin-1")
+    offset = path.read_bytes().index("È".encode("latin-1"))
+    with pytest.raises(IngestError, match=rf"not valid utf-8 text at byte {offset:,} \(line 302\)"):
+        ingest_file(path, "online_retail_ii", **dirs(tmp_path))
+
+
 def test_unreadable_xlsx(tmp_path):
     path = tmp_path / "broken.xlsx"
     path.write_bytes(b"this is not a zip archive")

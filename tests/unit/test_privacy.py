@@ -253,6 +253,26 @@ def _spend_until_refused(path, barrier, results):
     results.put(granted)
 
 
+def test_a_process_cannot_raise_the_ledgers_total_by_its_own_setting(tmp_path):
+    """A ledger at 0.6 of 1.0 must not accept 0.6 more because one process says PRIVACY_TOTAL_EPSILON=5."""
+    path = tmp_path / "ledger.sqlite"
+    BudgetLedger(path, 1.0).spend("mart", QUERY, 0.6)
+    with pytest.raises(ValueError, match="created with a total epsilon of 1"):
+        BudgetLedger(path, 5.0)
+    stricter = BudgetLedger(path, 0.7)  # a lower setting is stricter: it applies
+    with pytest.raises(BudgetExceededError):
+        stricter.spend("mart", QUERY, 0.2)
+
+
+def test_csv_cells_cannot_run_as_formulas():
+    from ml.governance.privacy import csv_safe
+
+    frame = pd.DataFrame({"category_l1": ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "toys", None], "revenue": [-1.5, 2, 3, 4, 5, 6]})
+    safe = csv_safe(frame)
+    assert safe["category_l1"].tolist()[:5] == ["'=1+1", "'+cmd", "'-2+3", "'@SUM(A1)", "toys"]
+    assert safe["revenue"].tolist() == frame["revenue"].tolist()  # numbers untouched
+
+
 def test_concurrent_spenders_never_exceed_the_total(tmp_path):
     path = tmp_path / "ledger.sqlite"
     BudgetLedger(path, 1.0)

@@ -27,7 +27,7 @@ KEY_A = "test-key-A-0123456789abcdef0123456789"
 KEY_B = "test-key-B-0123456789abcdef0123456789"
 USER = re.compile(r"^u_[0-9a-f]{32}$")
 SESSION = re.compile(r"^s_[0-9a-f]{32}$")
-DERIVED_SESSION = re.compile(r"^u_[0-9a-f]{32}-\d+$")  # <user pseudonym>-<n> / -<YYYYMMDD>
+DERIVED_SESSION = re.compile(r"^u_[0-9a-f]{32}-\d{8}(T\d{6})?$")  # <user pseudonym>-<first event time> / -<YYYYMMDD>
 
 RETAIL_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
 
