@@ -5,10 +5,12 @@ Daily: bring new raw data into the lake, then announce it (Asset `lake`) so the 
 * **ingest_new_files** — every export in `LANDING_DIR` not ingested before goes through the mapping
   (param `mapping`, else the `INGEST_MAPPING` setting); the ingestion ledger makes re-runs no-ops.
   With param `generate_scale` (tiny | small | medium | large) it first (re)generates the synthetic
-  lake (deterministic for a `seed`). A bad file fails the task at once (no retry) with the file and
-  reason; the warehouse and online store keep their last good state.
+  lake (deterministic for a `seed`). Each file is one commit of the lake; a file that fails moves
+  to `LANDING_DIR/_failed/` (with `<name>.error.txt`) and the others go on.
 * **publish_lake** — emits the `lake` Asset event carrying this run's data interval, or is skipped
   when nothing new arrived (then nothing downstream runs).
+* **check_failed_files** — fails (red, no retry) listing every file that failed and why, so ops see
+  it; the good files of the same run still flow downstream. Fix a file and move it back to retry.
 
 Runs in the `duckdb_writer` pool: lake files never change under a running dbt build.
 """
@@ -61,7 +63,19 @@ def ingest():
         outlet_events[LAKE].extra = extra
         return extra
 
-    publish_lake(ingest_new_files())
+    @task
+    def check_failed_files(result: dict) -> int:
+        from airflow.exceptions import AirflowFailException
+
+        if result.get("failed"):  # one line: the task log's error line shows it whole
+            files = "; ".join(f"{f['file']}: {f['reason']}".replace("\n", " ") for f in result["failed"])
+            raise AirflowFailException(f"{len(result['failed'])} file(s) failed and moved to the landing folder's "
+                                       f"_failed/ ({len(result['ingested'])} ingested): {files}")
+        return len(result["ingested"])
+
+    result = ingest_new_files()
+    publish_lake(result)
+    check_failed_files(result)
 
 
 ingest()

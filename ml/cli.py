@@ -630,8 +630,12 @@ def demo(
 def pipeline(
     scale: Optional[str] = typer.Option(None, help="Generator scale (default: SCALE setting)."),
     models: bool = typer.Option(True, "--models/--no-models", help="Also train, score and serve the user models."),
+    generate: Optional[bool] = typer.Option(
+        None, "--generate/--no-generate",
+        help="Generate a synthetic lake first. Default: only when the lake holds no ingested exports "
+             "(a real shop's lake runs as it is)."),
 ) -> None:
-    """The same steps without Airflow: generate, dbt build, feast apply, materialize, train, score (for scripts and benchmarks)."""
+    """The same steps without Airflow: generate (or use the ingested lake), dbt build, feast apply, materialize, train, score."""
     import duckdb
 
     from ml import contract as c
@@ -644,9 +648,22 @@ def pipeline(
     s = get_settings()
     s.ensure_dirs()
     scale = scale or s.scale
-    typer.echo(f"[1/6] generating the '{scale}' dataset into {s.lake_dir}")
-    gen = run_generate(scale=scale, seed=s.seed, lake_dir=s.lake_dir, progress=True)
-    typer.echo(f"      {gen['rows']}")
+    from ml.lake import read_commits
+
+    exports = [c for c in read_commits(s.lake_dir) if c.get("kind") == "ingest"]
+    if generate is None:
+        generate = not exports
+    if generate:
+        typer.echo(f"[1/6] generating the '{scale}' dataset into {s.lake_dir}")
+        gen = run_generate(scale=scale, seed=s.seed, lake_dir=s.lake_dir, progress=True)
+        typer.echo(f"      {gen['rows']}")
+    else:
+        held = {n: t["rows"] for n, t in c.lake_status(s.lake_dir).get("tables", {}).items() if t["present"]}
+        if not held:
+            typer.echo(f"error: the lake {s.lake_dir} is empty: ingest exports first (`ecomml ingest`) or "
+                       "run with --generate", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"[1/6] using the lake as it is: {len(exports)} ingested export(s) in {s.lake_dir}: {held}")
     typer.echo(f"[2/6] dbt build into {s.warehouse_path}")
     summary = build(s)
     typer.echo("[3/6] feast apply (definitions checked against the dbt manifest)")
@@ -688,10 +705,14 @@ def pipeline(
             f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
             f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"
             f"  ({recs_served.get('status')}); search: .venv/bin/ecomml recs search \"running shoes\"\n"
-            f"  demand_lgbm v{demand_trained['version']}               test WAPE {demand_trained['test_wape']} vs seasonal-naive"
-            f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"
-            f"  inventory plan                  {planned.get('plan_path')} ({planned.get('series', 0):,} series,"
-            f" {planned.get('orders_needed', 0):,} orders needed); .venv/bin/ecomml demand plan <item_id> <warehouse_id>\n"
+            + (
+                f"  demand_lgbm v{demand_trained['version']}               test WAPE {demand_trained['test_wape']} vs seasonal-naive"
+                f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"
+                f"  inventory plan                  {planned.get('plan_path')} ({planned.get('series', 0):,} series,"
+                f" {planned.get('orders_needed', 0):,} orders needed); .venv/bin/ecomml demand plan <item_id> <warehouse_id>\n"
+                if demand_trained.get("status") != "skipped"
+                else f"  demand forecasting              skipped: {demand_trained['reason']}\n"
+            ) +
             f"  MLflow UI                       .venv/bin/ecomml models ui\n"
             if trained
             else ""
@@ -732,8 +753,10 @@ def main() -> None:  # pragma: no cover - console entry
     sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
         app()
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         raise
+    except SystemExit as done:
+        _exit(done.code)
     except Exception as exc:  # noqa: BLE001 - the CLI's last word on anything a command raised
         if debug:
             raise
@@ -741,4 +764,18 @@ def main() -> None:  # pragma: no cover - console entry
         named = text if type(exc).__module__.startswith("ml.") or isinstance(exc, (ValueError, KeyError)) else \
             f"{type(exc).__name__}: {text}"
         typer.echo(f"error: {named}\n(run with --debug for the traceback)", err=True)
-        raise SystemExit(2) from None
+        _exit(2)
+
+
+def _exit(code) -> None:
+    """Exit with ``code``. When DuckDB was loaded, leave without the interpreter's teardown: DuckDB
+    2.0's bindings print dozens of harmless 'nanobind: leaked instance' lines there (a library still
+    holding a connection), burying the command's last line. Output is flushed first; the work is done."""
+    if isinstance(code, str):  # sys.exit("message")
+        print(code, file=sys.stderr)
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    if "duckdb" not in sys.modules:
+        raise SystemExit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -152,13 +152,14 @@ def run_ingest(
     """The ingest step: optionally (re)generate a synthetic lake, then ingest every file in
     LANDING_DIR not ingested before (the ledger makes re-runs no-ops).
 
-    Returns ``{"generated": summary|None, "ingested": [reports], "new_data": bool}``; raises
-    ``ml.ingest.IngestError`` naming every bad file (the others are still ingested).
+    Returns ``{"generated": summary|None, "ingested": [reports], "failed": [{"file", "reason"}],
+    "new_data": bool}``: a bad file moves to LANDING_DIR/_failed/ and is listed in ``failed`` while the
+    others are ingested. Raises ``ml.ingest.IngestError`` when no mapping is set for waiting files.
     """
     from ml.ingest import IngestError, ingest_landing
 
     settings.ensure_dirs()
-    result: dict[str, Any] = {"generated": None, "ingested": [], "new_data": False}
+    result: dict[str, Any] = {"generated": None, "ingested": [], "failed": [], "new_data": False}
     if generate_scale:
         from ml.generate import generate
 
@@ -173,9 +174,15 @@ def run_ingest(
                 f"{len(files)} file(s) wait in {settings.landing_dir} but no mapping is set: "
                 "set INGEST_MAPPING or trigger the ingest DAG with conf {\"mapping\": \"<preset or yaml>\"}"
             )
-        reports = ingest_landing(settings.landing_dir, mapping, lake_dir=settings.lake_dir,
-                                 quarantine_dir=settings.quarantine_dir,
-                                 max_quarantine_share=settings.ingest_max_quarantine_share)
+        from ml.ingest import LandingError
+
+        try:
+            reports = ingest_landing(settings.landing_dir, mapping, lake_dir=settings.lake_dir,
+                                     quarantine_dir=settings.quarantine_dir,
+                                     max_quarantine_share=settings.ingest_max_quarantine_share)
+        except LandingError as exc:  # the good files are committed: they go downstream, the bad ones are told
+            reports = exc.reports
+            result["failed"] = [{"file": f, "reason": why} for f, why in exc.failed]
         result["ingested"] = [_jsonable(r.to_dict()) for r in reports]
         result["new_data"] = result["new_data"] or bool(reports)
     return result
@@ -371,9 +378,14 @@ def serve_recommendations(settings: Settings, scored: dict) -> dict:
 
 def train_demand(settings: Settings) -> dict:
     """Backtest the demand models, fit + register the serving forecaster, promote if not worse."""
-    from ml.models.demand import train
+    from ml.models.demand import NoDemandDataError, train
 
-    return _jsonable(train(settings, echo=log.info).summary())
+    try:
+        return _jsonable(train(settings, echo=log.info).summary())
+    except NoDemandDataError as exc:  # a lake shape without demand series: the family sits this one out
+        log.warning("demand forecasting skipped: %s", exc)
+        return {"status": "skipped", "model": "demand_lgbm", "promoted": False, "version": None,
+                "decision": f"skipped: {exc}", "reason": str(exc)}
 
 
 def forecast_demand(settings: Settings) -> dict:
@@ -653,13 +665,33 @@ class AirflowClient:
                     run_id = run["dag_run_id"]
             if run is not None and run["state"] in ("success", "failed"):
                 if run["state"] == "failed":
-                    failed = [t["task_id"] for t in self.task_instances(dag_id, run_id) if t["state"] in ("failed", "upstream_failed")]
-                    raise OrchestrationError(f"{dag_id} run {run_id} failed; failed tasks: {failed}")
+                    raise OrchestrationError(self.failure_summary(dag_id, run_id))
                 return run
             if time.monotonic() > deadline:
                 state = run["state"] if run else "not created"
                 raise OrchestrationError(f"{dag_id}: run {run_id or '(none yet)'} still {state} after {timeout:.0f} s")
             time.sleep(poll)
+
+    def failure_summary(self, dag_id: str, run_id: str, tail: int = 12) -> str:
+        """Which run failed, where to look (the run in the UI, each failed task's log) and the end of
+        each failed task's log."""
+        tasks = self.task_instances(dag_id, run_id)
+        failed = [t for t in tasks if t["state"] == "failed"]
+        upstream = [t["task_id"] for t in tasks if t["state"] == "upstream_failed"]
+        lines = [f"{dag_id} run {run_id} failed: {[t['task_id'] for t in failed]}"
+                 + (f" (upstream_failed: {upstream})" if upstream else ""),
+                 f"  the run in the Airflow UI: {self.base_url}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"]
+        for t in failed:
+            try_number = int(t.get("try_number") or 1)
+            lines.append(f"  log of {t['task_id']}: {self.base_url}/dags/{dag_id}/runs/"
+                         f"{urllib.parse.quote(run_id, safe='')}/tasks/{t['task_id']}?try_number={try_number}")
+            try:
+                text = self.task_log(dag_id, run_id, t["task_id"], try_number, t.get("map_index", -1))
+            except OrchestrationError:
+                continue
+            last = [line for line in text.splitlines() if line.strip()][-tail:]
+            lines += [f"    | {line[:300]}" for line in last]
+        return "\n".join(lines)
 
     def backfill(self, dag_id: str, start: datetime, end: datetime, max_active_runs: int = 1,
                  reprocess: str = "completed") -> dict:

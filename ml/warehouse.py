@@ -96,7 +96,7 @@ def run_dbt(
     lines: list[str] = []
     with subprocess.Popen(
         cmd,
-        preexec_fn=_die_with_parent,  # a killed `ecomml warehouse build` takes its dbt with it
+        **child_process_kwargs(),  # a killed `ecomml warehouse build` takes its dbt with it
         env=dbt_env(settings),
         cwd=str(settings.dbt_project_dir),
         stdout=subprocess.PIPE,
@@ -111,6 +111,11 @@ def run_dbt(
             if echo is not None:
                 echo(line)
     return proc.returncode, lines
+
+
+def child_process_kwargs() -> dict:
+    """Popen arguments for a child that must not outlive this process (dbt holding the locks)."""
+    return {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -56,6 +56,11 @@ class DemandError(RuntimeError):
     """The backtest cannot run (missing mart, no usable series); nothing was logged."""
 
 
+class NoDemandDataError(DemandError):
+    """The lake holds no item x warehouse demand (no warehouse on any order, no ERP export): the
+    demand family has nothing to learn from, which is a shape the contract allows, not a failure."""
+
+
 def load_config(path: Path | str | None = None, **overrides) -> dict:
     from ml.models.forecast_models import load_config as load
 
@@ -129,7 +134,10 @@ def prepared_series(settings: Settings, config: dict) -> tuple["pd.DataFrame", "
 
     frame = load_series(settings)
     if frame.empty:
-        raise DemandError(f"{SERIES_MART} is empty: the lake has no demand (order lines or an ERP export)")
+        raise NoDemandDataError(
+            f"{SERIES_MART} is empty: the lake has no item x warehouse demand (orders without a warehouse and no "
+            f"ERP demand export). A one-site shop can map a constant location: `constants: {{warehouse_id: main}}` "
+            f"plus `warehouses` in the mapping's produces")
     freq = infer_frequency(frame["ds"])
     data = config.get("data", {})
     clean, preparation = prepare(frame, freq, min_history=int(data.get("min_history", 56)), country=_country(config))

@@ -102,10 +102,12 @@ def test_bad_raw_file_stops_the_chain_at_ingest(chain):
         proc = dags_test(settings, env_bad, "ingest")
         output = proc.stdout + proc.stderr
         assert "state=failed" in output or proc.returncode != 0
-        assert "broken_export.csv" in output and "ingest failed" in output
-        assert "DagRun failed" in output or "state=failed" in output  # publish_lake never ran: no lake event
+        assert "broken_export.csv" in output and "failed and moved" in output  # check_failed_files names it
+        assert "DagRun failed" in output or "state=failed" in output  # nothing new: publish_lake skipped, no lake event
+        assert (settings.landing_dir / "_failed" / "broken_export.csv").exists() and not bad.exists()
     finally:
-        bad.unlink()
+        bad.unlink(missing_ok=True)
+        shutil.rmtree(settings.landing_dir / "_failed", ignore_errors=True)
     assert checksum(settings.warehouse_path) == warehouse_before
     assert checksum(settings.feast_online_path) == online_before
     assert online_row(settings)[1] == row_before
@@ -187,3 +189,34 @@ def test_demand_dags_backtest_register_forecast_and_serve(chain):
     row = plan.sort_values("forecast_units").iloc[-1]
     online = demand.plan_online(settings, [(row["item_id"], row["warehouse_id"])])
     assert online["reorder_point"][0] == pytest.approx(row["reorder_point"])
+
+
+def test_ingest_dag_lands_monthly_exports_and_reports_a_broken_one(tmp_path):
+    """The ingest DAG over a landing folder of monthly Online Retail exports, an overlapping re-export
+    and a broken file: every good file is one commit, the broken one moves to _failed/ and fails
+    check_failed_files (red in the UI) while publish_lake still announces the new data."""
+    import pandas as pd
+
+    from ml import orchestration
+    from ml.lake import read_commits
+    from tests.conftest import shared_file
+
+    frame = pd.read_parquet(shared_file("online_retail_ii", "online_retail_ii_2009-12_2010-12.parquet"))
+    when = pd.to_datetime(frame["InvoiceDate"])
+    settings = settings_for(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    for month in ("2009-12", "2010-01", "2010-02"):
+        frame[when.dt.strftime("%Y-%m") == month].to_parquet(settings.landing_dir / f"export_{month}.parquet", index=False)
+    frame[(when >= "2010-01-15") & (when < "2010-02-15")].to_parquet(settings.landing_dir / "export_2010-02_resend.parquet", index=False)
+    (settings.landing_dir / "export_2010-03.csv").write_text("not,an\nexport,at all\n")
+    env = {**orchestration.airflow_env(settings, port=orchestration.free_port()), "INGEST_MAPPING": "online_retail_ii"}
+    orchestration.setup(settings, env=env, manifest=False)
+    proc = dags_test(settings, env, "ingest")
+    output = proc.stdout + proc.stderr
+    assert "check_failed_files" in output and "export_2010-03.csv" in output and "failed and moved" in output
+    commits = [c for c in read_commits(settings.lake_dir) if c["kind"] == "ingest"]
+    assert sorted(c["source"].rsplit("/", 1)[-1] for c in commits) == [
+        "export_2009-12.parquet", "export_2010-01.parquet", "export_2010-02.parquet", "export_2010-02_resend.parquet"]
+    assert (settings.landing_dir / "_failed" / "export_2010-03.csv").exists()
+    # publish_lake returned the lake event's extra (it pushes its XCom only when it succeeds)
+    assert any("Pushing xcom" in line and "task_id='publish_lake'" in line for line in output.splitlines())

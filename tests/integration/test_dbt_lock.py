@@ -58,3 +58,55 @@ def test_lock_is_held_while_dbt_runs_and_released_when_it_dies(tmp_path):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the killed process
     finally:
         os.close(fd)
+
+
+def test_a_child_started_for_dbt_dies_with_its_parent(tmp_path):
+    """What run_dbt starts dbt with: killed with SIGKILL, the parent takes the child along (a silent
+    dbt node would otherwise run on, holding the locks, until its next log line hits the closed pipe)."""
+    import signal
+    import sys
+    import time
+
+    import psutil
+
+    script = ("import subprocess, sys, time; from ml.warehouse import child_process_kwargs; "
+              "p = subprocess.Popen(['sleep', '120'], **child_process_kwargs()); print(p.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    _, alive = psutil.wait_procs([child], timeout=10)
+    assert not alive, "the child outlived its parent"
+
+
+def test_killing_the_cli_build_kills_its_dbt_and_frees_the_locks(built_warehouse, tmp_path):
+    """`ecomml warehouse build` killed with SIGKILL must not leave dbt running (holding the
+    warehouse lock for minutes), nor either lock held."""
+    import shutil
+    import signal
+    import sys
+    import time
+
+    import psutil
+
+    data = tmp_path / "data"
+    shutil.copytree(built_warehouse.lake_dir, data / "lake")
+    env = {**os.environ, "DATA_DIR": str(data), "DO_NOT_TRACK": "1"}
+    cli = subprocess.Popen([sys.executable, "-m", "ml", "warehouse", "build"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, dbt = time.monotonic() + 60, None
+    while dbt is None and time.monotonic() < deadline:
+        dbt = next((c for c in psutil.Process(cli.pid).children(recursive=True) if "dbt" in " ".join(c.cmdline())), None)
+        time.sleep(0.2)
+    assert dbt is not None, "dbt never started"
+    time.sleep(2)  # dbt holds the warehouse lock and the lake lock now
+    cli.send_signal(signal.SIGKILL)
+    cli.wait()
+    gone, alive = psutil.wait_procs([dbt], timeout=20)
+    assert not alive, "dbt outlived the CLI that started it"
+    for lock in (data / "warehouse" / "warehouse.duckdb.lock", data / "lake" / ".lake.lock"):
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no orphan holds it
+        finally:
+            os.close(fd)
