@@ -130,11 +130,13 @@ def ingest_landing(
     s = get_settings()
     s.ensure_dirs()
 
+    skipped = []
+
     def progress(path, report, error):
         if error:
             typer.echo(f"FAILED {path.name}", err=True)
         elif report.skipped:
-            typer.echo(f"skipped {path.name} (ingested before)", err=True)
+            skipped.append(path.name)
         else:
             _warn_quarantine(report)
 
@@ -150,7 +152,8 @@ def ingest_landing(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _echo_json([r.to_dict() for r in reports])
-    typer.echo(f"{len(reports)} new file(s) ingested from {s.landing_dir}", err=True)
+    typer.echo(f"{len(reports)} new file(s) ingested from {s.landing_dir}"
+               + (f"; {len(skipped)} ingested before, skipped" if skipped else ""), err=True)
 
 
 @app.command("presets")
@@ -713,7 +716,7 @@ def pipeline(
                 if demand_trained.get("status") != "skipped"
                 else f"  demand forecasting              skipped: {demand_trained['reason']}\n"
             ) +
-            f"  MLflow UI                       .venv/bin/ecomml models ui\n"
+            "  MLflow UI                       .venv/bin/ecomml models ui\n"
             if trained
             else ""
         )

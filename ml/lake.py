@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 COMMITS = "_commits.json"
 LOCK = ".lake.lock"
@@ -46,36 +46,43 @@ class LakeBusyError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------- lock
 @contextlib.contextmanager
-def lake_lock(lake_dir: Path, *, shared: bool = False, wait_message: str | None = None,
-              timeout: float | None = None) -> Iterator[None]:
-    """Hold the lake's lock: exclusive for a writer, ``shared`` for a reader that needs a stable lake
-    (a warehouse build). Says ``wait_message`` on stderr once when it has to wait; ``timeout``
-    seconds (None: wait for ever) then LakeBusyError."""
+def held(path: Path, *, shared: bool = False, timeout: float | None = None,
+         on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold ``flock`` on the file ``path`` (created if missing): shared or exclusive. ``on_wait()`` is
+    called once when another holder makes it wait; after ``timeout`` seconds (None: for ever)
+    LakeBusyError. Released when the block ends (or the process dies)."""
     import time
 
-    lake_dir = Path(lake_dir)
-    lake_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lake_dir / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if wait_message:
-                print(wait_message, file=sys.stderr, flush=True)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, mode | (fcntl.LOCK_NB if deadline else 0))
-                    break
-                except BlockingIOError:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, mode | (fcntl.LOCK_NB if deadline is not None or not waited else 0))
+                break
+            except BlockingIOError:
+                if not waited and on_wait:
+                    on_wait()
+                waited = True
+                if deadline is not None:
                     if time.monotonic() > deadline:
-                        raise LakeBusyError(f"the lake {lake_dir} is locked by another writer or a build "
-                                            f"(waited {timeout:.0f} s)") from None
+                        raise LakeBusyError(f"{path} is still held by another process after {timeout:.0f} s") from None
                     time.sleep(0.2)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def lake_lock(lake_dir: Path, *, shared: bool = False, wait_message: str | None = None,
+              timeout: float | None = None):
+    """The lake's lock: exclusive for a writer, ``shared`` for a reader that needs a stable lake (a
+    warehouse build: ml/dbt_locked.py takes it the same way). Says ``wait_message`` on stderr once
+    when it has to wait."""
+    say = (lambda: print(wait_message, file=sys.stderr, flush=True)) if wait_message else None
+    return held(Path(lake_dir) / LOCK, shared=shared, timeout=timeout, on_wait=say)
 
 
 # --------------------------------------------------------------------------------------- manifest

@@ -14,6 +14,7 @@ directories never collide in ``dbt_project/target``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -273,36 +274,18 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+@contextlib.contextmanager
 def _build_lock(settings: Settings, *, wait_s: float, on_wait):
     """Shared hold of the warehouse lock that every dbt run holds exclusively (ml/dbt_locked.py)."""
-    import contextlib
-    import fcntl
+    from ml.lake import LakeBusyError, held
 
-    @contextlib.contextmanager
-    def held():
-        path = Path(str(settings.warehouse_path) + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            deadline = time.monotonic() + wait_s
-            told = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not told and on_wait:
-                        on_wait(f"waiting for the running warehouse build to finish (up to {wait_s:.0f} s)")
-                        told = True
-                    if time.monotonic() > deadline:
-                        raise QueryError(f"a warehouse build still holds {settings.warehouse_path} after "
-                                         f"{wait_s:.0f} s; try again when it has finished") from None
-                    time.sleep(0.5)
+    say = (lambda: on_wait(f"waiting for the running warehouse build to finish (up to {wait_s:.0f} s)")) if on_wait else None
+    try:
+        with held(Path(str(settings.warehouse_path) + ".lock"), shared=True, timeout=wait_s, on_wait=say):
             yield
-        finally:
-            os.close(fd)
-
-    return held()
+    except LakeBusyError:
+        raise QueryError(f"a warehouse build still holds {settings.warehouse_path} after {wait_s:.0f} s; "
+                         "try again when it has finished") from None
 
 
 def connect(settings: Settings, read_only: bool = True):

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml.contract import TABLES, TS, finalize_lake
+from ml.contract import TS, finalize_lake
 from ml.generate import catalog
 from ml.generate.behaviour import DAY, EVENT_NAMES, PURCHASE, World, simulate
 from ml.generate.inventory import simulate_stock

@@ -192,6 +192,7 @@ def ingest_landing(landing_dir: Path, mapping: "str | Path | Mapping", *, lake_d
             raise  # the same for every file: one clear error, not one per file
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
             reason = str(exc) if isinstance(exc, IngestError) else f"{type(exc).__name__}: {exc}"
+            reason = reason.removeprefix(f"{path}: ")  # the summary names the file already
             failed.append((str(_move_failed(path, landing_dir, reason)), reason))
             if progress:
                 progress(path, None, reason)
@@ -200,6 +201,8 @@ def ingest_landing(landing_dir: Path, mapping: "str | Path | Mapping", *, lake_d
             progress(path, report, None)
         if not report.skipped:
             reports.append(report)
+            stale = landing_dir / FAILED_DIR / path.relative_to(landing_dir)
+            stale.with_name(stale.name + ".error.txt").unlink(missing_ok=True)  # a fixed file moved back
     if failed:
         lines = "\n".join(f"  {f}: {why}" for f, why in failed)
         raise LandingError(

@@ -36,24 +36,51 @@ class EarlierLines:
         less left to return than their quantity."""
         return _returned(self.lake_dir, orders, skip_cancellations)
 
-
     def demand_period(self, keys: pd.DataFrame) -> str | None:
         """The period (day | week) the lake's demand_history holds for these item x warehouse series,
         when they agree: a file of one date cannot tell a re-sent week from a day."""
-        import duckdb
-
         files = committed_files(self.lake_dir, "demand_history")
         if not files or keys.empty:
             return None
-        con = duckdb.connect()
+        con = _connect(self.lake_dir, keys=keys)
         try:
-            con.register("keys", keys)
-            paths = "[" + ", ".join(f"'{p}'" for p in files) + "]"
-            found = con.execute(f"""select distinct d.period from read_parquet({paths}) d
+            found = con.execute(f"""select distinct d.period from read_parquet({_paths(files)}) d
                                     join keys k using (item_id, warehouse_id)""").fetchall()
         finally:
             con.close()
         return found[0][0] if len(found) == 1 else None
+
+
+def _connect(lake_dir: Path, **frames: pd.DataFrame):
+    """A DuckDB connection (UTC) with ``seqs`` (stem -> commit seq) and the given frames registered."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("seqs", pd.DataFrame([(c["stem"], c["seq"]) for c in read_commits(lake_dir)], columns=["stem", "seq"]))
+    for name, frame in frames.items():
+        con.register(name, frame)
+    return con
+
+
+def _ids(values) -> pd.DataFrame:
+    return pd.DataFrame({"order_id": sorted(values)}, dtype="string")
+
+
+def _paths(paths: list[Path]) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+
+
+def _returned_units_sql(files: list[Path], where: str = "true") -> str:
+    """Units per (order_id, item_id) taken by the lake's returns (the latest export's copy of each
+    return_id, as dbt's stg_lake__returns), leaving out the cancellations in table ``skip_canc``."""
+    return f"""
+        select order_id, item_id, sum(quantity) as units from (
+            select r.*, s.seq from read_parquet({_paths(files)}, filename=true) r
+            join seqs s on s.stem = parse_filename(r.filename, true)
+            where {where} and split_part(r.return_id, '|', 1) not in (select order_id from skip_canc)
+            qualify row_number() over (partition by return_id order by s.seq desc) = 1
+        ) group by 1, 2"""
 
 
 def earlier_lines(lake_dir: Path) -> EarlierLines:
@@ -61,25 +88,12 @@ def earlier_lines(lake_dir: Path) -> EarlierLines:
 
 
 def _returned(lake_dir: Path, orders: set[str], skip_cancellations: set[str]) -> pd.DataFrame:
-    import duckdb
-
     files = committed_files(lake_dir, "returns")
     if not files or not orders:
         return pd.DataFrame(columns=["order_id", "item_id", "units"])
-    con = duckdb.connect()
+    con = _connect(lake_dir, wanted=_ids(orders), skip_canc=_ids(skip_cancellations))
     try:
-        con.register("seqs", pd.DataFrame([(c["stem"], c["seq"]) for c in read_commits(lake_dir)], columns=["stem", "seq"]))
-        con.register("wanted", pd.DataFrame({"order_id": sorted(orders)}, dtype="string"))
-        con.register("skip_canc", pd.DataFrame({"order_id": sorted(skip_cancellations)}, dtype="string"))
-        paths = "[" + ", ".join(f"'{p}'" for p in files) + "]"
-        return con.execute(f"""
-            select order_id, item_id, sum(quantity) as units from (
-                select r.*, s.seq from read_parquet({paths}, filename=true) r
-                join seqs s on s.stem = parse_filename(r.filename, true)
-                where r.order_id in (select order_id from wanted)
-                  and split_part(r.return_id, '|', 1) not in (select order_id from skip_canc)
-                qualify row_number() over (partition by return_id order by s.seq desc) = 1
-            ) group by 1, 2""").df()
+        return con.execute(_returned_units_sql(files, "r.order_id in (select order_id from wanted)")).df()
     finally:
         con.close()
 
@@ -89,29 +103,17 @@ def remaining_units(lake_dir: Path, items: list[str], *, skip_orders: set[str] =
     """Per lake order x item among ``items``: the customer, the order time and the units not returned
     yet (``left`` > 0). Orders in ``skip_orders`` (the new export re-sends them) and returns recorded
     by cancellation orders in ``skip_cancellations`` (the new export re-matches them) are left out."""
-    import duckdb
-
     lines, orders = committed_files(lake_dir, "order_lines"), committed_files(lake_dir, "orders")
     if not items or not lines or not orders:
         return pd.DataFrame(columns=COLUMNS)
     returns = committed_files(lake_dir, "returns")
-    con = duckdb.connect()
+    con = _connect(lake_dir, wanted=pd.DataFrame({"item_id": list(items)}), skip_orders=_ids(skip_orders),
+                   skip_canc=_ids(skip_cancellations))
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("seqs", pd.DataFrame([(c["stem"], c["seq"]) for c in read_commits(lake_dir)], columns=["stem", "seq"]))
-        con.register("wanted", pd.DataFrame({"item_id": list(items)}))
-        con.register("skip_orders", pd.DataFrame({"order_id": sorted(skip_orders)}, dtype="string"))
-        con.register("skip_canc", pd.DataFrame({"order_id": sorted(skip_cancellations)}, dtype="string"))
-        files = lambda paths: "[" + ", ".join(f"'{p}'" for p in paths) + "]"  # noqa: E731
+        files = _paths
         returned = "select null::varchar as order_id, null::varchar as item_id, 0 as units where false"
         if returns:
-            returned = f"""
-                select order_id, item_id, sum(quantity) as units from (
-                    select r.*, s.seq from read_parquet({files(returns)}, filename=true) r
-                    join seqs s on s.stem = parse_filename(r.filename, true)
-                    where split_part(r.return_id, '|', 1) not in (select order_id from skip_canc)
-                    qualify row_number() over (partition by return_id order by s.seq desc) = 1
-                ) group by 1, 2"""
+            returned = _returned_units_sql(returns)
         return con.execute(f"""
             with l as (
                 select l.order_id, l.item_id, l.quantity, coalesce(l.returned_quantity, 0) as own, s.seq,

@@ -65,7 +65,6 @@ def test_a_child_started_for_dbt_dies_with_its_parent(tmp_path):
     dbt node would otherwise run on, holding the locks, until its next log line hits the closed pipe)."""
     import signal
     import sys
-    import time
 
     import psutil
 
