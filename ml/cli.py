@@ -169,16 +169,29 @@ def presets() -> None:
 def warehouse_build(
     select: Optional[str] = typer.Option(None, "--select", "-s", help="dbt node selection."),
     full_refresh: bool = typer.Option(False, help="Rebuild incremental models from scratch."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="YYYY-MM-DD: build from the facts known at the end of that day (UTC)."),
 ) -> None:
     """Run `dbt build` (models + tests) into the DuckDB warehouse and the feature Parquet files."""
     from ml.warehouse import WarehouseBuildError, build
 
     try:
-        summary = build(get_settings(), select=select, full_refresh=full_refresh)
+        summary = build(get_settings(), select=select, full_refresh=full_refresh, vars=_as_of_vars(as_of))
     except WarehouseBuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     _echo_json(summary)
+
+
+def _as_of_vars(as_of: Optional[str]) -> dict | None:
+    """dbt vars for ``--as-of`` (a checked ISO date), or None."""
+    if as_of is None:
+        return None
+    from datetime import date
+
+    try:
+        return {"as_of": date.fromisoformat(as_of).isoformat()}
+    except ValueError:
+        raise typer.BadParameter(f"{as_of!r} is not a date (YYYY-MM-DD)", param_hint="--as-of") from None
 
 
 @warehouse_app.command("parse")
@@ -637,6 +650,8 @@ def pipeline(
         None, "--generate/--no-generate",
         help="Generate a synthetic lake first. Default: only when the lake holds no ingested exports "
              "(a real shop's lake runs as it is)."),
+    as_of: Optional[str] = typer.Option(
+        None, "--as-of", help="YYYY-MM-DD: build, train and score on the facts known at the end of that day (UTC)."),
 ) -> None:
     """The same steps without Airflow: generate (or use the ingested lake), dbt build, feast apply, materialize, train, score."""
     import duckdb
@@ -651,6 +666,9 @@ def pipeline(
     s = get_settings()
     s.ensure_dirs()
     scale = scale or s.scale
+    dbt_vars = _as_of_vars(as_of)
+    from datetime import timedelta
+
     from ml.lake import read_commits
 
     exports = [c for c in read_commits(s.lake_dir) if c.get("kind") == "ingest"]
@@ -667,12 +685,12 @@ def pipeline(
                        "run with --generate", err=True)
             raise typer.Exit(2)
         typer.echo(f"[1/6] using the lake as it is: {len(exports)} ingested export(s) in {s.lake_dir}: {held}")
-    typer.echo(f"[2/6] dbt build into {s.warehouse_path}")
-    summary = build(s)
+    typer.echo(f"[2/6] dbt build into {s.warehouse_path}" + (f", as of the end of {as_of}" if as_of else ""))
+    summary = build(s, vars=dbt_vars)
     typer.echo("[3/6] feast apply (definitions checked against the dbt manifest)")
     apply(s)
     typer.echo("[4/6] materializing the latest feature values into the online store")
-    stats = materialize_incremental(s, _now())
+    stats = materialize_incremental(s, _utc(as_of) + timedelta(days=1) if as_of else _now())
     rows = stats["rows"]
     trained, served, recs_trained, recs_served, demand_trained, planned = None, {}, None, {}, None, {}
     if models:

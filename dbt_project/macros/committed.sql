@@ -18,3 +18,19 @@
 {%- macro latest_value(column) -%}
     arg_max({{ column }}, (_commit_seq, {{ column }})) filter (where {{ column }} is not null)
 {%- endmacro -%}
+
+{#- With the var `as_of` (YYYY-MM-DD: `ecomml warehouse build --as-of`, `ecomml pipeline --as-of`),
+    facts after the END of that day (UTC) are left out, so the warehouse, its features and every model
+    trained or scored on them see the shop as it was that evening. Without it: true. -#}
+{%- macro known_as_of(column, is_date=false) -%}
+    {%- set as_of = var('as_of', none) -%}
+    {%- if as_of -%}
+        {%- if is_date -%}
+            {{ column }} <= date '{{ as_of }}'
+        {%- else -%}
+            {{ column }} < timezone('UTC', (date '{{ as_of }}' + 1)::timestamp)
+        {%- endif -%}
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro -%}

@@ -278,3 +278,26 @@ def test_a_lake_without_warehouses_builds_validates_and_skips_demand(tmp_path):
     summary = orchestration.train_demand(settings)
     assert summary["status"] == "skipped" and not summary["promoted"]
     assert "constants: {warehouse_id: main}" in summary["reason"]
+
+
+def test_a_build_as_of_a_past_day_sees_only_what_was_known_then(tmp_path):
+    frame = pd.read_parquet(shared_file(*RETAIL))
+    when = pd.to_datetime(frame["InvoiceDate"])
+    frame[when < "2010-01-15"].to_parquet(tmp_path / "export.parquet", index=False)
+    settings = _settings(tmp_path, "lake")
+    ingest_file(tmp_path / "export.parquet", "online_retail_ii", lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
+    warehouse.build(settings, echo=None, vars={"as_of": "2009-12-31"})
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        last_order, orders = con.execute("select max(order_date), count(*) from fct_orders").fetchone()
+        (last_feature,) = con.execute("select max(event_timestamp) from feat_user_rfm").fetchone()
+        (returned_later,) = con.execute("select count(*) from staging.stg_lake__returns "
+                                        "where returned_at >= '2010-01-01'").fetchone()
+    finally:
+        con.close()
+    paths = ", ".join(f"'{p}'" for p in committed_files(settings.lake_dir, "orders"))
+    in_lake = duckdb.sql(f"select count(*) filter (where ordered_at < '2010-01-01 00:00:00+00'), count(*) "
+                         f"from read_parquet([{paths}])").fetchall()[0]
+    assert str(last_order) == "2009-12-23"  # the shop's last December trading day
+    assert orders == in_lake[0] < in_lake[1]  # December's orders, not January's
+    assert last_feature.date().isoformat() <= "2010-01-01" and returned_later == 0

@@ -24,6 +24,7 @@ renamed as (
         _commit_seq
     from source
     where item_id is not null and warehouse_id is not null and demand_date is not null
+        and {{ known_as_of('demand_date', is_date=true) }}
 ),
 
 final as (

@@ -22,7 +22,7 @@ renamed as (
         rating,
         _commit_seq
     from source
-    where event_id is not null
+    where event_id is not null and {{ known_as_of('event_timestamp') }}
 ),
 
 final as (

@@ -14,7 +14,7 @@ final as (
         lead_time_days,
         on_order_units
     from source
-    where item_id is not null
+    where item_id is not null and {{ known_as_of('snapshot_date', is_date=true) }}
     qualify row_number() over (partition by trim(item_id), trim(warehouse_id), snapshot_date order by _commit_seq desc, on_hand_units) = 1
 )
 

@@ -28,7 +28,7 @@ renamed as (
             partition by _commit_stem, trim(order_id), trim(item_id) order by line_number
         ) as item_occurrence
     from source
-    where order_id is not null
+    where order_id is not null and {{ known_as_of('order_date', is_date=true) }}
 ),
 
 latest as (

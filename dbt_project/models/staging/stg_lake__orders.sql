@@ -17,7 +17,7 @@ renamed as (
         coalesce(lower(nullif(trim(status), '')), 'completed') as status,
         _commit_seq
     from source
-    where order_id is not null
+    where order_id is not null and {{ known_as_of('ordered_at') }}
 ),
 
 final as (

@@ -15,7 +15,7 @@ renamed as (
         returned_at,
         _commit_seq
     from source
-    where return_id is not null and quantity > 0
+    where return_id is not null and quantity > 0 and {{ known_as_of('returned_at') }}
 ),
 
 final as (

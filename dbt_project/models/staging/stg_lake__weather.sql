@@ -12,7 +12,7 @@ final as (
         temperature_c,
         precipitation_mm
     from source
-    where region is not null
+    where region is not null and {{ known_as_of('weather_date', is_date=true) }}
     qualify row_number() over (partition by trim(region), weather_date order by _commit_seq desc, temperature_c) = 1
 )
 
