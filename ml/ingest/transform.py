@@ -53,6 +53,7 @@ REASON_ORDER = (
 TEXT_FIELDS = ("title", "description", "category", "category_l1", "category_l2", "category_l3", "brand",
                "country", "region", "gender", "search_query", "event_type")
 _INT_STRING = re.compile(r"^(-?\d+)\.0+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in an id: a quarantine reason
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # text keeps tabs and line breaks
 INT32_MAX = 2**31 - 1
 _TRUE_WORDS = {"true", "t", "yes", "y"}
@@ -96,9 +97,6 @@ def to_id(series: pd.Series) -> pd.Series:
     out = series.astype("string").str.strip()
     out = out.str.replace(_INT_STRING, r"\1", regex=True)
     return out.mask(out == "")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def placeholder_ids(ids: pd.Series, placeholders: list[str], zero: bool) -> pd.Series:

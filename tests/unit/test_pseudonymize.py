@@ -375,3 +375,23 @@ def test_check_and_record_on_an_empty_lake(tmp_path):
     assert not (root / MARKER).exists()  # a raw lake gets no file at all
     record_id_space(root, Pseudonymizer(KEY_A), writer="test")
     assert json.loads((root / MARKER).read_text())["recorded_by"] == "test"
+
+
+@pytest.mark.parametrize("key", [" " * 32, "a" * 40, " " + "k" * 40])
+def test_a_key_that_is_not_a_random_secret_is_refused(key):
+    with pytest.raises(ValueError, match="must be a random secret"):
+        Secrets(pseudonymize_key=key)
+
+
+def test_a_bad_key_in_the_environment_is_one_line_naming_the_setting(monkeypatch):
+    from ml.settings import SettingsError, get_secrets
+
+    monkeypatch.setenv("PSEUDONYMIZE_KEY", "too-short-secret")
+    get_secrets.cache_clear()
+    try:
+        with pytest.raises(SettingsError) as err:
+            get_secrets()
+    finally:
+        get_secrets.cache_clear()
+    assert str(err.value).startswith("PSEUDONYMIZE_KEY") and "\n" not in str(err.value)
+    assert "too-short-secret" not in str(err.value)

@@ -62,3 +62,43 @@ def test_as_env_round_trips_through_the_environment(tmp_path, monkeypatch):
     for key, value in original.as_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+def test_paths_and_env_file_resolve_from_the_project_the_user_stands_in(tmp_path, monkeypatch):
+    """The console script installed elsewhere must not put ./data where it was installed."""
+    from ml.settings import get_settings, user_root
+
+    project = tmp_path / "shop"
+    (project / "dbt_project").mkdir(parents=True)
+    (project / "dbt_project" / "dbt_project.yml").write_text("name: x\n")
+    (project / "feature_repo").mkdir()
+    (project / ".env").write_text("DATA_DIR=./state\nSEED=7\n")
+    inside = project / "notebooks"
+    inside.mkdir()
+    monkeypatch.chdir(inside)
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.delenv("SEED", raising=False)
+    assert user_root() == project
+    get_settings.cache_clear()
+    try:
+        s = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert s.data_dir == project / "state" and s.lake_dir == project / "state" / "lake"
+    assert s.seed == 7 and s.dbt_project_dir == project / "dbt_project"
+    monkeypatch.chdir(tmp_path)  # outside any project: the installed package's root
+    assert user_root() == PROJECT_ROOT
+
+
+def test_cli_failures_are_one_error_line_and_exit_2(tmp_path):
+    env = {**__import__("os").environ, "DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run([sys.executable, "-m", "ml", "warehouse", "query", "copy x to '/tmp/y'"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: only SELECT") and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ml", "ingest", "--mapping", "nope", __file__],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "error: mapping 'nope' is neither a preset" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ml", "--debug", "demand", "plan", "x", "y"],
+                          capture_output=True, text=True, env={**env, "FEAST_REPO_DIR": str(tmp_path / "none")})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr  # --debug: the traceback, for a bug report

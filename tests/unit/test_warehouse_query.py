@@ -71,3 +71,17 @@ def test_a_build_that_does_not_finish_in_time_is_a_clear_error(wh):
             query(wh, "select 1", wait_s=0.5)
     finally:
         os.close(fd)
+
+
+def test_a_build_that_stops_without_run_results_says_how_far_it_got(tmp_settings, monkeypatch):
+    """dbt killed midway writes no run_results.json: the error must not say 'before any node'."""
+    from ml import warehouse
+
+    lines = ["1 of 3 START sql view model staging.stg_x", "1 of 3 OK created sql view model staging.stg_x",
+             "2 of 3 PASS not_null_stg_x_id", "Killed"]
+    monkeypatch.setattr(warehouse, "run_dbt", lambda settings, args, echo=None: (-9, lines))
+    with pytest.raises(warehouse.WarehouseBuildError, match=r"stopped after 2 node\(s\) had finished.*exit -9"):
+        warehouse.build(tmp_settings, echo=None)
+    monkeypatch.setattr(warehouse, "run_dbt", lambda settings, args, echo=None: (2, ["Encountered an error"]))
+    with pytest.raises(warehouse.WarehouseBuildError, match="stopped before running any node"):
+        warehouse.build(tmp_settings, echo=None)
