@@ -135,12 +135,17 @@ def ensure_manifest(lake_dir: Path) -> None:
     if (lake_dir / COMMITS).exists() or not lake_dir.exists():
         return
     with lake_lock(lake_dir):
-        if (lake_dir / COMMITS).exists():
-            return
-        stems = sorted({p.stem for t in _table_names() for p in data_files(lake_dir, t)})
-        commits = [{"seq": i + 1, "stem": s, "kind": "adopted", "source": "files present before the commit log",
-                    "committed_at": _now()} for i, s in enumerate(stems)]
-        _write_commits(lake_dir, commits)
+        _adopt(lake_dir)
+
+
+def _adopt(lake_dir: Path) -> None:
+    """(Under the exclusive lock.) Write the manifest of a lake that has none."""
+    if (lake_dir / COMMITS).exists():
+        return
+    stems = sorted({p.stem for t in _table_names() for p in data_files(lake_dir, t)})
+    commits = [{"seq": i + 1, "stem": s, "kind": "adopted", "source": "files present before the commit log",
+                "committed_at": _now()} for i, s in enumerate(stems)]
+    _write_commits(lake_dir, commits)
 
 
 def _now() -> str:
@@ -216,9 +221,9 @@ def begin(lake_dir: Path, *, kind: str, source: str, wait_message: str | None = 
           **meta) -> Iterator[LakeCommit]:
     """A LakeCommit under the exclusive lock; committed when the block ends without an exception."""
     lake_dir = Path(lake_dir)
-    ensure_manifest(lake_dir)
     msg = wait_message or f"waiting for the lake {lake_dir}: another ingest or a warehouse build holds it"
     with lake_lock(lake_dir, wait_message=msg):
+        _adopt(lake_dir)
         sweep(lake_dir)  # what a writer killed before its commit left
         seq = max((c["seq"] for c in read_commits(lake_dir)), default=0) + 1
         commit = LakeCommit(lake_dir, kind=kind, source=source, seq=seq, meta=meta)

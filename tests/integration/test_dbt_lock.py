@@ -109,3 +109,21 @@ def test_killing_the_cli_build_kills_its_dbt_and_frees_the_locks(built_warehouse
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no orphan holds it
         finally:
             os.close(fd)
+
+
+def test_dbt_holds_the_lake_lock_shared_so_a_commit_waits_for_it(tmp_path):
+    """While an ingest commits (exclusive lake lock), a dbt process waits before reading the lake."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    env = {**os.environ, "WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"), "LAKE_DIR": str(lake), "DO_NOT_TRACK": "1"}
+    fd = os.open(lake / ".lake.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # an ingest is committing
+    proc = subprocess.Popen([*dbt_command(), "--version"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "an ingest is committing" in out, out

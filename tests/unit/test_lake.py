@@ -70,3 +70,26 @@ def test_generate_refuses_a_lake_holding_ingested_exports(tmp_path):
     with pytest.raises(ValueError, match="holds 1 ingested export.*shop.csv.*another DATA_DIR"):
         generate(scale="tiny", lake_dir=tmp_path, pseudonymize_key=None)
     assert len(committed_files(tmp_path, "events")) == 1
+
+
+def test_a_writer_waits_while_a_build_reads_the_lake(tmp_path, capsys):
+    """dbt holds the lake lock shared for a build (ml/dbt_locked.py): an ingest's commit waits, says so."""
+    import threading
+    import time
+
+    done = []
+
+    def ingest():
+        with begin(tmp_path, kind="ingest", source="late") as commit:
+            commit.write("events", _events(1), commit.stem("ing-late"))
+        done.append(time.monotonic())
+
+    with lake.lake_lock(tmp_path, shared=True):  # a build is reading
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        time.sleep(1.0)
+        assert not done and read_commits(tmp_path) == []
+        released = time.monotonic()
+    worker.join(10)
+    assert done and done[0] >= released
+    assert "waiting for the lake" in capsys.readouterr().err
