@@ -19,6 +19,14 @@ Per dataset (its own temp DATA_DIR and feature-repo copy):
   end to end (Feast service recs_widedeep_v1, MLflow in the temp dir); otherwise the same split
   frame-level (recs_protocols.time_split_evaluation), and the JSON records why.
 
+- ``purchases`` (a shop's own question, ml.models.recs_eval): train up to a cutoff (the lake's end
+  minus 28 days, and 28 days before that: two origins), serve lists for every known customer at the
+  cutoff exactly as ``recs score`` does (recs.serving_pairs + serve_lists, frame-level: no Feast
+  service), then the next 28 days' purchases: repeats Recall@10, new_items Recall@20 (with the
+  served new-items list), per segment (new / returning / heavy customers), coverage, beside the
+  plain references popularity, item-kNN and own history ("buy again"); the gate line says whether
+  each ranker would be promoted.
+
 Item text embeddings (all-MiniLM-L6-v2, ``recs.embed_items``) feed the time split's content
 source. LightGBM runs on 1 thread (2 threads on 2 shared cores ran 10-20x slower, measured), torch
 on 1. Results: bench/results/recs_real.json (one result per model and table: value = NDCG@10,
@@ -42,7 +50,7 @@ from bench.common import Result, write_results  # noqa: E402
 DATASETS = {  # name -> mapping preset, file under shared/data, the protocols it is benchmarked under
     "movielens": {"preset": "movielens_atomic", "file": ("movielens_100k", "ml-100k.inter"), "protocols": ("recbole", "time")},
     "retail": {"preset": "online_retail_ii", "file": ("online_retail_ii", "online_retail_ii_2009-12_2010-12.parquet"),
-               "protocols": ("time",)},
+               "protocols": ("time", "purchases")},
 }
 RECBOLE_BPR = {"recall@10": 0.2523, "ndcg@10": 0.2920, "hit@10": 0.7953}  # RecBole docs, ml-100k, BPR
 TIME_COLUMNS = ["n_users", "recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@10", "coverage@20",
@@ -198,6 +206,44 @@ def time_split(name: str, settings, inter, items, config, seconds: dict) -> tupl
     return results, detail
 
 
+def purchases(name: str, inter, items, config, item_matrix, seconds: dict, horizon: int = 28, origins: int = 2) -> tuple[list[Result], dict]:
+    import pandas as pd
+
+    from ml.models import recs, recs_eval
+    from ml.models import recs_protocols as rp
+
+    cfg = {**config, "feature_service": None}
+    results, detail = [], {}
+    end = recs.lake_end(inter)
+    for i in range(origins):
+        cutoff = end - pd.Timedelta(days=horizon * (i + 1))
+        t = time.perf_counter()
+        before = inter[inter["event_timestamp"] < cutoff]
+        frames = recs.training_frames(None, cfg, before, items, item_matrix, lambda _m: None)
+        models = {m: rp.fit_ranker(m, frames["train"], frames["valid"], cfg) for m in (recs.LGBM_NAME, recs.MODEL_NAME)}
+        out = recs.purchase_evaluation(None, cfg, inter, items, models, cutoff, horizon, item_matrix)
+        seconds[f"purchases_{cutoff:%Y%m%d}"] = time.perf_counter() - t
+        table = out["table"]
+        print(f"\n{name}: purchase protocols at {cutoff:%Y-%m-%d}: {out['note']}; heavy = >= {out['heavy_days']} purchase days; "
+              f"coverage " + ", ".join(f"{m} {v:.1%}" for m, v in out["coverage"].items()))
+        print(recs_eval.pivot(table).round(4).to_string())
+        print("users per cell: " + ", ".join(f"{c} {int(v)}" for c, v in recs_eval.pivot(table, "n_users").iloc[0].items()))
+        for m, losses in out["losses"].items():
+            print(f"  gate {m}: " + ("beats every reference" if not losses else "; ".join(losses)))
+        at = table[table["segment"].eq("all")].set_index(["protocol", "model"])["recall"]
+        for m in models:
+            for protocol, k in recs_eval.PROTOCOLS.items():
+                refs = {r: float(at[(protocol, r)]) for r in ("popularity", "item_knn", "own_history")}
+                best = max(refs, key=refs.get)
+                results.append(Result(f"{m} {protocol} recall@{k}", round(float(at[(protocol, m)]), 4), f"recall@{k}",
+                                      f"{name}/purchases_{cutoff:%Y-%m-%d}_{horizon}d", baseline=round(refs[best], 4), baseline_name=best,
+                                      extra={"references": {r: round(v, 4) for r, v in refs.items()}, "coverage": round(out["coverage"][m], 4),
+                                             "losses": out["losses"][m]}))
+        detail[f"{cutoff:%Y-%m-%d}"] = {"table": table.round(4).to_dict("records"), "coverage": out["coverage"],
+                                        "heavy_days": out["heavy_days"], "buyers": out["buyers"]}
+    return results, detail
+
+
 def run_dataset(name: str, root: Path, max_rows: int) -> list[Result]:
     from ml.models import recs
 
@@ -217,6 +263,9 @@ def run_dataset(name: str, root: Path, max_rows: int) -> list[Result]:
     if "time" in DATASETS[name]["protocols"]:
         got, details["time_split"] = time_split(name, settings, inter, items, config, seconds)
         results += got
+    if "purchases" in DATASETS[name]["protocols"]:
+        got, details["purchases"] = purchases(name, inter, items, config, recs.load_item_matrix(settings), seconds)
+        results += got
     seconds["total"] = time.perf_counter() - started
     results.append(Result("seconds_total", round(seconds["total"], 1), "s", name,
                           extra={"stages": {k: round(v, 1) for k, v in seconds.items()}, **details}))
@@ -228,7 +277,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="movielens,retail", help="comma-separated: " + ",".join(DATASETS))
     parser.add_argument("--retail-max-rows", type=int, default=0, help="read only the first N lines of the retail file (0: all)")
+    parser.add_argument("--protocols", default="", help="comma-separated subset of recbole,time,purchases (default: each dataset's own)")
     args = parser.parse_args()
+    if args.protocols:
+        wanted = set(args.protocols.split(","))
+        for spec in DATASETS.values():
+            spec["protocols"] = tuple(p for p in spec["protocols"] if p in wanted)
     import torch
 
     torch.set_num_threads(1)

@@ -86,8 +86,8 @@ item_embeddings = FeatureView(
     tags={"model": "all-MiniLM-L6-v2", "produced_by": "ml.models.recs.embed_items"},
 )
 
-# Batch recommendations (ml/models/recs.py): the champion ranker's top K per active user after the
-# business rules, plus one row for user_id "__fallback__" (the list for users without their own).
+# Batch recommendations (ml/models/recs.py): the champion ranker's top K per known user after the
+# business rules (and the top K among items the user never bought), plus one row for user_id "__fallback__" (the list for users without their own).
 recs_widedeep_scores_source = FileSource(
     name="recs_widedeep_scores_source",
     path=str(SCORES_DIR / "recs_widedeep.parquet"),
@@ -104,7 +104,9 @@ user_recommendations = FeatureView(
     schema=[
         Field(name="rec_item_ids", dtype=Array(String), description="Recommended items, best first"),
         Field(name="rec_scores", dtype=Array(Float64), description="Ranker score of each item"),
-        Field(name="rec_sources", dtype=Array(String), description="Candidate source of each item: covisit | popular | content"),
+        Field(name="rec_sources", dtype=Array(String), description="Candidate source of each item: covis | repeat | content | popularity"),
+        Field(name="new_item_ids", dtype=Array(String), description="Recommended items the user never bought, best first"),
+        Field(name="new_scores", dtype=Array(Float64), description="Ranker score of each new item"),
         Field(name="model_name", dtype=String, description="Registered ranker that scored (recs_widedeep or recs_lgbm)"),
         Field(name="model_version", dtype=String, description="Its registered version"),
     ],

@@ -469,17 +469,21 @@ def recs_score(serve: bool = typer.Option(True, "--serve/--no-serve", help="Also
 
 
 @recs_app.command("show")
-def recs_show(user_id: str = typer.Argument(..., help="The user (unknown users get the fallback list).")) -> None:
+def recs_show(
+    user_id: str = typer.Argument(..., help="The user (unknown users get the fallback list)."),
+    new_only: bool = typer.Option(False, "--new-only", help="Only items the user has never bought."),
+) -> None:
     """A user's current recommendations, read from the online store (one get_online_features call)."""
     from ml.models.recs import recommend
 
-    recs = recommend(get_settings(), user_id)
+    recs = recommend(get_settings(), user_id, new_only=new_only)
     if recs.empty:
         typer.echo("no recommendations served yet: run `ecomml recs score`", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{user_id}: {'fallback list (no list of its own)' if recs['is_fallback'].iloc[0] else 'personal list'}, "
-               f"model version {recs['model_version'].iloc[0]}")
-    typer.echo(recs.drop(columns=["is_fallback", "model_version"]).to_string(index=False))
+    what = "fallback list (no list of its own)" if recs["is_fallback"].iloc[0] else "personal list"
+    typer.echo(f"{user_id}: {what}{' of new items' if new_only else ''}, model version {recs['model_version'].iloc[0]}")
+    shown = recs.drop(columns=["is_fallback", "model_version"] + (["source"] if new_only else []))
+    typer.echo(shown.to_string(index=False))
 
 
 @recs_app.command("search")

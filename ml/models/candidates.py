@@ -15,6 +15,13 @@ better, sorted by user, score descending, item_id). All functions are pure: fram
         sqrt(freq(item) * freq(neighbor)) (freq = summed event weight over sessions) so very popular
         items do not dominate; the best ``top_n_per_item`` neighbours per item
     covisit_candidates(history, covis, n, ...)          sum over recent items of weight x covis score
+    item_knn_weights(r, k, shrink) -> item x item sparse W   cosine of the binary user x item columns,
+        each item's k nearest (RecBole's ItemKNN; also the reference in ml.models.recs_eval)
+    knn_candidates(history, n, ...)                     item-kNN over the users' whole item sets: score =
+        sum over the user's items of W[item, candidate] (items the user has are not proposed)
+    repeat_candidates(history, now, n, ...)             "buy again": the user's own items, score = sum
+        over the user's events on the item of event weight x 0.5 ** (age / repeat_half_life_days)
+        (frequency and recency in one number); real shops' customers mostly rebuy
     popularity(interactions, now, ...) -> pop table [segment, item_id, score]
         recency-decayed (half-life) weighted interaction share, overall (segment ALL) and per
         segment, each segment shrunk towards the overall share (``segment_prior``)
@@ -22,7 +29,7 @@ better, sorted by user, score descending, item_id). All functions are pure: fram
     content_candidates(history, item_matrix, n, ...)    cosine to the recency-weighted mean embedding
         of the user's recent items; recommends items never interacted with (cold-start items)
     generate(users, history, now, config, covis, pop_table, segments, item_matrix)
-        -> [user_id, item_id, rank, source, n_sources, covis_score, content_score, pop_score]
+        -> [user_id, item_id, rank, source, n_sources, covis_score, knn_score, repeat_score, content_score, pop_score]
     recall_by_source(candidates, truth, k=100) -> [source, recall@k, n_users]
 """
 
@@ -37,7 +44,8 @@ from ml.models.hyperparams import as_config
 from ml.models.rank_metrics import ranking_metrics
 
 ALL = "__all__"  # the overall popularity list in a pop table (users without a known segment)
-SOURCES = {"covis": "covis_score", "content": "content_score", "popularity": "pop_score"}  # priority order
+SOURCES = {"covis": "covis_score", "knn": "knn_score", "repeat": "repeat_score", "content": "content_score",
+           "popularity": "pop_score"}  # priority order
 EVENT_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 6.0}
 DAY = pd.Timedelta(days=1)
 
@@ -55,6 +63,11 @@ class CandidateConfig:
     half_life_days: float = 14.0
     segment_prior: float = 50.0
     n_covis: int = 60
+    n_knn: int = 40
+    knn_neighbours: int = 100
+    knn_max_items: int = 20000
+    n_repeat: int = 40
+    repeat_half_life_days: float = 90.0
     n_content: int = 30
     n_popular: int = 30
     n_total: int = 100
@@ -185,6 +198,86 @@ def covisit_candidates(
     return _best(agg.rename(columns={"neighbor_id": "item_id"}), "user_id", n)
 
 
+def item_knn_weights(r, k: int = 100, shrink: float = 0.0, cells_per_block: int = 1 << 24):
+    """Cosine similarity of the item columns of the binary user x item matrix ``r`` (scipy sparse),
+    sim(i, j) = <r_i, r_j> / (|r_i| |r_j| + shrink + 1e-6), no self-similarity; each item j keeps its
+    ``k`` most similar items i as W[i, j] (csr, items x items). Dense column blocks of at most
+    ``cells_per_block`` cells bound the memory."""
+    from scipy import sparse
+
+    r = sparse.csr_matrix(r, dtype=np.float32)
+    n = r.shape[1]
+    k = min(k, n)
+    if n == 0 or k < 1:
+        return sparse.csr_matrix((n, n), dtype=np.float32)
+    norms = np.sqrt(np.asarray(r.multiply(r).sum(axis=0)).ravel()).astype(np.float32)
+    rt, r_csc = r.T.tocsr(), r.tocsc()
+    rows, cols, vals = [], [], []
+    size = max(1, cells_per_block // n)
+    for lo in range(0, n, size):
+        j = np.arange(lo, min(lo + size, n))
+        sim = (rt @ r_csc[:, j]).toarray()
+        sim /= norms[:, None] * norms[None, j] + shrink + 1e-6
+        sim[j, np.arange(len(j))] = 0.0
+        nearest = np.argpartition(-sim, k - 1, axis=0)[:k]
+        value = np.take_along_axis(sim, nearest, 0)
+        keep = value != 0
+        rows.append(nearest[keep])
+        cols.append(np.broadcast_to(j, nearest.shape)[keep])
+        vals.append(value[keep])
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+
+
+def knn_candidates(
+    history: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int = 20000, event_weights: dict | None = None,
+    batch_users: int = 1024,
+) -> pd.DataFrame:
+    """Item-kNN candidates: the binary user x item matrix of ``history`` (weighted event types, the
+    ``max_items`` items with the most users), W = item_knn_weights, score(u, j) = sum over the
+    user's items i of W[i, j]; items the user already has are not proposed (the repeat source covers
+    them). The best n per user of ``users``."""
+    from scipy import sparse
+
+    pairs = _weighted(history, event_weights)[["user_id", "item_id"]].drop_duplicates()
+    top_items = pairs["item_id"].value_counts(sort=True).index[:max_items]
+    pairs = pairs[pairs["item_id"].isin(top_items)]
+    empty = pd.DataFrame({"user_id": [], "item_id": [], "score": []}).astype({"user_id": object, "item_id": object, "score": float})
+    if pairs.empty or n < 1:
+        return empty
+    user, user_ids = pd.factorize(pairs["user_id"])
+    item, item_ids = pd.factorize(pairs["item_id"])
+    r = sparse.csr_matrix((np.ones(len(pairs), np.float32), (user, item)), shape=(len(user_ids), len(item_ids)))
+    w = item_knn_weights(r, neighbours)
+    wanted = pd.Index(user_ids).get_indexer(pd.unique(pd.Series(users, dtype=object)))
+    wanted = wanted[wanted >= 0]
+    parts = []
+    for lo in range(0, len(wanted), batch_users):
+        idx = wanted[lo:lo + batch_users]
+        own = r[idx]
+        scores = (own @ w).tocsr()
+        scores = scores - scores.multiply(own)  # nothing the user has
+        coo = scores.tocoo()
+        keep = coo.data > 0
+        parts.append(pd.DataFrame({"user_id": user_ids[idx[coo.row[keep]]], "item_id": item_ids[coo.col[keep]],
+                                   "score": coo.data[keep].astype(float)}))
+    if not parts:
+        return empty
+    return _best(pd.concat(parts, ignore_index=True), "user_id", n)
+
+
+def repeat_candidates(
+    history: pd.DataFrame, now, n: int, *, half_life_days: float = 90.0, event_weights: dict | None = None
+) -> pd.DataFrame:
+    """"Buy again": each user's own items, score = sum over the user's events on the item of event
+    weight x 0.5 ** (age in days / half_life_days), so an item bought often and lately scores highest;
+    the best n per user. ``history`` is the user's whole history before ``now`` (not only recent items)."""
+    now = _utc(now)
+    ev = _weighted(history[history["event_timestamp"] < now], event_weights)
+    decayed = ev["weight"] * 0.5 ** (((now - ev["event_timestamp"]) / DAY) / half_life_days)
+    agg = decayed.groupby([ev["user_id"], ev["item_id"]], sort=False).sum().rename("score").reset_index()
+    return _best(agg, "user_id", n)
+
+
 def popularity(
     interactions: pd.DataFrame,
     now,
@@ -286,15 +379,17 @@ def generate(
     pop_table: pd.DataFrame,
     segments: pd.Series | None = None,
     item_matrix: tuple | None = None,
+    own_history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Up to ``n_total`` candidates per user from the sources (covis and content when given,
-    popularity always), only ``history`` strictly before ``now`` used. One row per (user, item):
+    repeat and popularity always), only ``history`` strictly before ``now`` used; the repeat source
+    reads ``own_history`` (the users' whole history, default ``history``). One row per (user, item):
     ``rank`` (1..n_total, the merged order), ``source`` (the source that ranked the item best; ties
     in priority covis, content, popularity), ``n_sources`` and the per-source scores
     covis_score/content_score/pop_score (NaN when that source did not propose the item: fill as
     the ranker needs). The merged order interleaves the sources by their own rank, items proposed
     by more sources first among equal ranks. Users without history get popularity only (their
-    segment's list when ``segments`` knows them)."""
+    segment's list when ``segments`` knows them); ``n_knn: 0`` / ``n_repeat: 0`` turn those sources off."""
     cfg = as_candidate_config(config)
     now = _utc(now)
     users = pd.unique(pd.Series(users, dtype=object))
@@ -303,6 +398,13 @@ def generate(
     sources = {"popularity": popular_candidates(users, pop_table, segments, cfg.n_popular)}
     if covis is not None:
         sources["covis"] = covisit_candidates(history, covis, cfg.n_covis, **shared)
+    if cfg.n_knn > 0:
+        sources["knn"] = knn_candidates(history, users, cfg.n_knn, neighbours=cfg.knn_neighbours, max_items=cfg.knn_max_items,
+                                        event_weights=cfg.event_weights)
+    if cfg.n_repeat > 0:
+        own = history if own_history is None else own_history[own_history["user_id"].isin(users)]
+        sources["repeat"] = repeat_candidates(own, now, cfg.n_repeat, half_life_days=cfg.repeat_half_life_days,
+                                              event_weights=cfg.event_weights)
     if item_matrix is not None:
         sources["content"] = content_candidates(history, item_matrix, cfg.n_content, **shared)
     priority = {name: i for i, name in enumerate(SOURCES)}
@@ -332,6 +434,8 @@ def recall_by_source(candidates: pd.DataFrame, truth: pd.DataFrame, k: int = 100
     of the merged list (by ``rank``), over the users in ``truth`` (users without candidates count 0)."""
     rows = []
     for name, column in SOURCES.items():
+        if column not in candidates.columns:
+            continue
         own = candidates.loc[candidates[column].notna(), ["user_id", "item_id", column]].rename(columns={column: "score"})
         rows.append({"source": name, **_recall(own, truth, k)})
     rows.append({"source": "merged", **_recall(candidates[["user_id", "item_id", "rank"]], truth, k)})

@@ -257,25 +257,10 @@ class ItemKNN:
         self.mapping, self.k, self.shrink = mapping, k, shrink
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None) -> "ItemKNN":
-        r = self.mapping.matrix(train)
-        n = r.shape[1]
-        k = min(self.k, n)
-        norms = np.sqrt(np.asarray(r.sum(axis=0)).ravel()).astype(np.float32)
-        rt, r_csc = r.T.tocsr(), r.tocsc()
-        rows, cols, vals = [], [], []
-        for block in _batches(n, n, None):  # column blocks of the dense similarity
-            j = np.arange(block.start, block.stop)
-            sim = (rt @ r_csc[:, j]).toarray()
-            sim /= norms[:, None] * norms[None, j] + self.shrink + 1e-6
-            sim[j, np.arange(len(j))] = 0.0
-            nearest = np.argpartition(-sim, k - 1, axis=0)[:k]
-            value = np.take_along_axis(sim, nearest, 0)
-            keep = value != 0
-            rows.append(nearest[keep])
-            cols.append(np.broadcast_to(j, nearest.shape)[keep])
-            vals.append(value[keep])
-        self.weights = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-        self.train = r
+        from ml.models.candidates import item_knn_weights
+
+        self.train = self.mapping.matrix(train)
+        self.weights = item_knn_weights(self.train, self.k, self.shrink)
         return self
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:

@@ -39,9 +39,10 @@ from ml.models.protocols import IndexMap, ScoreFn
 KEYS = ["user_id", "item_id"]
 # A random split has no time order: recency and time decay carry no signal there, so candidate_ranker
 # reads a user's whole train history with equal weights and popularity undecayed (half-life of
-# ~270 years), and co-visitation keeps longer sessions and more neighbours per item.
+# ~270 years), and co-visitation keeps longer sessions and more neighbours per item. The protocol masks
+# every item a user has, so the repeat source ("buy again") has nothing to offer there.
 UNORDERED_CANDIDATES = {"half_life_days": 1e5, "recency_decay": 1.0, "recent_items": 100, "max_items_per_session": 100,
-                        "top_n_per_item": 100}
+                        "top_n_per_item": 100, "n_repeat": 0}
 FITS = {recs.MODEL_NAME: ("fit_widedeep", "widedeep"), recs.LGBM_NAME: ("fit_lambdarank", "lambdarank"),
         recs.FM_NAME: ("fit_fm", "fm")}
 
@@ -77,7 +78,7 @@ def candidate_pairs(history: pd.DataFrame, users, items: pd.DataFrame, config: d
     cands = cands.sort_values(["user_id", "rank"], kind="stable")
     cands = cands.assign(rank=cands.groupby("user_id", sort=False).cumcount() + 1)
     cands = cands[cands["rank"] <= n_total].reset_index(drop=True)
-    pairs = recs.pair_features(cands, cf.history, items, cutoff, item_matrix)
+    pairs = recs.pair_features(cands, cf.history, items, cutoff, item_matrix, cf.own_history)
     pairs["event_timestamp"] = cutoff
     categorical = list(config["features"]["categorical"]) + list(config.get("fm_features", {}).get("categorical", []))
     return recs.categorize(pairs, categorical), cf

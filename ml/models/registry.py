@@ -393,8 +393,11 @@ def promote_if_not_worse(
     higher_is_better: bool = True,
     tolerance: float = 0.0,
     champion_value: float | None = None,
+    losses: list[str] | None = None,
 ) -> Decision:
-    """Make ``version`` the champion unless it is worse than the current one beyond ``tolerance``.
+    """Make ``version`` the champion unless it is worse than the current one beyond ``tolerance``,
+    or it loses to a plain reference: ``losses`` (one line per lost comparison, e.g. "repeats:
+    recall 0.15 < own_history 0.16") keeps it from promotion whatever the champion.
 
     Higher-is-better metrics promote when ``value >= champion_value - tolerance`` (lower-is-better:
     ``value <= champion_value + tolerance``). No champion: promote. A missing/NaN challenger value:
@@ -412,6 +415,8 @@ def promote_if_not_worse(
     compared, source = None, None
     if challenger_value is None:
         promoted, reason = False, f"challenger v{version} has no finite {metric} ({value!r}): not promoted"
+    elif losses:
+        promoted, reason = False, f"v{version} loses to its plain references ({'; '.join(losses)}): not promoted"
     elif current is None:
         promoted, reason = True, f"no champion yet: v{version} ({metric} {_fmt(challenger_value)}) promoted"
     elif champion_version == version:

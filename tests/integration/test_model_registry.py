@@ -162,6 +162,18 @@ def test_lower_is_better_and_nan_challenger(mlflow_settings, data):
     assert champion_version(mlflow_settings, name) == str(v2.version)
 
 
+def test_a_model_that_loses_to_a_reference_is_never_promoted(mlflow_settings, data):
+    x_train, y_train, _, _ = data
+    name = "gated_model"
+    v1 = register(mlflow_settings, name, train(x_train, y_train, rounds=5), {"ndcg_at_10": 0.3})
+    losses = ["repeats: recall 0.1500 < own_history 0.1600"]
+    d = registry.promote_if_not_worse(mlflow_settings, name, str(v1.version), "ndcg_at_10", 0.3, losses=losses)
+    assert not d.promoted and champion_version(mlflow_settings, name) is None  # not even without a champion
+    assert "loses to its plain references" in d.reason and "own_history" in d.reason
+    assert run_of(mlflow_settings, v1).data.tags["decision"] == "rejected"
+    assert registry.promote_if_not_worse(mlflow_settings, name, str(v1.version), "ndcg_at_10", 0.3, losses=[]).promoted
+
+
 def test_load_champion_errors(mlflow_settings, data):
     x_train, y_train, x_test, _ = data
     with pytest.raises(registry.ModelLoadError, match="no registered model 'never_trained'"):

@@ -41,8 +41,14 @@ def test_rankers_beat_the_baselines_and_are_registered(small_store, trained):
         assert m.loc[name, "coverage@20"] > m.loc["popularity", "coverage@20"], s
     recall = trained.evaluation.candidate_recall.set_index("source")["recall@100"]
     assert recall["merged"] > recall.drop("merged").max(), recall  # the sources complement each other
+    purchases = trained.evaluation.purchases
+    assert purchases["table"] is not None and set(purchases["table"]["model"]) >= {*recs.RANKERS, "popularity", "item_knn", "own_history"}
     for name in recs.RANKERS:
-        assert trained.decisions[name].promoted  # first versions: nothing to beat
+        assert purchases["coverage"][name] == pytest.approx(1.0)  # every earlier customer has a list of its own
+        # first versions: no champion to beat, only the plain references
+        assert trained.decisions[name].promoted == (not purchases["losses"][name]), (name, purchases["losses"][name])
+    for name in (recs.MODEL_NAME, recs.LGBM_NAME):
+        assert trained.decisions[name].promoted, s
         model, version = registry.load_champion(small_store, name)
         assert str(version.version) == trained.versions[name]
         assert type(model).__module__ == "ml.models.ranking"  # the pickled ranker came back whole
@@ -59,7 +65,9 @@ def test_run_logs_metrics_and_the_report_holds_every_table(small_store, trained)
     assert run.data.tags["feature_service"] == "recs_widedeep_v1"
     assert {"test_ndcg_at_10", "test_recall_at_20", "popularity_test_ndcg_at_10", "item_knn_test_ndcg_at_10"} <= set(run.data.metrics)
     html = trained.report.read_text()
-    for title in ("Test metrics", "Candidate recall@100", "Cold start", "Semantic search vs BM25", "training history"):
+    assert {"repeats_recall_at_10", "new_items_recall_at_20", "own_history_repeats_recall_at_10", "served_coverage"} <= set(run.data.metrics)
+    for title in ("Test metrics", "Candidate recall@100", "Cold start", "Purchase protocols", "Reference gate", "Semantic search vs BM25",
+                  "training history"):
         assert title in html, title
 
 
@@ -80,15 +88,19 @@ def test_score_applies_the_business_rules_and_is_idempotent(small_store, trained
     assert recs.FALLBACK_USER in set(lists["user_id"]) and len(lists) == scored["users"] + 1
     rows = lists.explode(["rec_item_ids", "rec_scores", "rec_sources"]).rename(columns={"rec_item_ids": "item_id"})
     assert lists["rec_item_ids"].map(len).max() <= k and lists["rec_item_ids"].map(len).min() > 0
-    assert set(rows["rec_sources"]) <= {"covis", "content", "popularity"}
+    assert set(rows["rec_sources"]) <= {"covis", "knn", "repeat", "content", "popularity"}
     items = recs.load_items(small_store)
     joined = rows.merge(items[["item_id", "brand", "is_in_stock"]], on="item_id")
     assert not joined["is_in_stock"].eq(False).any()  # nothing out of stock
     assert joined.groupby(["user_id", "brand"]).size().max() <= rules["max_per_brand"]
     inter = recs.load_interactions(small_store)
-    now = recs.lake_end(inter)
-    bought = inter[(inter["event_type"] == "purchase") & (inter["event_timestamp"] >= now - pd.Timedelta(days=rules["exclude_purchased_days"]))]
-    assert rows.merge(bought[["user_id", "item_id"]], on=["user_id", "item_id"]).empty  # no recent purchases
+    assert set(lists["user_id"]) == set(inter["user_id"].dropna()) | {recs.FALLBACK_USER}  # every known user has a list
+    bought = inter.loc[inter["event_type"] == "purchase", ["user_id", "item_id"]].drop_duplicates()
+    new = lists.explode("new_item_ids").dropna(subset=["new_item_ids"]).rename(columns={"new_item_ids": "item_id"})
+    assert new.merge(bought, on=["user_id", "item_id"]).empty  # the new-items list holds nothing the user bought
+    assert len(new) > 0.8 * len(rows) and lists["new_item_ids"].map(len).max() <= k
+    assert not rows.merge(bought, on=["user_id", "item_id"]).empty  # rebuys are served: exclude_purchased_days is 0 by default
+    assert rules["exclude_purchased_days"] == 0
     for lst in lists["rec_scores"]:
         assert list(lst) == sorted(lst, reverse=True)
     again = recs.score(small_store, echo=None)
@@ -102,6 +114,9 @@ def test_one_online_read_returns_a_users_list_or_the_fallback(small_store, score
     user = lists[lists["user_id"] != recs.FALLBACK_USER].iloc[0]
     got = recs.recommend(small_store, user["user_id"])
     assert not got["is_fallback"].any() and got["item_id"].tolist() == list(user["rec_item_ids"])
+    fresh = recs.recommend(small_store, user["user_id"], new_only=True)
+    assert not fresh["is_fallback"].any() and fresh["item_id"].tolist() == list(user["new_item_ids"])
+    assert fresh["score"].tolist() == pytest.approx(list(user["new_scores"]))
     fallback = lists.set_index("user_id").loc[recs.FALLBACK_USER, "rec_item_ids"]
     unknown = recs.recommend(small_store, "no-such-user")
     assert unknown["is_fallback"].all() and unknown["item_id"].tolist() == list(fallback)

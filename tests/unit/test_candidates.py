@@ -124,7 +124,8 @@ def test_generate_merges_sources_caps_and_serves_cold_users():
     matrix = np.eye(5, dtype=np.float32)
     cfg = {"n_covis": 10, "n_content": 10, "n_popular": 10, "n_total": 3}
     got = C.generate(["warm", "cold", "nobody"], history, NOW, cfg, covis, pop, segments, (ids, matrix))
-    assert list(got.columns) == ["user_id", "item_id", "rank", "source", "n_sources", "covis_score", "content_score", "pop_score"]
+    assert list(got.columns) == ["user_id", "item_id", "rank", "source", "n_sources", "covis_score", "knn_score", "repeat_score",
+                                 "content_score", "pop_score"]
     assert got.groupby("user_id").size().to_dict() == {"cold": 3, "nobody": 3, "warm": 3}
     assert not got.duplicated(["user_id", "item_id"]).any()
     cold = got[got["user_id"] == "cold"]
@@ -134,7 +135,7 @@ def test_generate_merges_sources_caps_and_serves_cold_users():
     warm = got[got["user_id"] == "warm"]
     assert warm["rank"].tolist() == [1, 2, 3]
     assert set(warm["source"]) >= {"covis"} and warm["covis_score"].notna().any()
-    assert (warm["n_sources"] == warm[["covis_score", "content_score", "pop_score"]].notna().sum(axis=1)).all()
+    assert (warm["n_sources"] == warm[list(C.SOURCES.values())].notna().sum(axis=1)).all()
 
 
 def test_recall_by_source():
@@ -157,3 +158,51 @@ def test_recall_by_source():
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="n_totl"):
         C.generate([], events([]), NOW, {"n_totl": 5}, None, pd.DataFrame(columns=["segment", "item_id", "score"]))
+
+
+def test_repeat_candidates_weigh_frequency_and_recency():
+    history = events(
+        [
+            ("u", "s1", "OLD_OFTEN", "purchase", 10), ("u", "s2", "OLD_OFTEN", "purchase", 20), ("u", "s3", "OLD_OFTEN", "purchase", 30),
+            ("u", "s4", "RECENT_ONCE", "purchase", 99),
+            ("u", "s5", "ANCIENT_ONCE", "purchase", 1),
+            ("u", "s6", "VIEWED", "view", 99),
+            ("v", "s7", "LATER", "purchase", 101),  # after now: not v's history
+        ]
+    )
+    got = C.repeat_candidates(history, NOW, n=3, half_life_days=90)
+    weight = lambda ages: 6 * sum(0.5 ** (a / 90) for a in ages)  # noqa: E731 - the documented score
+    assert got["user_id"].unique().tolist() == ["u"]
+    assert got["item_id"].tolist() == ["OLD_OFTEN", "RECENT_ONCE", "ANCIENT_ONCE"]  # n = 3 cuts the viewed item
+    assert got["score"].tolist() == pytest.approx([weight([90, 80, 70]), weight([1]), weight([99])])
+    # a short half-life lets recency win over frequency
+    assert C.repeat_candidates(history, NOW, n=1, half_life_days=5)["item_id"].tolist() == ["RECENT_ONCE"]
+
+
+def test_item_knn_weights_are_cosines_of_user_columns():
+    from scipy import sparse
+
+    # users x items: A and B share 2 users of their 2 each (cos 1), A and C share 1 of 2 x 1 (cos 1/sqrt2)
+    r = sparse.csr_matrix(np.array([[1, 1, 1], [1, 1, 0]], dtype=np.float32))
+    w = C.item_knn_weights(r, k=1).toarray()
+    assert w[0, 1] == pytest.approx(1.0, rel=1e-4) and w[1, 0] == pytest.approx(1.0, rel=1e-4)
+    assert np.count_nonzero(w[:, 2]) == 1 and w[0, 2] == pytest.approx(1 / math.sqrt(2), rel=1e-4)  # k=1 per item column
+    assert np.diag(w).tolist() == [0.0, 0.0, 0.0]
+    # small column blocks give the same weights as one block
+    assert np.allclose(C.item_knn_weights(r, k=2, cells_per_block=3).toarray(), C.item_knn_weights(r, k=2).toarray())
+
+
+def test_knn_candidates_propose_neighbours_of_all_the_users_items_not_the_items_themselves():
+    history = events(
+        [
+            ("a", "s1", "X", "purchase", 1), ("a", "s2", "Y", "purchase", 50),
+            ("b", "s3", "X", "purchase", 1), ("b", "s3", "P", "purchase", 1),
+            ("c", "s4", "Y", "purchase", 2), ("c", "s4", "Q", "purchase", 2), ("c", "s4", "P", "purchase", 2),
+        ]
+    )
+    got = C.knn_candidates(history, ["a", "unknown"], n=5)
+    assert set(got["user_id"]) == {"a"}
+    assert not set(got["item_id"]) & {"X", "Y"}  # a's own items are the repeat source's job
+    scores = got.set_index("item_id")["score"]
+    assert scores.index.tolist()[0] == "P"  # P neighbours both X and Y: the highest sum
+    assert scores["P"] > scores["Q"] > 0

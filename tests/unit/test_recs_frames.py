@@ -105,3 +105,37 @@ def test_business_rules_run_after_ranking():
     # u1: i1 bought 1 day ago, i2 out of stock; i3 (unknown stock) kept; brand A capped at one; items
     # without a brand are not capped together; k = 2. u2 bought i1 40 days ago: kept.
     assert out[["user_id", "item_id", "rank"]].values.tolist() == [["u1", "i3", 1], ["u1", "i4", 2], ["u2", "i1", 1]]
+
+
+def test_rebuy_features_measure_the_repurchase_cycle():
+    days = [0, 10, 20, 30]
+    own = pd.DataFrame({
+        "user_id": ["u"] * 6 + ["v"],
+        "item_id": ["A"] * 4 + ["A", "B"] + ["A"],
+        "event_type": ["purchase"] * 4 + ["purchase", "purchase", "purchase"],
+        "event_timestamp": [T("2024-01-01") + pd.Timedelta(days=d) for d in days]
+        + [T("2024-01-31 18:00"), T("2024-01-20"), T("2024-01-05")],  # a second line of A on day 30: one purchase day
+    })
+    cands = pd.DataFrame({"user_id": ["u", "u", "u", "w"], "item_id": ["A", "B", "C", "A"]})
+    f = recs.rebuy_features(cands, own, own, T("2024-02-10")).set_index(["user_id", "item_id"])
+    a, b, c = f.loc[("u", "A")], f.loc[("u", "B")], f.loc[("u", "C")]
+    assert a["user_item_purchase_days"] == 4 and a["user_item_cycle_days"] == pytest.approx(10.0)
+    assert a["days_since_user_item_purchase"] == pytest.approx(10.0) and a["user_item_cycle_ratio"] == pytest.approx(1.0)  # due again
+    assert b["user_item_purchase_days"] == 1 and np.isnan(b["user_item_cycle_days"]) and b["days_since_user_item_purchase"] == pytest.approx(21.0)
+    assert c["user_item_purchase_days"] == 0 and np.isnan(c["days_since_user_item_purchase"])
+    assert a["user_purchase_days"] == 5 and a["user_repeat_share"] == pytest.approx(3 / 5)  # 5 item purchase days of 2 items
+    assert a["user_days_since_purchase"] == pytest.approx(10.0)
+    assert a["item_repeat_rate"] == pytest.approx(0.5) and np.isnan(c["item_repeat_rate"])  # u rebuys A, v does not
+    assert f.loc[("w", "A"), "user_purchase_days"] == 0
+
+
+def test_new_item_groups_add_a_group_of_never_bought_candidates():
+    pairs = pd.DataFrame({
+        "group_id": [0, 0, 0, 1, 1], "rank": [1, 2, 3, 1, 2], "user_id": ["u", "u", "u", "v", "v"],
+        "item_id": ["A", "B", "C", "A", "D"], "user_item_purchase_days": [2.0, 0.0, 0.0, 1.0, 0.0], "label": [1, 1, 0, 1, 0],
+    })
+    out = recs.with_new_item_groups(pairs)
+    extra = out[out["group_id"] > 1]
+    assert extra["item_id"].tolist() == ["B", "C"]  # u's never-bought items; v's new group has no positive: left out
+    assert extra["group_id"].nunique() == 1 and len(out) == len(pairs) + 2
+    assert out["group_id"].is_monotonic_increasing
