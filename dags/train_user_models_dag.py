@@ -1,7 +1,7 @@
 """# train_user_models
 
 Runs when the `feature_store` Asset is updated: trains the user-behaviour models from the Feast
-feature service `propensity_lgbm_v2` (point in time) and the dbt label mart `label_user_purchase`,
+feature service `propensity_lgbm_v3` (point in time) and the dbt label mart `label_user_purchase`,
 on a time split (train on earlier weekly cutoffs, validate and test on later ones).
 
 * **train_propensity** — LightGBM purchase propensity (and the GRU sequence model on the same split,

@@ -16,7 +16,7 @@ from feature_views import (
     user_rfm,
     user_rfm_segments,
 )
-from on_demand_views import user_recency_now
+from on_demand_views import user_purchase_cycle_now, user_recency_now
 
 # Purchase propensity (LightGBM): RFM + 7/30-day activity + request-time recency. Entity: user.
 propensity_lgbm_v1 = FeatureService(
@@ -35,6 +35,16 @@ propensity_lgbm_v2 = FeatureService(
     description="Features of the propensity_lgbm model, version 2 (entity user)",
     owner="data-platform",
     tags={"model": "propensity_lgbm", "version": "2", "entities": "user"},
+)
+
+# Purchase propensity (LightGBM), version 3: v2 plus the request-time purchase cycle (days since the last
+# order against the customer's own mean gap, tenure, 90-day trend of order and spend rates). Entity: user.
+propensity_lgbm_v3 = FeatureService(
+    name="propensity_lgbm_v3",
+    features=[user_rfm, user_activity, user_rfm_segments, user_affinity, user_recency_now, user_purchase_cycle_now],
+    description="Features of the propensity_lgbm model, version 3 (entity user)",
+    owner="data-platform",
+    tags={"model": "propensity_lgbm", "version": "3", "entities": "user"},
 )
 
 # Demand forecast (LightGBM) per item x warehouse: recent demand + item engagement and price.

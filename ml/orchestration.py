@@ -921,7 +921,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
             f"  product search    .venv/bin/ecomml recs search \"<query>\"\n"
             f"  MLflow UI         .venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})\n"
             f"  batch scores      {settings.scores_dir}  (inventory plan: demand_plan/forecast_date=*)\n"
-            f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v2 --entity user_id={user_id}\n"
+            f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v3 --entity user_id={user_id}\n"
             f"  online score      .venv/bin/ecomml features online --service propensity_scores_v1 --entity user_id={user_id}",
             flush=True,
         )

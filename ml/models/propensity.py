@@ -190,6 +190,70 @@ def baseline_predict(baseline: dict, rfm_score: "pd.Series") -> "np.ndarray":
     return score.map(baseline["rates"]).fillna(baseline["prior"]).to_numpy(dtype=float)
 
 
+def logistic_fit(x: "pd.DataFrame", y):
+    """The plain reference a data scientist would fit first, as strong as a textbook makes it: a
+    logistic regression over every model feature, numerics sign-log1p-transformed, median-imputed
+    (with missing indicators) and standardised, ``rfm_segment`` one-hot; C=1, lbfgs."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    categorical = [c for c in x.columns if str(x[c].dtype) == "category"]
+    numeric = [c for c in x.columns if c not in categorical and x[c].notna().any()]
+    signed_log = FunctionTransformer(lambda v: np.sign(v) * np.log1p(np.abs(v)), feature_names_out="one-to-one")
+    columns = ColumnTransformer(
+        [("num", make_pipeline(signed_log, SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
+         *([("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
+                                  OneHotEncoder(handle_unknown="ignore")), categorical)] if categorical else [])])
+    model = make_pipeline(columns, LogisticRegression(C=1.0, max_iter=2000))
+    prepared = x.assign(**{c: x[c].astype(object) for c in categorical})
+    return model.fit(prepared, np.asarray(y, dtype=int))
+
+
+def logistic_predict(model, x: "pd.DataFrame") -> "np.ndarray":
+    categorical = [c for c in x.columns if str(x[c].dtype) == "category"]
+    return model.predict_proba(x.assign(**{c: x[c].astype(object) for c in categorical}))[:, 1]
+
+
+def reference_losses(y, p, references: dict, metric: str = "roc_auc", margin: float = 0.0, higher_is_better: bool = True,
+                     confidence: float = 0.95, n_boot: int = 200, seed: int = 0) -> list[str]:
+    """The gate: one line per plain reference (name -> its predictions on the same rows) the model
+    falls behind. The paired difference model - reference on ``metric`` (roc_auc, pr_auc or log_loss)
+    must not be below ``margin`` beyond the noise of the test rows: a loss is a difference below
+    margin - z x its bootstrap standard error (``n_boot`` paired resamples, one-sided ``confidence``),
+    so a tie on a few hundred rows is not a loss and a real deficit on thousands is."""
+    import numpy as np
+    from scipy.stats import norm
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    fn = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score, "log_loss": log_loss}[metric]
+    sign = 1.0 if higher_is_better else -1.0
+    y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
+    if len(np.unique(y)) < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    boots = {name: [] for name in references}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) < 2:
+            continue
+        ours = fn(y[idx], p[idx])
+        for name, ref in references.items():
+            boots[name].append(sign * (ours - fn(y[idx], np.asarray(ref, dtype=float)[idx])))
+    z = float(norm.ppf(confidence))
+    losses = []
+    for name, ref in references.items():
+        diff = sign * (fn(y, p) - fn(y, np.asarray(ref, dtype=float)))
+        se = float(np.std(boots[name])) if boots[name] else 0.0
+        if diff < margin - z * se:
+            losses.append(f"{metric} {'+' if diff >= 0 else ''}{diff:.4f} vs {name} (paired bootstrap s.e. {se:.4f}, "
+                          f"margin {margin:g})")
+    return losses
+
+
 @dataclass
 class TrainResult:
     run_id: str
@@ -201,6 +265,7 @@ class TrainResult:
     horizon_days: int
     rows: dict
     sequence: dict | None = None
+    logistic_metrics: dict | None = None
 
     def summary(self) -> dict:
         return {
@@ -211,6 +276,7 @@ class TrainResult:
             "rows": self.rows,
             "test": {k: self.metrics.get(k) for k in ("roc_auc", "pr_auc", "log_loss", "lift_top_decile")},
             "baseline_test": {k: self.baseline_metrics.get(k) for k in ("roc_auc", "pr_auc", "log_loss", "lift_top_decile")},
+            "logistic_test": {k: (self.logistic_metrics or {}).get(k) for k in ("roc_auc", "pr_auc", "log_loss", "lift_top_decile")},
             "sequence_model": self.sequence,
             "promoted": bool(getattr(self.decision, "promoted", False)),
             "decision": getattr(self.decision, "reason", None),
@@ -288,7 +354,15 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     b_test = baseline_predict(baseline, split.test.get("rfm_score"))
     metrics = binary_metrics(y["test"], p_test)
     baseline_metrics = binary_metrics(y["test"], b_test)
-    say(f"{MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} vs RFM baseline {baseline_metrics['roc_auc']:.4f}")
+    logistic = logistic_fit(x["train"], y["train"])
+    l_test = logistic_predict(logistic, x["test"])
+    logistic_metrics = binary_metrics(y["test"], l_test)
+    promotion = config["promotion"]
+    losses = reference_losses(y["test"], p_test, {"rfm_baseline": b_test, "logistic": l_test}, promotion["metric"],
+                              float(promotion.get("reference_margin", 0.0)), bool(promotion.get("higher_is_better", True)),
+                              float(promotion.get("reference_confidence", 0.95)))
+    say(f"{MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} vs RFM baseline {baseline_metrics['roc_auc']:.4f}, "
+        f"logistic regression {logistic_metrics['roc_auc']:.4f}")
 
     sequence = train_sequence_model(settings, split, config, horizon, say)
     importance = _importance(model)
@@ -309,6 +383,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
 
         registry.log_metrics(metrics, prefix="test_")
         registry.log_metrics(baseline_metrics, prefix="baseline_test_")
+        registry.log_metrics(logistic_metrics, prefix="logistic_test_")
         if sequence is not None:
             registry.log_metrics(sequence["metrics"], prefix="gru_test_")
         version = registry.log_model(model, MODEL_NAME, flavor="lightgbm")
@@ -322,6 +397,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
             higher_is_better=bool(config["promotion"].get("higher_is_better", True)),
             tolerance=float(config["promotion"].get("tolerance", 0.0)),
             champion_value=champion_value,
+            losses=losses,
         )
         run_id = run.info.run_id
         report = Report(f"{MODEL_NAME} — purchase in the next {horizon} days", subtitle=f"MLflow run {run_id}, version {version.version}")
@@ -330,10 +406,14 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
             f"(time split: {json.dumps(split.boundaries)}). Features: service `{config['feature_service']}`. "
             f"Promotion: {decision.reason}"
         )
-        report.metrics("Test metrics", {"propensity_lgbm": metrics, "rfm_baseline": baseline_metrics})
-        scores = {"propensity_lgbm": p_test, "rfm_baseline": b_test}
+        report.metrics("Test metrics (the model and its plain references: the RFM-score rule, a logistic regression)",
+                       {"propensity_lgbm": metrics, "rfm_baseline": baseline_metrics, "logistic": logistic_metrics})
+        report.text(f"Reference gate ({promotion['metric']}, paired bootstrap on the test rows): " + (
+            "passed, the model is not behind the RFM rule or the logistic regression beyond the noise." if not losses
+            else "failed, not promoted: " + "; ".join(losses) + "."))
+        scores = {"propensity_lgbm": p_test, "rfm_baseline": b_test, "logistic": l_test}
         if sequence is not None:
-            scores = {"propensity_lgbm": p_test, "propensity_gru": sequence["p_test"], "rfm_baseline": b_test}
+            scores = {"propensity_lgbm": p_test, "propensity_gru": sequence["p_test"], "rfm_baseline": b_test, "logistic": l_test}
             report.metrics(
                 "Sequence model on the same split (propensity_gru)",
                 {"propensity_gru": sequence["metrics"], "propensity_lgbm": metrics},
@@ -363,7 +443,8 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         mlflow.set_tag("report", str(path))
     say(f"{MODEL_NAME}: version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason}); report {path}")
     return TrainResult(run_id, str(version.version), metrics, baseline_metrics, decision, path, horizon, rows,
-                       sequence={k: v for k, v in (sequence or {}).items() if k not in ("model", "p_test")} or None)
+                       sequence={k: v for k, v in (sequence or {}).items() if k not in ("model", "p_test")} or None,
+                       logistic_metrics=logistic_metrics)
 
 
 def train_sequence_model(settings: Settings, split, config: dict, horizon: int, say: Callable[[str], None]) -> dict | None:

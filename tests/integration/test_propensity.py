@@ -28,7 +28,10 @@ def test_beats_the_rfm_baseline_and_registers_a_champion(small_store, trained):
     # ~7.8k test user-weeks, 3 weekly cutoffs; the paired difference is far above its noise)
     assert trained.metrics["roc_auc"] > trained.baseline_metrics["roc_auc"] + 0.02, s
     assert trained.metrics["lift_top_decile"] > 1.5, s
-    assert trained.decision.promoted  # first model: no champion to beat
+    # the plain references: the RFM rule and a logistic regression on the same features and rows
+    assert trained.logistic_metrics["roc_auc"] > trained.baseline_metrics["roc_auc"] - 0.05, s
+    assert trained.metrics["roc_auc"] > trained.logistic_metrics["roc_auc"] - 0.005, s  # measured 0.729 vs 0.728: on par, not below
+    assert trained.decision.promoted  # first model, not below either reference
     model, version = registry.load_champion(small_store, propensity.MODEL_NAME)
     assert str(version.version) == trained.version
     assert propensity.model_features(model)  # a real booster came back
@@ -38,15 +41,15 @@ def test_run_logs_service_snapshot_and_report(small_store, trained):
     import mlflow
 
     run = mlflow.MlflowClient(tracking_uri=small_store.mlflow_tracking_uri).get_run(trained.run_id)
-    assert run.data.tags.get("feature_service") == "propensity_lgbm_v2"
-    assert "test_roc_auc" in run.data.metrics and "baseline_test_roc_auc" in run.data.metrics
+    assert run.data.tags.get("feature_service") == "propensity_lgbm_v3"
+    assert {"test_roc_auc", "baseline_test_roc_auc", "logistic_test_roc_auc"} <= set(run.data.metrics)
     assert run.data.params["horizon_days"] == "7"
     report = trained.report
     html = report.read_text()
     for png in ("roc_pr", "calibration", "lift_gain", "importance", "pca_segments"):
         assert (report.parent / f"{png}.png").stat().st_size > 1000
         assert f"{png}.png" in html
-    assert "Fairness by group" in html
+    assert "Fairness by group" in html and "Reference gate (roc_auc, paired bootstrap on the test rows): passed" in html
     # the GRU trained on the same split, registered on its own, compared in this report
     assert trained.sequence["metrics"]["roc_auc"] > 0.6, trained.sequence
     assert "propensity_gru" in html and trained.sequence["version"] == "1"

@@ -325,6 +325,27 @@ def test_training_set_through_v2_sees_no_feature_after_the_cutoff(built_warehous
     assert got["r_score"].notna().sum() > 0 and got["top_category_share_30d"].notna().sum() > 0
 
 
+def test_purchase_cycle_features_through_v3_match_their_definition(built_warehouse, labels):
+    from ml.features import repo, training
+
+    settings = built_warehouse
+    repo.apply(settings)
+    picked = labels.dropna(subset=["is_purchased_30d"]).sample(200, random_state=2)
+    entity_df = picked[["user_id", "event_timestamp", "is_purchased_30d"]].reset_index(drop=True)
+    got = training.build_training_set(settings, entity_df, "propensity_lgbm_v3")
+    day = pd.Timedelta(days=1)
+    n = got["order_count_lifetime"]
+    gap = ((got["last_order_at"] - got["first_order_at"]) / day / (n - 1)).where(n > 1)
+    pd.testing.assert_series_equal(got["mean_order_gap_days"], gap, check_names=False, atol=1e-6, obj="mean_order_gap_days")
+    ratio = got["days_since_last_order_now"] / gap.clip(lower=1.0)
+    pd.testing.assert_series_equal(got["order_gap_ratio_now"], ratio, check_names=False, atol=1e-6, obj="order_gap_ratio_now")
+    tenure = (got["event_timestamp"] - got["first_order_at"]) / day
+    pd.testing.assert_series_equal(got["tenure_days_now"], tenure.clip(lower=0), check_names=False, atol=1e-6, obj="tenure_days_now")
+    rate = (got["order_count_90d"].fillna(0) / 90) / (n / tenure.clip(lower=90))
+    pd.testing.assert_series_equal(got["order_rate_trend_90d"], rate.where(n > 0), check_names=False, atol=1e-6, obj="order_rate_trend_90d")
+    assert gap.notna().sum() > 20 and (got["order_rate_trend_90d"].dropna() >= 0).all()
+
+
 # -- an orders-only lake ---------------------------------------------------------------------------
 
 

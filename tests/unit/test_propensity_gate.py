@@ -1,0 +1,41 @@
+"""The propensity reference gate (ml.models.propensity.reference_losses): a real deficit on many rows
+is a loss, a tie on a few rows is not, a lead passes; margins and lower-is-better metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml.models.propensity import reference_losses
+
+
+def rows(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=n)
+    y = (signal + rng.normal(size=n) > 1.0).astype(int)
+    good = signal + 0.5 * rng.normal(size=n)  # sees the signal well
+    weak = signal + 2.0 * rng.normal(size=n)  # sees it through more noise
+    return y, good, weak
+
+
+def test_a_clear_deficit_on_many_rows_is_a_loss_and_a_lead_passes():
+    y, good, weak = rows(20_000)
+    assert reference_losses(y, good, {"logistic": weak}) == []
+    losses = reference_losses(y, weak, {"logistic": good, "rfm": weak})
+    assert len(losses) == 1 and losses[0].startswith("roc_auc -0.") and "vs logistic" in losses[0]
+
+
+def test_a_tie_within_the_noise_is_not_a_loss():
+    y, good, _ = rows(300, seed=1)
+    rng = np.random.default_rng(5)
+    twin = good + 0.05 * rng.normal(size=len(good))  # the same model up to noise: AUCs differ by a hair
+    assert reference_losses(y, good, {"a": twin}) == [] and reference_losses(y, twin, {"a": good}) == []
+
+
+def test_a_positive_margin_demands_a_lead_and_log_loss_is_lower_is_better():
+    y, good, _ = rows(5_000, seed=2)
+    assert reference_losses(y, good, {"same": good}) == []
+    assert len(reference_losses(y, good, {"same": good}, margin=0.01)) == 1  # no lead at all
+    p_good = 1 / (1 + np.exp(-(good - 1.0) * 1.5))
+    p_flat = np.full(len(y), y.mean())
+    assert reference_losses(y, p_good, {"flat": p_flat}, metric="log_loss", higher_is_better=False) == []
+    assert len(reference_losses(y, p_flat, {"good": p_good}, metric="log_loss", higher_is_better=False)) == 1
