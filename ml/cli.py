@@ -510,10 +510,15 @@ def recs_search(
 @demand_app.command("backtest")
 def demand_backtest(
     config: Optional[Path] = typer.Option(None, help="Model config (default ml/models/configs/demand.yaml)."),
-    max_series: Optional[int] = typer.Option(None, help="Backtest the head of this many series by volume (default: config data.max_series)."),
+    max_series: Optional[int] = typer.Option(None, help="Backtest the head of this many series by volume before the first origin "
+                                                       "(0 = every series; default: config data.max_series)."),
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of the configured models."),
+    horizon: Optional[int] = typer.Option(None, min=1, help="Periods forecast from each origin (default: config; 28 days / 8 weeks)."),
+    origins: Optional[int] = typer.Option(None, min=1, help="Number of origins (default: config backtest.n_origins)."),
+    step: Optional[int] = typer.Option(None, min=1, help="Periods between origins (default: the horizon)."),
 ) -> None:
-    """Rolling-origin backtest of seasonal-naive, moving average, LightGBM, Prophet and LSTM on fct_daily_demand."""
+    """Rolling-origin backtest of seasonal-naive, moving average, LightGBM, Prophet and LSTM on fct_daily_demand;
+    writes the report, the aggregate and per-origin tables and every forecast (backtest_forecasts.parquet)."""
     from ml.models.demand import backtest, load_config
 
     cfg = load_config(config)
@@ -521,6 +526,8 @@ def demand_backtest(
         cfg["data"] = {**cfg.get("data", {}), "max_series": max_series}
     if models:
         cfg["backtest"] = {**cfg["backtest"], "models": models.split(",")}
+    given = {"horizon": horizon, "n_origins": origins, "step": step}
+    cfg["backtest"] = {**cfg["backtest"], **{k: v for k, v in given.items() if v is not None}}
     _echo_json(backtest(get_settings(), cfg, echo=typer.echo).summary())
 
 

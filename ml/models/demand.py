@@ -49,6 +49,7 @@ PLAN_OUTPUT = "demand_plan"  # $SCORES_DIR/demand_plan(.parquet): the inventory 
 PLAN_VIEW = "item_warehouse_plan"
 PARTITION_KEY = "forecast_date"
 BACKTEST_CSV, TEST_CSV = "backtest_overall.csv", "backtest_test.csv"  # beside the backtest report
+FORECASTS_FILE = "backtest_forecasts.parquet"  # ... and every forecast of the backtest
 REGRESSOR_COLUMNS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday")
 
 
@@ -86,11 +87,13 @@ def load_series(settings: Settings) -> "pd.DataFrame":
     return frame[["item_id", "warehouse_id", "ds", "y", *[c for c in REGRESSOR_COLUMNS if c in frame], "category_l1"]]
 
 
-def head_by_volume(frame: "pd.DataFrame", max_series: int | None) -> "pd.DataFrame":
-    """The ``max_series`` series with the most units (all when None)."""
+def head_by_volume(frame: "pd.DataFrame", max_series: int | None, before=None) -> "pd.DataFrame":
+    """The ``max_series`` series with the most units (all when None or 0), counted on the rows before
+    ``before`` only (a backtest's first origin: the head is chosen without seeing its test windows)."""
     if not max_series:
         return frame
-    volume = frame.groupby(["item_id", "warehouse_id"])["y"].sum().nlargest(int(max_series))
+    seen = frame if before is None else frame[frame["ds"] < before]
+    volume = seen.groupby(["item_id", "warehouse_id"])["y"].sum().nlargest(int(max_series))
     keep = volume.index.to_frame(index=False)
     return frame.merge(keep, on=["item_id", "warehouse_id"])
 
@@ -106,6 +109,8 @@ class BacktestResult:
     n_series: int
     report: Path
     run_id: str
+    by_origin: "pd.DataFrame | None" = None  # WAPE, model x origin
+    forecasts_path: Path | None = None  # every forecast: model, origin, item, warehouse, period, y, yhat, P10, P90
 
     def seconds(self) -> dict:
         """Fit + predict seconds per model, summed over the origins."""
@@ -121,6 +126,9 @@ class BacktestResult:
             "series": self.n_series,
             "backtest": self.overall[cols].round(4).to_dict("index"),
             "test_origins": self.test[cols].round(4).to_dict("index"),
+            "wape_per_origin": None if self.by_origin is None else self.by_origin.round(4).to_dict("index"),
+            "served_model": next((m for m, v in self.overall.get("served", {}).items() if v), None),
+            "forecasts": None if self.forecasts_path is None else str(self.forecasts_path),
             "preparation": self.preparation.groupby("rule")["rows"].sum().to_dict() if len(self.preparation) else {},
             "seconds": self.seconds(),
             "report": str(self.report),
@@ -161,16 +169,23 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
 
     say = echo or (lambda _m: None)
     config = config or load_config()
+    from ml.models.backtest import backtest_origins
+    from ml.models.forecast_data import default_horizon
+
     clean, preparation, freq = prepared_series(settings, config) if prepared is None else prepared
-    clean = head_by_volume(clean, config.get("data", {}).get("max_series"))
     if clean.empty:
         raise DemandError(f"no series passed preparation: {preparation.groupby('rule')['rows'].sum().to_dict()}")
-    n_series = int(clean.groupby(["item_id", "warehouse_id"]).ngroups)
     bt = config["backtest"]
-    say(f"demand backtest: {n_series:,} series ({freq}), models {bt['models']}, {bt['n_origins']} origins")
     min_train = int(config.get("data", {}).get("min_history", 56))
-    forecasts = rolling_origin(clean, model_factories(config), horizon=bt.get("horizon"), n_origins=int(bt["n_origins"]),
-                               step=bt.get("step"), freq=freq, min_train=min_train)
+    horizon = int(bt.get("horizon") or default_horizon(freq))
+    step = int(bt.get("step") or horizon)
+    first = backtest_origins(clean, horizon, int(bt["n_origins"]), step, freq, min_train)[0]
+    clean = head_by_volume(clean, config.get("data", {}).get("max_series"), before=first)
+    n_series = int(clean.groupby(["item_id", "warehouse_id"]).ngroups)
+    say(f"demand backtest: {n_series:,} series ({freq}), models {bt['models']}, {bt['n_origins']} origins {step} periods apart, "
+        f"horizon {horizon}")
+    forecasts = rolling_origin(clean, model_factories(config), horizon=horizon, n_origins=int(bt["n_origins"]),
+                               step=step, freq=freq, min_train=min_train)
     if forecasts.empty:
         raise DemandError(f"every model failed at every origin: {forecasts.attrs['timings'].to_dict('records')}")
     overall, per_series = metrics(forecasts, clean, freq=freq)
@@ -185,21 +200,38 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
         say(f"demand backtest: one origin only (history {clean['ds'].min():%Y-%m-%d}..{clean['ds'].max():%Y-%m-%d}): no per-series choice")
         chosen_forecasts, later = forecasts.iloc[0:0], forecasts
     test = pd.concat([metrics(f, clean, freq=freq)[0] for f in (later, chosen_forecasts) if len(f)]).set_index("model")
+    by_origin = per_origin(forecasts, clean, freq)
+    served = config.get("forecast", {}).get("model")
+    overall, test = (t.assign(served=t.index == served) for t in (overall, test))
     say("demand backtest (all origins):\n" + overall.round(4).to_string())
+    say("WAPE per origin:\n" + by_origin.round(4).to_string())
     with registry.training_run(settings, RUN_NAME, params={"freq": freq, "series": n_series, **{f"backtest_{k}": v for k, v in bt.items()}},
                                feature_service="", features=list(clean.columns), snapshot={"rows": len(clean)}) as run:
         for model, row in overall.iterrows():
             registry.log_metrics({k: row[k] for k in ("wape", "mase", "bias", "coverage") if k in row}, prefix=f"{model}_")
         for model, row in test.iterrows():
             registry.log_metrics({k: row[k] for k in ("wape", "mase", "bias", "coverage") if k in row}, prefix=f"test_{model}_")
-        path = _report(settings, run.info.run_id, overall, test, preparation, forecasts, clean, freq, n_series)
+        path = _report(settings, run.info.run_id, overall, test, preparation, forecasts, clean, freq, n_series, by_origin, served)
         mlflow.log_artifacts(str(path.parent), artifact_path="report")
         mlflow.set_tag("report", str(path))
         run_id = run.info.run_id
-    return BacktestResult(overall, per_series, test, preparation, forecasts.attrs["timings"], freq, n_series, path, run_id)
+    return BacktestResult(overall, per_series, test, preparation, forecasts.attrs["timings"], freq, n_series, path, run_id,
+                          by_origin, path.parent / FORECASTS_FILE)
 
 
-def _report(settings, run_id, overall, test, preparation, forecasts, history, freq, n_series) -> Path:
+def per_origin(forecasts: "pd.DataFrame", history: "pd.DataFrame", freq: str) -> "pd.DataFrame":
+    """WAPE of every model at every origin (model x origin): the spread the pooled figures hide."""
+    import pandas as pd
+
+    from ml.models.backtest import metrics
+
+    rows = {origin: metrics(part, history, freq=freq)[0].set_index("model")["wape"] for origin, part in forecasts.groupby("origin")}
+    table = pd.DataFrame(rows)
+    table.columns = [f"{pd.Timestamp(c):%Y-%m-%d}" for c in table.columns]
+    return table
+
+
+def _report(settings, run_id, overall, test, preparation, forecasts, history, freq, n_series, by_origin=None, served=None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,8 +243,13 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     report.text(f"{n_series:,} series ({freq}); every model trains on the rows before each origin only. WAPE = "
                 "sum|y - yhat| / sum y; MASE scaled by the in-sample seasonal-naive error; bias = sum(yhat - y) / sum y; "
                 "coverage of the P10-P90 interval (nominal 0.8). Prophet covers the volume head only.")
+    report.text(f"Served: `ecomml demand forecast` serves {served or 'the configured model'} (column served). The head of "
+                f"series was ranked on the periods before the first origin only. Every forecast is in {FORECASTS_FILE} beside "
+                "this report (model, origin, item, warehouse, period, actual, yhat, P10, P90).")
     report.table("Backtest, all origins", overall.round(4))
     report.table("Test origins (after the validation origins), with the model chosen per series on the validation origins", test.round(4))
+    if by_origin is not None and len(by_origin):
+        report.table("WAPE per origin", by_origin.round(4))
     if len(preparation):
         report.table("Input preparation (rule, rows)", preparation.groupby(["rule", "reason"])["rows"].sum().reset_index())
     timings = forecasts.attrs.get("timings")
@@ -243,6 +280,9 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     index = report.write(report_dir(settings, RUN_NAME, run_id), model=RUN_NAME, run_id=run_id)
     overall.round(4).to_csv(index.parent / BACKTEST_CSV)
     test.round(4).to_csv(index.parent / TEST_CSV)
+    written = forecasts.copy()
+    written.attrs = {}  # the timings frame in attrs is not Parquet metadata
+    written.to_parquet(index.parent / FORECASTS_FILE, index=False)
     return index
 
 
