@@ -168,6 +168,22 @@ def metrics(
     return overall.reset_index(drop=True), per_series
 
 
+def _keep_fallback_unless_clearly_beaten(seen: pd.DataFrame, selection: pd.DataFrame, mae: pd.DataFrame, fallback: str,
+                                        margin: float, min_wins: int) -> pd.DataFrame:
+    """``selection`` with the fallback restored for every series whose chosen model does not beat it
+    by ``margin`` on ``min_wins`` validation origins (series the fallback never forecast keep theirs)."""
+    per = (seen["yhat"] - seen["y"]).abs().groupby([seen[k] for k in (*KEYS, "model", "origin")]).mean().rename("mae").reset_index()
+    base = per[per["model"] == fallback].drop(columns="model").rename(columns={"mae": "fallback_mae"})
+    wins = selection[[*KEYS, "model"]].merge(per, on=[*KEYS, "model"]).merge(base, on=[*KEYS, "origin"])
+    wins = (wins["mae"] < (1.0 - margin) * wins["fallback_mae"]).groupby([wins[k] for k in KEYS]).sum().rename("wins").reset_index()
+    has_fallback = base[KEYS].drop_duplicates().assign(_fb=True)
+    marked = selection.merge(wins, on=KEYS, how="left").merge(has_fallback, on=KEYS, how="left")
+    back = marked["_fb"].eq(True) & marked["model"].ne(fallback) & marked["wins"].fillna(0).lt(min_wins)
+    keep = marked.loc[~back, selection.columns]
+    restored = mae[mae["model"].eq(fallback)].merge(marked.loc[back, KEYS], on=KEYS).assign(weight=1.0)
+    return pd.concat([keep, restored[selection.columns]], ignore_index=True).sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
 def combine(
     forecasts: pd.DataFrame, selection: pd.DataFrame, fallback: str | None = None, name: str = "demand_best"
 ) -> pd.DataFrame:
@@ -197,6 +213,8 @@ def choose(
     validation_origins: int | Iterable,
     method: str = "best",
     fallback: str | None = None,
+    margin: float = 0.0,
+    min_wins: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The model per series chosen on the validation origins only, applied to the later (test) origins.
 
@@ -204,7 +222,10 @@ def choose(
     validation rows dated before the first test origin count, so no actual the test scores is seen.
     ``method``: best (the lowest validation MAE per series, i.e. the lowest WAPE) or ensemble (every
     model weighted by 1 / its validation MAE, i.e. inverse WAPE). A series the validation origins never
-    saw, or whose chosen model lacks a test forecast, takes ``fallback``.
+    saw, or whose chosen model lacks a test forecast, takes ``fallback``. With ``method`` best and a
+    ``fallback`` (the global model), a series leaves the fallback only for a model whose MAE is below
+    (1 - ``margin``) x the fallback's on at least ``min_wins`` validation origins: a choice that won
+    once, or by a hair, is noise (per-series choice overfits its validation origins otherwise).
     Returns (selection: item_id, warehouse_id, model, weight, validation_mae; test forecasts of the
     choice, model = demand_<method>, same columns as ``rolling_origin``'s).
     """
@@ -224,6 +245,8 @@ def choose(
     mae = mae.reset_index()
     if method == "best":
         selection = mae.loc[mae.groupby(KEYS)["validation_mae"].idxmin()].assign(weight=1.0)
+        if fallback is not None and (margin > 0 or min_wins > 1):
+            selection = _keep_fallback_unless_clearly_beaten(seen, selection, mae, fallback, margin, min_wins)
     else:
         inverse = 1.0 / (mae["validation_mae"] + 1e-6)
         selection = mae.assign(weight=inverse / inverse.groupby([mae[k] for k in KEYS]).transform("sum"))

@@ -194,7 +194,8 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
     # a short history keeps fewer origins: at least one stays for the test
     validation = origins[: max(min(int(bt["n_validation"]), len(origins) - 1), 0)]
     if validation:
-        _, chosen_forecasts = choose(forecasts, validation, method=bt.get("selection", "best"), fallback=bt.get("fallback"))
+        _, chosen_forecasts = choose(forecasts, validation, method=bt.get("selection", "best"), fallback=bt.get("fallback"),
+                                     margin=float(bt.get("choice_margin", 0.0)), min_wins=int(bt.get("choice_min_wins", 1)))
         later = forecasts[forecasts["origin"] > validation[-1]]
     else:
         say(f"demand backtest: one origin only (history {clean['ds'].min():%Y-%m-%d}..{clean['ds'].max():%Y-%m-%d}): no per-series choice")

@@ -148,6 +148,22 @@ def test_choose_best_on_validation_only_and_fall_back(three_origins):
         bt.choose(forecasts, validation_origins=3)
 
 
+def test_choose_leaves_the_fallback_only_for_a_clear_winner_on_enough_origins(three_origins):
+    d, forecasts = three_origins
+    # S1: A beats the fallback B on both validation origins by half (MAE 1 vs 2): a clear winner
+    # S2: B is the fallback and the best; S3: the fallback has no validation forecast, A stays chosen
+    selection, _ = bt.choose(forecasts, validation_origins=2, fallback="B", margin=0.05, min_wins=2)
+    assert selection.set_index("item_id")["model"].to_dict() == {"S1": "A", "S2": "B", "S3": "A"}
+    # a 60 % margin: A's 50 % lead is not enough, S1 goes back to the fallback with B's validation MAE
+    selection, chosen = bt.choose(forecasts, validation_origins=2, fallback="B", margin=0.6, min_wins=1)
+    got = selection.set_index("item_id")
+    assert got["model"].to_dict() == {"S1": "B", "S2": "B", "S3": "A"} and got.loc["S1", "validation_mae"] == pytest.approx(2.0)
+    assert chosen.groupby("item_id")["yhat"].first().to_dict() == {"S1": 30.0, "S2": 30.0, "S3": 7.0}
+    # three wins asked of two validation origins: nobody leaves the fallback where it has forecasts
+    selection, _ = bt.choose(forecasts, validation_origins=2, fallback="B", margin=0.0, min_wins=3)
+    assert selection.set_index("item_id")["model"].to_dict() == {"S1": "B", "S2": "B", "S3": "A"}
+
+
 def test_choose_ensemble_weights_by_inverse_validation_error(three_origins):
     d, forecasts = three_origins
     selection, chosen = bt.choose(forecasts, validation_origins=[d[0], d[1]], method="ensemble")
