@@ -17,7 +17,8 @@ Per dataset (its own temp DATA_DIR and feature-repo copy):
   days whose test window holds >= 200 users (recs_protocols.pick_window_days). When the Feast repo
   can be applied to the lake (``repo.validate_sources`` finds no problem) this is ``recs.train``
   end to end (Feast service recs_widedeep_v1, MLflow in the temp dir); otherwise the same split
-  frame-level (recs_protocols.time_split_evaluation), and the JSON records why.
+  frame-level (recs_protocols.time_split_evaluation), and the JSON records why. Its references:
+  popularity and RecBole's ItemKNN (recs.baselines).
 
 - ``purchases`` (a shop's own question, ml.models.recs_eval): train up to a cutoff (the lake's end
   minus 28 days, and 28 days before that: two origins), serve lists for every known customer at the
@@ -147,8 +148,6 @@ def repeat_share(inter, start, days: int) -> float:
 
 
 def time_split(name: str, settings, inter, items, config, seconds: dict) -> tuple[list[Result], dict]:
-    import pandas as pd
-
     from ml.features import repo
     from ml.models import recs
     from ml.models import recs_protocols as rp
@@ -171,16 +170,6 @@ def time_split(name: str, settings, inter, items, config, seconds: dict) -> tupl
         metrics, recall, cold, rows = result.metrics, result.candidate_recall, result.cold, result.rows
         stage = {k: round(v, 1) for k, v in result.seconds.items()}
     seconds["time_split"] = time.perf_counter() - t
-    # a reference beside recs.baselines: RecBole's ItemKNN (cosine over users) on the same history and truth
-    t = time.perf_counter()
-    lookback = cuts["test"] - pd.Timedelta(days=float(config["split"].get("history_days", 180)))
-    history = inter[(inter["event_timestamp"] < cuts["test"]) & (inter["event_timestamp"] >= lookback)]
-    truth = recs.window_truth(inter, cuts["test"], window)
-    truth = truth[truth["label"] >= int(config["evaluation"]["min_label"])]
-    knn = rp.itemknn_rankings(history, truth["user_id"].unique())
-    extra_row, _ = recs.evaluate_rankings({"itemknn_cosine (reference)": knn}, truth, history, int(items["item_id"].nunique()))
-    metrics = pd.concat([metrics, extra_row])
-    seconds["itemknn_reference"] = time.perf_counter() - t
     repeats = repeat_share(inter, cuts["test"], window)
     print(f"\n{name}: time split, {window}-day windows (test {cuts['test']:%Y-%m-%d} + {window} d, valid {cuts['valid']:%Y-%m-%d}, "
           f"train {', '.join(f'{c:%Y-%m-%d}' for c in cuts['train'])}); path: {path}")

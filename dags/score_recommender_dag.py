@@ -1,11 +1,12 @@
 """# score_recommender
 
 Runs when the `feature_store` Asset (new features) or the `recommender` Asset (a new champion) is
-updated: ranks every active user's candidates with the champion ranker and serves the lists online.
+updated: ranks every known user's candidates with the champion ranker and serves the lists online.
 
-* **score_recommendations** — champion `recs_widedeep` ranks the candidates of every user active in
-  the last 30 days; business rules (no items bought in the last N days, none out of stock, at most M
-  per brand) -> top K per user plus the `__fallback__` list for unknown users; one Parquet partition
+* **score_recommendations** — the champion of the served ranker (`serving.model`, `recs_lgbm`) ranks
+  the candidates of every known user; business rules (none out of stock, at most M per brand; items
+  bought in the last N days only if configured) -> top K per user, the top K never-bought items, and
+  the `__fallback__` list for unknown users; one Parquet partition
   per scoring date under `SCORES_DIR` (overwritten on a re-run). Returns `no_champion` while no
   ranker has been promoted; a champion that fails to load fails the task and keeps the old lists.
 * **serve_recommendations** — materializes Feast views `user_recommendations` and

@@ -7,11 +7,12 @@ user and item features from the Feast service `recs_widedeep_v1` at each cutoff.
 * **embed_items** — sentence embeddings (all-MiniLM-L6-v2, offline) of every item text in
   `mart_item_catalogue`, cached by text hash: the source of Feast view `item_embeddings`, of
   cold-start candidates and of semantic search.
-* **train_rankers** — candidates (co-visitation, popularity by segment, content kNN) -> Wide & Deep
-  (`recs_widedeep`), LightGBM LambdaRank (`recs_lgbm`) and a Factorization Machine (`recs_fm`) ->
-  full ranking of the test week against popularity and item-kNN baselines, semantic search vs BM25
-  -> report, MLflow runs, registered versions, each promoted only if its test NDCG@10 is not worse
-  than its champion's on the same pairs.
+* **train_rankers** — candidates (co-visitation, item-kNN, buy again, popularity by segment, content
+  kNN) -> Wide & Deep (`recs_widedeep`), LightGBM LambdaRank (`recs_lgbm`, served) and a
+  Factorization Machine (`recs_fm`) -> full ranking of the test week against popularity and item-kNN
+  baselines, the served lists against plain references on the test week's purchases, semantic search
+  vs BM25 -> report, MLflow runs, registered versions, each promoted only if its test NDCG@10 is not
+  worse than its champion's on the same pairs and it does not lose to a plain reference.
 * **publish_recommender** — emits `recommender` when the served ranker was promoted (skipped
   otherwise), which makes `score_recommender` re-rank with it.
 
@@ -50,7 +51,7 @@ def train_recommender():
     @task(outlets=[RECOMMENDER])
     def publish_recommender(summary: dict, outlet_events=None) -> dict:
         orchestration.require_promotion(summary)  # skips this task when nothing was promoted
-        outlet_events[RECOMMENDER].extra = {"recs_widedeep": summary["version"]}
+        outlet_events[RECOMMENDER].extra = {summary["model"]: summary["version"]}
         return outlet_events[RECOMMENDER].extra
 
     publish_recommender(train_rankers(embed_items()))

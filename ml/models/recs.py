@@ -451,12 +451,14 @@ def evaluate_rankings(rankings: dict[str, "pd.DataFrame"], truth: "pd.DataFrame"
 
 
 def baselines(cf: CutoffFrames, users, k: int = 100) -> dict[str, "pd.DataFrame"]:
-    """Popularity (the overall recency-decayed list for everyone) and item-kNN (the co-visitation
-    neighbours of the user's recent items, by similarity) as scored pairs."""
+    """Popularity (the overall recency-decayed list for everyone) and item-kNN as a textbook has it
+    (RecBole's ItemKNN: cosine of the binary user x item columns of the history, 100 neighbours per
+    item, every item scored; ``recs_protocols.itemknn_rankings``) as scored pairs."""
     from ml.models import candidates as cand
+    from ml.models.recs_protocols import itemknn_rankings
 
     popular = cand.popular_candidates(users, cf.pop_table, None, n=k)
-    knn = cand.covisit_candidates(cf.history, cf.covis, k)
+    knn = itemknn_rankings(cf.history, users, k=k)
     return {"popularity": popular[["user_id", "item_id", "score"]], "item_knn": knn[["user_id", "item_id", "score"]]}
 
 
@@ -494,12 +496,13 @@ class TrainResult:
     report: Path
     rows: dict
     seconds: dict
+    served_model: str = LGBM_NAME  # config serving.model: the ranker whose champion `score` serves
 
     def summary(self) -> dict:
         cols = ["recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@20"]
         metrics = self.evaluation.metrics
         return {
-            "model": MODEL_NAME,
+            "model": self.served_model,
             "versions": self.versions,
             "promoted": {k: bool(getattr(d, "promoted", False)) for k, d in self.decisions.items()},
             "rows": self.rows,
@@ -658,7 +661,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
                 mlflow.set_tag("report", str(path))
         say(f"recs: {name} version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
     seconds["total"] = time.perf_counter() - t0
-    return TrainResult(versions, decisions, evaluation, path, rows, seconds)
+    return TrainResult(versions, decisions, evaluation, path, rows, seconds, config["serving"]["model"])
 
 
 def _report(settings, config, evaluation: Evaluation, frames, rows, models, versions, decisions, fit_seconds, run_id) -> Path:
