@@ -290,14 +290,21 @@ def test_audit_attributes_come_from_dim_users(built_warehouse, con):
 # -- point-in-time through the feature service --------------------------------------------------------
 
 
-def test_training_set_through_v2_sees_no_feature_after_the_cutoff(built_warehouse, labels):
+def through_service(settings, labels, service: str, n: int, seed: int):
+    """(entity rows: n labelled user-cutoffs, the training set built for them through ``service``)."""
     from ml.features import repo, training
 
-    settings = built_warehouse
     repo.apply(settings)
-    picked = labels.dropna(subset=["is_purchased_30d"]).sample(60, random_state=1)
+    picked = labels.dropna(subset=["is_purchased_30d"]).sample(n, random_state=seed)
     entity_df = picked[["user_id", "event_timestamp", "is_purchased_30d"]].reset_index(drop=True)
-    got = training.build_training_set(settings, entity_df, "propensity_lgbm_v2")
+    return entity_df, training.build_training_set(settings, entity_df, service)
+
+
+def test_training_set_through_v2_sees_no_feature_after_the_cutoff(built_warehouse, labels):
+    from ml.features import training
+
+    settings = built_warehouse
+    entity_df, got = through_service(settings, labels, "propensity_lgbm_v2", 60, seed=1)
     assert len(got) == len(entity_df) and got["user_id"].tolist() == entity_df["user_id"].tolist()
     for column in ("r_score", "rfm_segment", "top_category_share_30d", "order_count_lifetime", "view_count_30d",
                    "days_since_last_order_now"):
@@ -326,13 +333,7 @@ def test_training_set_through_v2_sees_no_feature_after_the_cutoff(built_warehous
 
 
 def test_purchase_cycle_features_through_v3_match_their_definition(built_warehouse, labels):
-    from ml.features import repo, training
-
-    settings = built_warehouse
-    repo.apply(settings)
-    picked = labels.dropna(subset=["is_purchased_30d"]).sample(200, random_state=2)
-    entity_df = picked[["user_id", "event_timestamp", "is_purchased_30d"]].reset_index(drop=True)
-    got = training.build_training_set(settings, entity_df, "propensity_lgbm_v3")
+    _, got = through_service(built_warehouse, labels, "propensity_lgbm_v3", 200, seed=2)
     day = pd.Timedelta(days=1)
     n = got["order_count_lifetime"]
     gap = ((got["last_order_at"] - got["first_order_at"]) / day / (n - 1)).where(n > 1)
