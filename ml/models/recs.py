@@ -694,8 +694,11 @@ def _report(settings, config, evaluation: Evaluation, frames, rows, models, vers
         report.table("Purchase protocols: recall per segment (served lists and plain references)", pivot(purchases["table"]).round(4))
         report.table("Purchase protocols: users per cell", pivot(purchases["table"], "n_users"))
         lost = {m: "; ".join(v) for m, v in purchases["losses"].items() if v}
-        report.text("Reference gate: " + ("every model beats every reference on both protocols." if not lost else
-                                          " / ".join(f"{m} not promoted: {v}" for m, v in lost.items())))
+        if not purchases.get("gate_applied", True):
+            report.text("Reference gate: not applied (too few buyers in the test window to tell).")
+        else:
+            report.text("Reference gate: " + ("every model beats every reference on both protocols." if not lost else
+                                              " / ".join(f"{m} not promoted: {v}" for m, v in lost.items())))
     elif purchases.get("note"):
         report.text(f"Purchase protocols: {purchases['note']}.")
     if evaluation.search is not None:
@@ -817,7 +820,7 @@ def purchase_evaluation(settings: Settings | None, config: dict, inter: "pd.Data
         out["coverage"][name] = recs_eval.coverage(served[name].lists, split)
     table = recs_eval.evaluate(lists, split)
     out["table"] = table
-    gate = buyers >= min_users
+    gate = out["gate_applied"] = buyers >= min_users
     for name in models:
         _, losses = recs_eval.beats(table, name, refs, margin=float(promotion.get("reference_margin", 0.0)))
         out["losses"][name] = losses if gate else []
