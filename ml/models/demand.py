@@ -368,11 +368,31 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         registry.log_metrics({"fit_seconds": fit_seconds})
         version = registry.log_model(model, name, flavor="sklearn", serialization_format="cloudpickle")
         value = test.get(metric.removeprefix("test_"))
+        losses = reference_losses(result.test, name, promotion.get("references", ["demand_seasonal_naive"]),
+                                  metric.removeprefix("test_"), float(promotion.get("reference_margin", 0.0)))
         decision = registry.promote_if_not_worse(settings, name, version.version, metric=metric, value=value,
-                                                 higher_is_better=False, tolerance=float(promotion.get("tolerance", 0.0)))
+                                                 higher_is_better=False, tolerance=float(promotion.get("tolerance", 0.0)),
+                                                 losses=losses)
     say(f"demand: {name} version {version.version} fitted on {n_series:,} series in {fit_seconds:.0f} s, test WAPE "
         f"{test.get('wape', float('nan')):.3f}; {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
     return TrainResult(result, name, str(version.version), decision, n_series, fit_seconds)
+
+
+def reference_losses(test: "pd.DataFrame", name: str, references, metric: str = "wape", margin: float = 0.0) -> list[str]:
+    """The gate: one line per plain reference (a model of the same backtest, e.g. seasonal naive)
+    whose test-origin ``metric`` (lower is better) the served model does not beat by ``margin``
+    (relative: 0.2 = 20 % lower). References the backtest did not run are skipped."""
+    losses = []
+    if name not in test.index or metric not in test.columns:
+        return losses
+    ours = float(test.loc[name, metric])
+    for ref in references:
+        if ref == name or ref not in test.index:
+            continue
+        theirs = float(test.loc[ref, metric])
+        if not ours <= theirs * (1.0 - margin) + 1e-12:
+            losses.append(f"test {metric} {ours:.4f} vs {ref} {theirs:.4f}" + (f" (needs {margin:.0%} lower)" if margin else ""))
+    return losses
 
 
 # --- forecast + inventory plan --------------------------------------------------------------------

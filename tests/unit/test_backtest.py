@@ -172,3 +172,16 @@ def test_choose_ensemble_weights_by_inverse_validation_error(three_origins):
     s1 = chosen.loc[chosen["item_id"] == "S1", "yhat"]
     assert s1.tolist() == pytest.approx([20 * 2 / 3 + 30 / 3] * 2, rel=1e-4)
     assert "S3" not in set(chosen["item_id"])  # no fallback given: its only validated model has no test forecast
+
+
+def test_demand_reference_gate():
+    from ml.models.demand import reference_losses
+
+    test = pd.DataFrame({"wape": [0.80, 1.00, 0.70]}, index=["demand_lgbm", "demand_seasonal_naive", "demand_best"])
+    assert reference_losses(test, "demand_lgbm", ["demand_seasonal_naive"]) == []
+    assert reference_losses(test, "demand_lgbm", ["demand_seasonal_naive"], margin=0.25) == [
+        "test wape 0.8000 vs demand_seasonal_naive 1.0000 (needs 25% lower)"]
+    worse = test.assign(wape=[1.10, 1.00, 0.70])
+    assert reference_losses(worse, "demand_lgbm", ["demand_seasonal_naive", "demand_moving_average"]) == [
+        "test wape 1.1000 vs demand_seasonal_naive 1.0000"]  # a reference the backtest did not run is skipped
+    assert reference_losses(test, "demand_prophet", ["demand_seasonal_naive"]) == []  # no result: train raises before
