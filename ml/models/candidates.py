@@ -17,8 +17,10 @@ better, sorted by user, score descending, item_id). All functions are pure: fram
     covisit_candidates(history, covis, n, ...)          sum over recent items of weight x covis score
     item_knn_weights(r, k, shrink) -> item x item sparse W   cosine of the binary user x item columns,
         each item's k nearest (RecBole's ItemKNN; also the reference in ml.models.recs_eval)
-    knn_candidates(history, n, ...)                     item-kNN over the users' whole item sets: score =
-        sum over the user's items of W[item, candidate] (items the user has are not proposed)
+    knn_scores(pairs, users, n, ...)                    item-kNN over the users' whole item sets: score =
+        sum over the user's items of W[item, candidate] (the reference in ml.models.recs_eval too)
+    knn_candidates(history, users, n, ...)              knn_scores of the weighted interactions, the items
+        the user has left out
     repeat_candidates(history, now, n, ...)             "buy again": the user's own items, score = sum
         over the user's events on the item of event weight x 0.5 ** (age / repeat_half_life_days)
         (frequency and recency in one number); real shops' customers mostly rebuy
@@ -228,19 +230,17 @@ def item_knn_weights(r, k: int = 100, shrink: float = 0.0, cells_per_block: int 
     return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
 
 
-def knn_candidates(
-    history: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int = 20000, event_weights: dict | None = None,
-    batch_users: int = 1024,
-) -> pd.DataFrame:
-    """Item-kNN candidates: the binary user x item matrix of ``history`` (weighted event types, the
-    ``max_items`` items with the most users), W = item_knn_weights, score(u, j) = sum over the
-    user's items i of W[i, j]; items the user already has are not proposed (the repeat source covers
-    them). The best n per user of ``users``."""
+def knn_scores(pairs: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int | None = None,
+               exclude_own: bool = True, batch_users: int = 1024) -> pd.DataFrame:
+    """Item-kNN over the binary user x item matrix of ``pairs`` [user_id, item_id] (the ``max_items``
+    items with the most users; None: all): W = item_knn_weights, score(u, j) = sum over the user's
+    items i of W[i, j], the best ``n`` per user of ``users`` that ``pairs`` knows (positive scores);
+    ``exclude_own`` leaves out the items the user has."""
     from scipy import sparse
 
-    pairs = _weighted(history, event_weights)[["user_id", "item_id"]].drop_duplicates()
-    top_items = pairs["item_id"].value_counts(sort=True).index[:max_items]
-    pairs = pairs[pairs["item_id"].isin(top_items)]
+    pairs = pairs[["user_id", "item_id"]].drop_duplicates()
+    if max_items is not None:
+        pairs = pairs[pairs["item_id"].isin(pairs["item_id"].value_counts(sort=True).index[:max_items])]
     empty = pd.DataFrame({"user_id": [], "item_id": [], "score": []}).astype({"user_id": object, "item_id": object, "score": float})
     if pairs.empty or n < 1:
         return empty
@@ -253,16 +253,21 @@ def knn_candidates(
     parts = []
     for lo in range(0, len(wanted), batch_users):
         idx = wanted[lo:lo + batch_users]
-        own = r[idx]
-        scores = (own @ w).tocsr()
-        scores = scores - scores.multiply(own)  # nothing the user has
+        scores = (r[idx] @ w).tocsr()
+        if exclude_own:
+            scores = scores - scores.multiply(r[idx])
         coo = scores.tocoo()
         keep = coo.data > 0
         parts.append(pd.DataFrame({"user_id": user_ids[idx[coo.row[keep]]], "item_id": item_ids[coo.col[keep]],
                                    "score": coo.data[keep].astype(float)}))
-    if not parts:
-        return empty
-    return _best(pd.concat(parts, ignore_index=True), "user_id", n)
+    return _best(pd.concat(parts, ignore_index=True), "user_id", n) if parts else empty
+
+
+def knn_candidates(history: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int = 20000,
+                   event_weights: dict | None = None) -> pd.DataFrame:
+    """Item-kNN candidates (``knn_scores``) over the users' weighted interactions; items the user
+    already has are not proposed (the repeat source covers them)."""
+    return knn_scores(_weighted(history, event_weights), users, n, neighbours=neighbours, max_items=max_items)
 
 
 def repeat_candidates(

@@ -209,13 +209,16 @@ def logistic_fit(x: "pd.DataFrame", y):
          *([("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
                                   OneHotEncoder(handle_unknown="ignore")), categorical)] if categorical else [])])
     model = make_pipeline(columns, LogisticRegression(C=1.0, max_iter=2000))
-    prepared = x.assign(**{c: x[c].astype(object) for c in categorical})
-    return model.fit(prepared, np.asarray(y, dtype=int))
+    return model.fit(_plain_categories(x), np.asarray(y, dtype=int))
 
 
 def logistic_predict(model, x: "pd.DataFrame") -> "np.ndarray":
-    categorical = [c for c in x.columns if str(x[c].dtype) == "category"]
-    return model.predict_proba(x.assign(**{c: x[c].astype(object) for c in categorical}))[:, 1]
+    return model.predict_proba(_plain_categories(x))[:, 1]
+
+
+def _plain_categories(x: "pd.DataFrame") -> "pd.DataFrame":
+    """Categorical columns as plain objects (the imputer and one-hot encoder take those)."""
+    return x.assign(**{c: x[c].astype(object) for c in x.columns if str(x[c].dtype) == "category"})
 
 
 def reference_losses(y, p, references: dict, metric: str = "roc_auc", margin: float = 0.0, higher_is_better: bool = True,

@@ -561,8 +561,6 @@ def _champion_ndcg(settings: Settings, model_name: str, test: "pd.DataFrame", tr
 
 def train(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> TrainResult:
     """Train, evaluate, report, register the three rankers; promote each if not worse (module doc)."""
-    import mlflow
-
     from ml.models import candidates as cand
     from ml.models import ranking, registry
 
@@ -656,10 +654,12 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
             versions[name], decisions[name] = str(version.version), decision
             if name == MODEL_NAME:
                 report_run = run.info.run_id
-                path = _report(settings, config, evaluation, frames, rows, models, versions, decisions, fit_seconds, report_run)
-                mlflow.log_artifacts(str(path.parent), artifact_path="report")
-                mlflow.set_tag("report", str(path))
         say(f"recs: {name} version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
+    # the report, once every ranker is registered and decided, on the Wide & Deep run (where it always lived)
+    path = _report(settings, config, evaluation, frames, rows, models, versions, decisions, fit_seconds, report_run)
+    mlflow_client = registry.client(settings)
+    mlflow_client.log_artifacts(report_run, str(path.parent), artifact_path="report")
+    mlflow_client.set_tag(report_run, "report", str(path))
     seconds["total"] = time.perf_counter() - t0
     return TrainResult(versions, decisions, evaluation, path, rows, seconds, config["serving"]["model"])
 
@@ -705,12 +705,17 @@ def _report(settings, config, evaluation: Evaluation, frames, rows, models, vers
         report.table("Semantic search vs BM25 on search -> purchase pairs", evaluation.search.round(4))
     for name, model in models.items():
         history = getattr(model, "history", None)
-        if history:
+        if history and isinstance(history[0], dict):  # the torch rankers: one row per epoch
             import pandas as pd
 
             report.table(f"{name}: training history", pd.DataFrame(history).round(4))
-    report.text("; ".join(f"{n}: version {versions.get(n, '?')}, fit {fit_seconds[n]:.0f} s, "
-                          f"{'promoted' if getattr(decisions.get(n), 'promoted', False) else 'pending'}" for n in models))
+        elif history:  # LambdaRank: the validation NDCG per boosting round
+            best = max(range(len(history)), key=history.__getitem__)
+            report.text(f"{name}: validation NDCG@{config['lambdarank'].get('eval_at', 10)} {history[best]:.4f} at round {best + 1} "
+                        f"of {len(history)} (early stopping).")
+    report.text(f"Served: `recs score` ranks with the champion of {config['serving']['model']}. " + "; ".join(
+        f"{n}: version {versions[n]}, fit {fit_seconds[n]:.0f} s, "
+        f"{'promoted' if decisions[n].promoted else 'not promoted'} ({decisions[n].reason})" for n in models))
     return report.write(report_dir(settings, MODEL_NAME, run_id), model=MODEL_NAME, run_id=run_id)
 
 
@@ -798,7 +803,7 @@ def purchase_evaluation(settings: Settings | None, config: dict, inter: "pd.Data
     buyers = int(split.truth["user_id"].nunique())
     promotion = config.get("promotion", {})
     min_users = int(promotion.get("min_reference_users", 50))
-    refs = [r for r in promotion.get("references", ("popularity", "item_knn", "own_history"))]
+    refs = promotion.get("references", ("popularity", "item_knn", "own_history"))
     out: dict[str, Any] = {"table": None, "coverage": {}, "losses": {name: [] for name in models}, "buyers": buyers,
                            "cutoff": f"{cutoff:%Y-%m-%d}", "horizon_days": int(horizon_days), "heavy_days": split.heavy_days}
     if not buyers:
@@ -809,12 +814,16 @@ def purchase_evaluation(settings: Settings | None, config: dict, inter: "pd.Data
     lists = dict(recs_eval.references(split))
     served = {name: serve_lists(model, pairs, cf, items, config) for name, model in models.items() if name != FM_NAME}
     if FM_NAME in models:  # the FM serves by re-ranking the served model's stored lists at request time: measured so
-        base = served.get(config["serving"]["model"]) or next(iter(served.values()), None)
+        base = served.get(config["serving"]["model"])
         if base is None:
             served[FM_NAME] = serve_lists(models[FM_NAME], pairs, cf, items, config)
         else:
             fm = pairs[["user_id", "item_id"]].assign(score=predict(models[FM_NAME], pairs) if len(pairs) else [])
-            served[FM_NAME] = Served(*(lst.drop(columns="score").merge(fm, on=["user_id", "item_id"]) for lst in (base.lists, base.new_lists)), cf)
+
+            def reranked(lst):
+                return lst.drop(columns="score").merge(fm, on=["user_id", "item_id"])
+
+            served[FM_NAME] = Served(reranked(base.lists), reranked(base.new_lists), cf)
     for name in models:
         lists[name] = {"repeats": served[name].lists, "new_items": served[name].new_lists}
         out["coverage"][name] = recs_eval.coverage(served[name].lists, split)

@@ -74,10 +74,6 @@ def purchase_split(inter: pd.DataFrame, cutoff, horizon_days: int = 28) -> Purch
     return PurchaseSplit(cutoff, int(horizon_days), history, bought, truth, segment, heavy)
 
 
-def _lists(scores: pd.DataFrame, users, k: int) -> pd.DataFrame:
-    return top_k(scores[scores["user_id"].isin(users)], k)[[*KEYS, "score"]]
-
-
 def popularity(split: PurchaseSplit, popular_days: int = 90, n: int = 500) -> pd.DataFrame:
     """[item_id, score]: distinct buyers per item in the ``popular_days`` before the cutoff."""
     buys = split.history[split.history["event_type"].eq("purchase")

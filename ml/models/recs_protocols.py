@@ -189,25 +189,13 @@ def source_recall(train: pd.DataFrame, valid: pd.DataFrame, items: pd.DataFrame,
 
 
 def itemknn_rankings(history: pd.DataFrame, users, k: int = 100, neighbours: int = 100) -> pd.DataFrame:
-    """A reference item-kNN over the whole item set: RecBole's ItemKNN (protocols.ItemKNN, cosine of
-    the binary user x item columns of ``history``, ``neighbours`` per item) scores every item for each
-    of ``users`` found in ``history``, items the user already has included (nothing is masked in a
-    time split, where repeats count). Returns the best ``k`` per user [user_id, item_id, score]."""
-    from ml.models.protocols import ItemKNN
+    """A reference item-kNN over the whole item set: RecBole's ItemKNN (cosine of the binary user x
+    item columns of ``history``, ``neighbours`` per item; ``candidates.knn_scores``) scores every item
+    for each of ``users`` found in ``history``, items the user already has included (nothing is masked
+    in a time split, where repeats count). Returns the best ``k`` per user [user_id, item_id, score]."""
+    from ml.models.candidates import knn_scores
 
-    pairs = history[KEYS].drop_duplicates()
-    mapping = IndexMap.from_frames(pairs)
-    model = ItemKNN(mapping, k=min(neighbours, mapping.n_items)).fit(pairs)
-    known = np.asarray(mapping.users.intersection(pd.Index(pd.unique(pd.Series(users, dtype=object)))), dtype=object)
-    idx, k = mapping.user_index(known), min(k, mapping.n_items)
-    parts = []
-    for lo in range(0, len(idx), 512):
-        scores = model.score(idx[lo:lo + 512])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        parts.append(pd.DataFrame({"user_id": np.repeat(known[lo:lo + 512], k), "item_id": mapping.items[top.ravel()],
-                                   "score": np.take_along_axis(scores, top, 1).ravel()}))
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEYS, "score"])
-    return out[out["score"] > 0].reset_index(drop=True)
+    return knn_scores(history, users, k, neighbours=neighbours, exclude_own=False)
 
 
 def pick_window_days(inter: pd.DataFrame, choices=(7, 14, 28), min_users: int = 200) -> int:

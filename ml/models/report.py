@@ -124,7 +124,12 @@ class Report:
         return self
 
     def table(self, name: str, frame: "pd.DataFrame", max_rows: int = 100) -> "Report":
-        self._sections.append(f"<h2>{html.escape(name)}</h2>{_frame_html(frame, max_rows, False)}")
+        """A frame as a table; its index is the first column unless it is unnamed row numbers (a table
+        indexed by model shows the model names; the row numbers left by a sort or a filter do not show)."""
+        import pandas as pd
+
+        default = frame.index.name is None and pd.api.types.is_integer_dtype(frame.index)
+        self._sections.append(f"<h2>{html.escape(name)}</h2>{_frame_html(frame, max_rows, not default)}")
         return self
 
     def figure(self, name: str, fig: "Figure", caption: str = "") -> "Report":

@@ -206,3 +206,6 @@ def test_knn_candidates_propose_neighbours_of_all_the_users_items_not_the_items_
     scores = got.set_index("item_id")["score"]
     assert scores.index.tolist()[0] == "P"  # P neighbours both X and Y: the highest sum
     assert scores["P"] > scores["Q"] > 0
+    # the reference form (recs_protocols.itemknn_rankings) keeps the user's own items: Y neighbours X
+    with_own = C.knn_scores(history, ["a"], 5, exclude_own=False).set_index("item_id")["score"]
+    assert {"X", "Y"} <= set(with_own.index) and with_own["P"] == pytest.approx(scores["P"])
