@@ -203,14 +203,25 @@ def test_overlapping_writers_are_serialised_across_workers(stack):
 def test_feature_server_serves_the_materialized_features_from_redis(stack):
     import duckdb
 
-    from ml.features.serving import get_online_features_http
+    from ml.features.serving import ServingError, get_online_features_http
 
     settings = stack.settings()
     assert settings.feast_mode == "production" and settings.redis_url.endswith(f"/{stack.redis_db}")
     user_id = duckdb.connect().execute("select min(user_id) from read_parquet(?)",
                                        [str(settings.features_dir / "feat_user_rfm.parquet")]).fetchone()[0]
     assert _get(f"{stack.url('feast-server')}/health") == 200
-    values = get_online_features_http(stack.url("feast-server"), "propensity_lgbm_v1", [{"user_id": user_id}])
+
+    def served():
+        # The server started before the chain applied the repo: it sees the new registry at its next
+        # refresh (registry_ttl_sec, 60 s), not at once; a 404 before then is Feast's documented behaviour.
+        try:
+            return get_online_features_http(stack.url("feast-server"), "propensity_lgbm_v1", [{"user_id": user_id}])
+        except ServingError as exc:
+            if "FeatureServiceNotFoundException" not in str(exc):
+                raise
+            return None
+
+    values = wait_until(served, 60 + 30, "the feature server to pick up the applied registry", poll=5)
     assert values["user_id"] == [user_id]
     features = {k: v[0] for k, v in values.items() if k != "user_id"}
     assert features and sum(v is not None for v in features.values()) >= len(features) // 2, features
