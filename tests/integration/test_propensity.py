@@ -35,6 +35,14 @@ def test_beats_the_rfm_baseline_and_registers_a_champion(small_store, trained):
     model, version = registry.load_champion(small_store, propensity.MODEL_NAME)
     assert str(version.version) == trained.version
     assert propensity.model_features(model)  # a real booster came back
+    # the served version is refit on every labelled cutoff (the newest labels), the report says so
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=small_store.mlflow_tracking_uri).get_run(trained.run_id)
+    assert version.tags["refit"] == "train+valid+test"
+    assert version.tags["labelled_through"] == run.data.params["split_test_end"]
+    assert model.current_iteration() == int(run.data.params["best_iteration"])
+    assert "refit with the same parameters" in trained.report.read_text()
 
 
 def test_run_logs_service_snapshot_and_report(small_store, trained):
@@ -100,9 +108,11 @@ def test_worse_challenger_is_not_promoted(small_store, trained):
     config["lightgbm"] = {**config["lightgbm"], "num_leaves": 2, "learning_rate": 0.001}
     config["num_boost_round"] = 1
     config["sequence_model"] = {"enabled": False}
+    config["promotion"] = {**config["promotion"], "reference_margin": -1.0}  # the reference gate lets it through
     weak = propensity.train(small_store, config, echo=None)
     assert weak.metrics["roc_auc"] < trained.metrics["roc_auc"] - 0.005
     assert not weak.decision.promoted
+    assert weak.decision.champion_value_source == "logged"  # the refit champion has seen these test rows
     _, version = registry.load_champion(small_store, propensity.MODEL_NAME)
     assert str(version.version) == trained.version
 
