@@ -4,7 +4,11 @@ Online Retail II invoice lines through the ingestion adapter (``ml.ingest``, pre
 mart_demand_series), then ``ml.models.demand.backtest`` on that warehouse with the head of
 ``--max-series`` series by volume. Nothing below knows which dataset it reads.
 
-    python bench/bench_demand_real.py [--max-series 200] [--models a,b] [--file PATH --preset NAME]
+    python bench/bench_demand_real.py [--max-series 200] [--models a,b] [--file PATH --preset NAME] [--period week]
+
+``--period week``: the daily series summed to whole weeks (Monday-Sunday, the partial first and last
+weeks left out) before preparation, backtested with horizon 4 weeks, 4 origins, min_history 26 weeks
+(a year of history holds no second season: seasonal naive and the lag-52 features see only the first).
 
 The backtest is configs/demand.yaml as shipped (rolling origin, its origins / horizon / validation
 split, every model it lists: seasonal naive, moving average, global LightGBM, Prophet on its volume
@@ -64,14 +68,14 @@ def prepare_warehouse(path: Path, preset: str, root: Path, seconds: dict):
     return settings, {"preset": preset, "file": path.name, **keep}
 
 
-def series_shape(settings, config) -> dict:
+def series_shape(settings, config, prepared=None) -> dict:
     """How the warehouse keys the demand series, and what the backtest head holds."""
     import pandas as pd
 
     from ml.models import demand
 
     raw = demand.load_series(settings)
-    clean, preparation, freq = demand.prepared_series(settings, config)
+    clean, preparation, freq = prepared or demand.prepared_series(settings, config)
     head = demand.head_by_volume(clean, config["data"].get("max_series"))
     lake = Path(settings.lake_dir) / "warehouses"
     warehouses = pd.read_parquet(lake) if lake.exists() else pd.DataFrame()
@@ -99,6 +103,26 @@ def series_shape(settings, config) -> dict:
         "units_by_weekday": weekday_units,
         "preparation": preparation.groupby("rule")["rows"].sum().to_dict() if len(preparation) else {},
     }, head
+
+
+def weekly(settings, config):
+    """(clean, preparation, freq) of the daily series summed to whole weeks ending Sunday."""
+    import pandas as pd
+
+    from ml.models import demand
+    from ml.models import forecast_data as fd
+
+    raw = demand.load_series(settings)
+    raw["ds"] = pd.to_datetime(raw["ds"])
+    first, last = raw["ds"].min(), raw["ds"].max()
+    week = fd.snap(raw["ds"], "W-SUN")
+    whole = (week - pd.Timedelta(days=6) >= first) & (week <= last)
+    flags = [c for c in raw.columns if c.startswith("is_")]
+    values = [c for c in raw.columns if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1", *flags)]
+    how = {"y": "sum", "category_l1": "first", **{c: "max" for c in flags}, **{c: "mean" for c in values}}
+    frame = raw[whole].assign(ds=week[whole]).groupby(["item_id", "warehouse_id", "ds"], as_index=False).agg(how)
+    clean, preparation = fd.prepare(frame, "W-SUN", min_history=int(config["data"]["min_history"]))
+    return clean, preparation, "W-SUN"
 
 
 def capture_forecasts(box: dict) -> None:
@@ -150,7 +174,9 @@ def main() -> None:
     parser.add_argument("--models", default="", help="comma-separated subset of backtest.models (default: the yaml's)")
     parser.add_argument("--file", default="", help="another export (default: shared/data Online Retail II)")
     parser.add_argument("--preset", default="online_retail_ii", help="its mapping preset")
+    parser.add_argument("--period", choices=("day", "week"), default="day", help="week: the series summed to whole weeks")
     args = parser.parse_args()
+    scale = SCALE if args.period == "day" else f"{SCALE}_weekly"
     for category in (FutureWarning, DeprecationWarning):
         warnings.simplefilter("ignore", category)
     logging.basicConfig(level=logging.WARNING)
@@ -171,13 +197,18 @@ def main() -> None:
         config["data"] = {**config["data"], "max_series": args.max_series}
         if args.models:
             config["backtest"] = {**config["backtest"], "models": args.models.split(",")}
-        shape, head = series_shape(settings, config)
+        prepared = None
+        if args.period == "week":
+            config["data"]["min_history"] = 26
+            config["backtest"] = {**config["backtest"], "horizon": 4, "n_origins": 4}
+            prepared = weekly(settings, config)
+        shape, head = series_shape(settings, config, prepared)
         print(f"series: {shape}", flush=True)
         t = time.perf_counter()
         box: dict = {}
         capture_forecasts(box)
         with PeakRSS(interval=0.2) as peak:
-            result = demand.backtest(settings, config, echo=print)
+            result = demand.backtest(settings, config, echo=print, prepared=prepared)
         seconds["backtest"] = time.perf_counter() - t
         loads["end"] = load()
         summary = result.summary()
@@ -214,11 +245,11 @@ def main() -> None:
             if model in result.seconds():
                 extra["fit_predict_seconds_all_origins"] = result.seconds()[model]
             extra.update(rows[table].get(model, {}) and {f"same_rows_{k}": v for k, v in rows[table][model].items() if k != "wape"})
-            results.append(Result(f"{model} wape", round(float(row["wape"]), 4), "wape", f"{SCALE}/{table}",
+            results.append(Result(f"{model} wape", round(float(row["wape"]), 4), "wape", f"{scale}/{table}",
                                   baseline=round(base, 4) if base else None, baseline_name="seasonal naive (same run)",
                                   extra={**extra, "origins": origins if table == "all_origins" else test_origins, **common}))
     results.append(Result(
-        "seconds_total", round(seconds["total"], 1), "s", SCALE,
+        "seconds_total", round(seconds["total"], 1), "s", scale,
         extra={"stages": {k: round(v, 1) for k, v in seconds.items()}, "backtest_peak_rss_mib": peak.peak_mib,
                "model_seconds": result.seconds(), "ingest": ingest, "series": shape, "notes": notes,
                "same_rows": rows, "origins": origins, "test_origins": test_origins,

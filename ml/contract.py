@@ -256,6 +256,38 @@ TABLES: dict[str, Table] = {
             ingest_only=True,
         ),
         Table(
+            "demand_regressors",
+            "Extra numeric regressors of a demand export, by the names its mapping gives them "
+            "(demand.regressors: a price index, fuel price, unemployment, each markdown programme): one row per "
+            "series, period and regressor. The forecasters use each name as a feature.",
+            "one row per item per warehouse per period per regressor",
+            ("item_id", "warehouse_id", "demand_date", "name"),
+            (
+                C("item_id", pa.string(), True, "Item"),
+                C("warehouse_id", pa.string(), True, "Warehouse"),
+                C("demand_date", pa.date32(), True, "First day of the period (as demand_history)"),
+                C("name", pa.string(), True, "Regressor name (lower_snake_case, from the mapping)"),
+                C("value", pa.float64(), True, "Its value in the period"),
+            ),
+            needed_by=("forecast regressors beyond the contract's promotion, price, weather and holiday columns",),
+            ingest_only=True,
+        ),
+        Table(
+            "series_attributes",
+            "Static attributes of a demand series, by the names its mapping gives them (demand.attributes: store "
+            "type, store size, department): one row per series and attribute, the export's latest value.",
+            "one row per item per warehouse per attribute",
+            ("item_id", "warehouse_id", "name"),
+            (
+                C("item_id", pa.string(), True, "Item"),
+                C("warehouse_id", pa.string(), True, "Warehouse"),
+                C("name", pa.string(), True, "Attribute name (lower_snake_case, from the mapping)"),
+                C("value", pa.string(), True, "Its value as text (a number stays a number for the forecasters)"),
+            ),
+            needed_by=("series attributes as forecast features (global models)",),
+            ingest_only=True,
+        ),
+        Table(
             "returns",
             "Units of an earlier order line cancelled or returned, written by ingestion where an export records "
             "cancellations as lines of their own (Online Retail II's 'C' invoices): one row per cancellation line "

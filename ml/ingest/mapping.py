@@ -7,6 +7,7 @@ a path to a YAML file, a dict or a ``Mapping``. docs/ingestion.md documents ever
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -88,6 +89,11 @@ class CancellationSpec(_Strict):
     match: bool = True  # match each to its original line and record returned_quantity there
 
 
+class ExtraRegressor(_Strict):
+    column: str
+    missing: Literal["carry", "zero"] = "carry"  # carry: the forecaster carries the last value forward; zero: 0
+
+
 class DemandSpec(_Strict):
     """How a pre-aggregated demand export becomes ``demand_history`` rows."""
 
@@ -99,6 +105,11 @@ class DemandSpec(_Strict):
     fractional_units: bool = False  # round fractional units (after units_scale) instead of quarantining them
     convert: dict[Literal["discount_pct", "temperature_c", "precipitation_mm"],
                   Literal["percent", "fahrenheit", "inches"]] = {}
+    # extra numeric regressors by name -> lake table demand_regressors (name: source column, or
+    # {column, missing: zero} where an empty cell means 0, e.g. a markdown not run that week)
+    regressors: dict[str, str | ExtraRegressor] = {}
+    # static series attributes by name (store type, store size, department) -> lake table series_attributes
+    attributes: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _known_conversions(self) -> "DemandSpec":
@@ -106,7 +117,21 @@ class DemandSpec(_Strict):
         for name, unit in self.convert.items():
             if allowed[name] != unit:
                 raise ValueError(f"demand.convert.{name} can only be {allowed[name]!r}, not {unit!r}")
+        reserved = {"item_id", "warehouse_id", "ds", "y", "demand_date", "units", "period", "category_l1",
+                    "on_hand_units", *DEMAND_REGRESSORS}
+        for kind, names in (("regressors", self.regressors), ("attributes", self.attributes)):
+            for name in names:
+                if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name) or name in reserved:
+                    raise ValueError(f"demand.{kind}: {name!r} must be a lower_snake_case name (a-z, 0-9, _) and not "
+                                     f"one of the contract's columns {sorted(reserved)}")
+        both = sorted(set(self.regressors) & set(self.attributes))
+        if both:
+            raise ValueError(f"demand: {both} named both as a regressor and as an attribute")
         return self
+
+    def regressor_specs(self) -> dict[str, ExtraRegressor]:
+        return {n: ExtraRegressor(column=v) if isinstance(v, str) else v for n, v in self.regressors.items()}
+
 
 
 class SideFile(_Strict):
@@ -199,6 +224,8 @@ class Mapping(_Strict):
             if produces & (ORDER_TABLES | {"events"}):
                 raise ValueError("demand_history rows are pre-aggregated demand: a file producing them cannot "
                                  "also produce events or orders")
+        if (self.demand.regressors or self.demand.attributes) and "demand_history" not in produces:
+            raise ValueError("demand.regressors / demand.attributes belong to a demand export: produces needs demand_history")
         for field, values in self.value_maps.items():
             if field == "event_type":
                 bad = sorted({v for v in values.values() if v not in EVENT_TYPES})

@@ -478,6 +478,11 @@ def check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
                 f"{path}: required column {column!r} (mapped to {name}) is missing; "
                 f"the file has columns {list(raw.columns)}"
             )
+    extra = {**{f"demand.regressors.{n}": r.column for n, r in mapping.demand.regressor_specs().items()},
+             **{f"demand.attributes.{n}": c for n, c in mapping.demand.attributes.items()}}
+    for where, column in extra.items():
+        if column not in have:
+            raise IngestError(f"{path}: column {column!r} ({where}) is missing; the file has columns {list(raw.columns)}")
     for flt in mapping.filters:
         if flt.field not in mapping.columns and flt.field not in mapping.constants and flt.field not in have:
             raise IngestError(f"{path}: filter column {flt.field!r} is neither a mapped field nor a column of the file")
@@ -694,6 +699,7 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
     # --- demand_history --------------------------------------------------------------------------
     if "demand_history" in produces:
         out["demand_history"] = _demand_rows(a, mapping, period, notes)
+        out.update(_demand_extras(a, raw, mapping, notes))
 
     # --- events ----------------------------------------------------------------------------------
     if "events" in produces:
@@ -782,6 +788,45 @@ def _demand_rows(a: pd.DataFrame, mapping: Mapping, period: str, notes: dict[str
     if len(d):
         notes[f"period_{period}"] = int(len(d))
     return d.reset_index(drop=True)
+
+
+def _demand_extras(a: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, notes: dict[str, int]) -> dict[str, pd.DataFrame]:
+    """demand_regressors and series_attributes from the source columns ``demand.regressors`` /
+    ``demand.attributes`` name, for the accepted rows. A regressor cell that is not a finite number is
+    left out and counted in notes (regressor_not_numeric:<name>); an empty cell is left out, or 0 with
+    ``missing: zero``;
+    rows of one key (``duplicate_keys: sum``) average. An attribute keeps the series' most common value."""
+    spec, out = mapping.demand, {}
+    key = ["item_id", "warehouse_id", "demand_date"]
+    rows = a["_row"].to_numpy()
+    if spec.regressors:
+        parts = []
+        for name, reg in spec.regressor_specs().items():
+            cell = pd.Series(raw[reg.column].to_numpy()[rows], index=a.index)
+            value, bad = to_number(cell)
+            if bad.any():
+                notes[f"regressor_not_numeric:{name}"] = int(bad.sum())
+            if reg.missing == "zero":
+                value = value.mask(value.isna() & ~bad, 0.0)
+            part = a[key].assign(name=name, value=value.to_numpy()).dropna(subset=["value"])
+            parts.append(part)
+        regs = pd.concat(parts, ignore_index=True)
+        regs = regs.groupby([*key, "name"], sort=False, as_index=False)["value"].mean()
+        regs["demand_date"] = regs["demand_date"].dt.date
+        out["demand_regressors"] = regs
+    if spec.attributes:
+        parts = []
+        for name, column in spec.attributes.items():
+            text = to_text(pd.Series(raw[column].to_numpy()[rows], index=a.index))
+            frame = a[["item_id", "warehouse_id"]].assign(value=text.to_numpy()).dropna(subset=["value"])
+            if len(frame):
+                series = pd.Series(list(zip(frame["item_id"], frame["warehouse_id"])), index=frame.index)
+                value = mode_by(series, frame["value"])
+                parts.append(pd.DataFrame({"item_id": [k[0] for k in value.index], "warehouse_id": [k[1] for k in value.index],
+                                           "name": name, "value": value.to_numpy()}))
+        out["series_attributes"] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=["item_id", "warehouse_id", "name", "value"])
+    return out
 
 
 def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: str,

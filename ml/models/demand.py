@@ -50,7 +50,10 @@ PLAN_VIEW = "item_warehouse_plan"
 PARTITION_KEY = "forecast_date"
 BACKTEST_CSV, TEST_CSV = "backtest_overall.csv", "backtest_test.csv"  # beside the backtest report
 FORECASTS_FILE = "backtest_forecasts.parquet"  # ... and every forecast of the backtest
-REGRESSOR_COLUMNS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday")
+REGRESSOR_COLUMNS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday", "price",
+                     "markdown_amount")
+REGRESSORS_MART = "mart_demand_regressors"  # the exports' named extra regressors, long: one column each here
+ATTRIBUTES_MART = "mart_series_attributes"  # static series attributes, long: one column attr_<name> each here
 
 
 class DemandError(RuntimeError):
@@ -79,12 +82,47 @@ def load_series(settings: Settings) -> "pd.DataFrame":
         raise DemandError(f"{path} is missing: build the warehouse first (dbt model {SERIES_MART})")
     raw = pd.read_parquet(path)
     frame = raw.rename(columns={"demand_date": "ds", "units": "y"})
+    if "markdown_amount" in frame and frame["markdown_amount"].fillna(0).ne(0).any():
+        frame["markdown_amount"] = frame["markdown_amount"].fillna(0.0)  # no markdown reported = none run
     for col in REGRESSOR_COLUMNS:
-        if col in frame and frame[col].notna().any():
+        if col in frame and frame[col].notna().any() and not (col == "markdown_amount" and frame[col].eq(0).all()):
             frame[col] = frame[col].astype(float)
         else:
             frame = frame.drop(columns=[col], errors="ignore")
-    return frame[["item_id", "warehouse_id", "ds", "y", *[c for c in REGRESSOR_COLUMNS if c in frame], "category_l1"]]
+    frame = frame[["item_id", "warehouse_id", "ds", "y", *[c for c in REGRESSOR_COLUMNS if c in frame], "category_l1"]]
+    return _with_extras(settings, frame)
+
+
+def _with_extras(settings: Settings, frame: "pd.DataFrame") -> "pd.DataFrame":
+    """The series frame with the exports' named regressors (one float column per name, NaN where a
+    period has no value: prepare's regressor_filled rule carries it) and static attributes (attr_<name>:
+    float where every value parses as a number, else text, a category to the global models)."""
+    import pandas as pd
+
+    from ml.models.forecast_data import ATTRIBUTE_PREFIX
+
+    keys = ["item_id", "warehouse_id"]
+    path = Path(settings.exports_dir) / f"{REGRESSORS_MART}.parquet"
+    regs = pd.read_parquet(path) if path.exists() else None
+    if regs is not None and len(regs):
+        wide = regs.pivot_table(index=[*keys, "demand_date"], columns="name", values="value", aggfunc="first")
+        wide = wide.reset_index().rename(columns={"demand_date": "ds"})
+        wide.columns.name = None
+        wide["ds"] = pd.to_datetime(wide["ds"])
+        frame = frame.assign(ds=pd.to_datetime(frame["ds"]))
+        clash = [c for c in wide.columns if c not in (*keys, "ds") and c in frame.columns]
+        frame = frame.merge(wide.drop(columns=clash), on=[*keys, "ds"], how="left")
+    path = Path(settings.exports_dir) / f"{ATTRIBUTES_MART}.parquet"
+    attrs = pd.read_parquet(path) if path.exists() else None
+    if attrs is not None and len(attrs):
+        wide = attrs.pivot_table(index=keys, columns="name", values="value", aggfunc="first")
+        wide.columns = [f"{ATTRIBUTE_PREFIX}{c}" for c in wide.columns]
+        for col in wide.columns:
+            numbers = pd.to_numeric(wide[col], errors="coerce")
+            if numbers.notna().sum() == wide[col].notna().sum():
+                wide[col] = numbers
+        frame = frame.merge(wide.reset_index(), on=keys, how="left")
+    return frame
 
 
 def head_by_volume(frame: "pd.DataFrame", max_series: int | None, before=None) -> "pd.DataFrame":

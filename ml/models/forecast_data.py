@@ -8,6 +8,8 @@ The series frame (the one input every demand model takes), one row per series pe
     regressors (optional)   is_promoted, discount_pct, temperature_c, precipitation_mm, is_holiday, price and any
                             other numeric column: used only when present (``detect_regressors``)
     category_l1 (optional)  a static attribute of the item
+    attr_<name> (optional)  static series attributes from the export (store type, size): a number, or text
+                            (a category to the global models)
 
     infer_frequency(ds | frame) -> "D" | "W-MON".."W-SUN"
     prepare(frame, freq=None, *, min_history, country=None) -> (clean frame, report)
@@ -40,7 +42,7 @@ A frame whose dates fit neither a daily nor a weekly grid raises (``infer_freque
 no batch.
 
 Future regressors (``future_frame``): a value missing from the promotion calendar / weather table is
-filled and reported (rule future_regressor_filled): is_promoted and discount_pct 0 (no promotion
+filled and reported (rule future_regressor_filled): is_promoted, discount_pct and markdown_amount 0 (no promotion
 planned), is_holiday from the holiday calendar when a country is known (else 0), price the last known
 price, anything else (weather) the series' mean over the last ``horizon`` periods.
 """
@@ -59,9 +61,10 @@ log = logging.getLogger(__name__)
 KEYS = ["item_id", "warehouse_id"]
 REGRESSORS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday", "price")
 STATIC = ("category_l1",)
+ATTRIBUTE_PREFIX = "attr_"  # static series attributes from the export (store type, size): attr_<name>
 REPORT_COLUMNS = [*KEYS, "rule", "rows", "reason"]
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
-_ZERO_FILLED = ("is_promoted", "discount_pct")  # unknown future promotion = none planned
+_ZERO_FILLED = ("is_promoted", "discount_pct", "markdown_amount")  # unknown future promotion / markdown = none planned
 Country = str | Iterable[str] | Mapping[str, str] | None  # one country, several, or warehouse_id -> country
 
 
@@ -144,7 +147,7 @@ def _counts(frame: pd.DataFrame, mask, rule: str, reason: str) -> pd.DataFrame:
 
 def _aggregate(frame: pd.DataFrame, regressors: list[str]) -> pd.DataFrame:
     how = {"y": "sum", **{r: "max" if r.startswith("is_") else "mean" for r in regressors}}
-    how.update({c: "first" for c in STATIC if c in frame.columns})
+    how.update({c: "first" for c in static_columns(frame)})
     return frame.groupby([*KEYS, "ds"], sort=True, as_index=False).agg(how)
 
 
@@ -173,7 +176,7 @@ def prepare(
     if missing:
         raise ValueError(f"the series frame lacks columns {missing}")
     regressors = detect_regressors(frame, constant_ok=True)
-    df = frame[[*KEYS, "ds", "y", *regressors, *(c for c in STATIC if c in frame.columns)]].copy()
+    df = frame[[*KEYS, "ds", "y", *regressors, *static_columns(frame)]].copy()
     df["ds"] = pd.to_datetime(df["ds"], errors="coerce", utc=True).dt.tz_localize(None)  # naive (UTC when zoned)
     df["y"] = pd.to_numeric(df["y"], errors="coerce").astype(float)
     for r in regressors:
@@ -210,7 +213,7 @@ def prepare(
                 "null regressor: carried forward, else back, else the column median")
     )
     df["y"] = df["y"].fillna(0.0)
-    for col in [*regressors, *(c for c in STATIC if c in df.columns)]:
+    for col in [*regressors, *static_columns(df)]:
         df[col] = df.groupby(KEYS, sort=False)[col].ffill()
         df[col] = df[col].fillna(df.groupby(KEYS, sort=False)[col].transform("first"))  # leading nulls: back
     df[regressors] = df[regressors].fillna(df[regressors].median()).fillna(0.0)
@@ -237,13 +240,18 @@ def _report(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return report.astype({"rows": int})
 
 
+def static_columns(frame: pd.DataFrame) -> list[str]:
+    """The static series columns present: category_l1 and the export's attributes (attr_<name>)."""
+    return [c for c in frame.columns if c in STATIC or str(c).startswith(ATTRIBUTE_PREFIX)]
+
+
 def detect_regressors(frame: pd.DataFrame, constant_ok: bool = False) -> list[str]:
     """Numeric columns other than the key, ds, y and static attributes, that vary (``constant_ok``: or not).
 
     The known regressors come first in their canonical order, then any other numeric column (e.g. an
     ERP's markdown amount).
     """
-    other = [c for c in frame.columns if c not in (*KEYS, "ds", "y", *STATIC, *REGRESSORS)]
+    other = [c for c in frame.columns if c not in (*KEYS, "ds", "y", *static_columns(frame), *REGRESSORS)]
     found = []
     for col in [*(c for c in REGRESSORS if c in frame.columns), *other]:
         values = pd.to_numeric(frame[col], errors="coerce") if frame[col].dtype == object else frame[col]
@@ -331,9 +339,8 @@ def future_frame(
         future[r] = future[r].fillna(pd.Series(np.broadcast_to(fill, len(future)), index=future.index))
         future[r] = future[r].fillna(history[r].median()).fillna(0.0)  # a series that never had the value
         reports.append(_counts(future, unknown, "future_regressor_filled", f"{r} unknown: {how}"))
-    for col in STATIC:
-        if col in history.columns:
-            future[col] = _per_series(future, history.groupby(KEYS)[col].last())
+    for col in static_columns(history):
+        future[col] = _per_series(future, history.groupby(KEYS)[col].last())
     return future, _report(reports)
 
 
@@ -349,7 +356,7 @@ def _per_series(rows: pd.DataFrame, values: pd.Series) -> np.ndarray:
 class Panel:
     """Series as [series, period] arrays on one date grid (what the vectorised models compute on)."""
 
-    keys: pd.DataFrame  # one row per series: item_id, warehouse_id (+ category_l1); row i = series i
+    keys: pd.DataFrame  # one row per series: item_id, warehouse_id (+ the static columns); row i = series i
     dates: pd.DatetimeIndex  # the grid, one period apart
     y: np.ndarray  # float64 [series, periods]; NaN where the series has no row (before its start, the future)
     x: dict[str, np.ndarray]  # regressor -> float64 [series, periods]
@@ -363,7 +370,7 @@ def to_panel(frame: pd.DataFrame, freq: str, regressors=(), future: pd.DataFrame
 
     Series come from ``frame`` in sorted key order; future rows of other series are ignored.
     """
-    keys = frame[[*KEYS, *(c for c in STATIC if c in frame.columns)]].drop_duplicates(KEYS).sort_values(KEYS)
+    keys = frame[[*KEYS, *static_columns(frame)]].drop_duplicates(KEYS).sort_values(KEYS)
     keys = keys.reset_index(drop=True)
     index = pd.MultiIndex.from_frame(keys[KEYS])
     rows = frame if future is None else pd.concat([frame, future.drop(columns="y", errors="ignore")], ignore_index=True)
@@ -464,8 +471,9 @@ def make_features(
     (windows ending at the origin), zero_share (share of zero periods in the longest window),
     seasonal_naive (the last same-phase value at or before the origin) and season_mean (the mean of the
     last 4 such values), calendar of the target (day_of_week for daily, week_of_year, month), the
-    regressors at the target, log_scale, category_l1 (category) when present. Demand columns are
-    divided by the series' scale (``series_scale``, of ``frame`` unless given).
+    regressors at the target, log_scale, the static columns when present (category_l1, attr_<name>:
+    text as a category, numbers as numbers). Demand columns are divided by the series' scale
+    (``series_scale``, of ``frame`` unless given).
     """
     regressors = detect_regressors(frame) if regressors is None else list(regressors)
     lags, windows = tuple(lags or default_lags(freq)), tuple(windows or default_windows(freq))
@@ -532,8 +540,9 @@ def make_features(
             "scale": scale[s],
         }
     )
-    if "category_l1" in keys.columns:
-        rows["category_l1"] = keys["category_l1"].astype("category")
+    for col in static_columns(keys):  # text attributes as categories, numbers as numbers
+        values = keys[col]
+        rows[col] = values.astype(np.float32) if pd.api.types.is_numeric_dtype(values) else values.astype("category")
     return pd.concat([head, rows], axis=1)
 
 

@@ -232,11 +232,14 @@ class LightGBMConfig:
     seed: int = 42
     point: str = "mean"  # mean (Tweedie booster) | median (the alpha 0.5 quantile booster)
     tweedie_variance_power: float = 1.5  # 1 = Poisson, 2 = Gamma; between: a point mass at 0 plus a skewed positive part
+    weight: str = "none"  # none | scale: rows weigh their series scale (the loss counts units) | sqrt: its root
 
     def __post_init__(self):
         _positive(self, "num_boost_round", "early_stopping_rounds", "max_train_rows")
         if self.point not in ("mean", "median"):
             raise ValueError(f"lgbm.point must be 'mean' or 'median', got {self.point!r}")
+        if self.weight not in ("scale", "sqrt", "none"):
+            raise ValueError(f"lgbm.weight must be 'scale', 'sqrt' or 'none', got {self.weight!r}")
         if not 1.0 <= self.tweedie_variance_power < 2.0:
             raise ValueError(f"lgbm.tweedie_variance_power must be in [1, 2), got {self.tweedie_variance_power}")
 
@@ -257,7 +260,7 @@ class GlobalLightGBM(Forecaster):
 
         self._setup(frame, freq, horizon)
         cfg = self.config
-        self.scale = fd.series_scale(frame)
+        self.scale = self._series_scale(frame)
         rows = fd.make_features(
             frame, self.horizon, self.freq, regressors=self.regressors, lags=cfg.lags, windows=cfg.windows,
             scale=self.scale, max_rows=cfg.max_train_rows, seed=cfg.seed,
@@ -265,13 +268,17 @@ class GlobalLightGBM(Forecaster):
         if rows.empty:
             shortest = min(cfg.windows or fd.default_windows(self.freq)) + 1
             raise ValueError(f"{self.name}: no training rows (series shorter than {shortest} periods)")
-        self.features = [c for c in rows.columns if c not in fd.FEATURE_META]
+        self.features = self._select([c for c in rows.columns if c not in fd.FEATURE_META])
         cutoff = frame["ds"].max() - self.horizon * fd.step(self.freq)
         valid = (rows["ds"] > cutoff).to_numpy()
         X, y = rows[self.features], rows["y"]
-        everything = lgb.Dataset(X, y, params=cfg.params, free_raw_data=False)
-        train = lgb.Dataset(X[~valid], y[~valid], params=cfg.params) if valid.any() and (~valid).any() else None
-        checks = [lgb.Dataset(X[valid], y[valid], reference=train)] if train is not None else []
+        w = {"scale": rows["scale"].to_numpy(float), "sqrt": np.sqrt(rows["scale"].to_numpy(float))}.get(
+            getattr(cfg, "weight", "none"), np.ones(len(rows)))
+        w = w / w.mean()
+        everything = lgb.Dataset(X, y, weight=w, params=cfg.params, free_raw_data=False)
+        train = (lgb.Dataset(X[~valid], y[~valid], weight=w[~valid], params=cfg.params)
+                 if valid.any() and (~valid).any() else None)
+        checks = [lgb.Dataset(X[valid], y[valid], weight=w[valid], reference=train)] if train is not None else []
         self.boosters, self.best_iterations = [], []
         for objective in cfg.objectives():
             params = {**cfg.params, **objective}
@@ -291,6 +298,12 @@ class GlobalLightGBM(Forecaster):
         )
         return self
 
+    def _series_scale(self, frame: pd.DataFrame) -> pd.Series:
+        return fd.series_scale(frame)
+
+    def _select(self, features: list[str]) -> list[str]:
+        return features
+
     def update(self, frame: pd.DataFrame) -> "GlobalLightGBM":
         """Point the fitted model at newer history (the same series, or new ones): ``predict`` then
         forecasts after each series' last date in ``frame``. The boosters are unchanged: a global
@@ -303,7 +316,7 @@ class GlobalLightGBM(Forecaster):
         missing = [r for r in self.regressors if r not in frame.columns]
         if missing:
             raise ValueError(f"{self.name} was fitted with regressors {missing} that the history lacks: retrain")
-        self.scale = fd.series_scale(frame)
+        self.scale = self._series_scale(frame)
         self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(
             fd.lookback(self.horizon, self.freq, self.config.lags, self.config.windows)
         )
@@ -317,13 +330,59 @@ class GlobalLightGBM(Forecaster):
         )
         X = rows[self.features]
         q = np.column_stack([b.predict(X, num_iteration=n) for b, n in zip(self.boosters, self.best_iterations)])
+        if q.shape[1] == 1:  # a point booster only: a zero-width interval
+            q = np.repeat(q, 3, axis=1)
         q = np.maximum(q * rows["scale"].to_numpy()[:, None], 0.0)
         q[:, [0, 2]] = np.sort(q[:, [0, 2]], axis=1)  # quantile crossing; a mean may lie outside P10..P90
-        if self.config.point == "median":
+        if getattr(self.config, "point", "mean") == "median":
             q = np.sort(q, axis=1)
         out = rows[KEYS].astype(str).assign(ds=rows["ds"].to_numpy())
         out["yhat"], out["yhat_p10"], out["yhat_p90"] = q[:, 1], q[:, 0], q[:, 2]
         return out.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class PlainLightGBMConfig:
+    """A plain global LightGBM as a data scientist's first script would write it: the reference the
+    served model must beat (``forecast.promotion.references``), not a model to serve."""
+
+    params: dict = field(
+        default_factory=lambda: {
+            "objective": "regression", "metric": "l2", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20,
+            "feature_fraction": 0.9, "verbosity": -1, "num_threads": 1, "seed": 42, "deterministic": True,
+        }
+    )
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50
+    lags: tuple = (0, 1, 2, 3)  # the last 4 periods before the origin; + the same period a season earlier
+    windows: tuple = (4,)  # (make_features needs one; its rolling features are not used)
+    max_train_rows: int | None = 300_000
+    refit: bool = True
+    seed: int = 42
+
+    def __post_init__(self):
+        _positive(self, "num_boost_round", "early_stopping_rounds", "max_train_rows")
+
+    def objectives(self) -> list[dict]:
+        return [{}]  # the point booster only, on params' objective
+
+
+class PlainLightGBM(GlobalLightGBM):
+    """``demand_lgbm_plain``: units as they are (no series scaling), squared error, and only what a plain
+    script feeds a global model: the last 4 periods, the value one season before the target (lag 7 /
+    52 from it: ``seasonal_naive``), the step h, the target's calendar (day of week, week of year,
+    month), is_holiday when the data has it, and the series' item_id / warehouse_id as categories.
+    No interval: P10 = P90 = yhat."""
+
+    name = "demand_lgbm_plain"
+    config_class = PlainLightGBMConfig
+    PLAIN = ("h", "seasonal_naive", "day_of_week", "week_of_year", "month", "is_holiday", "item_id", "warehouse_id")
+
+    def _series_scale(self, frame: pd.DataFrame) -> pd.Series:
+        return fd.series_scale(frame) * 0.0 + 1.0
+
+    def _select(self, features: list[str]) -> list[str]:
+        return [c for c in features if c in self.PLAIN or c in {f"lag_{k}" for k in self.config.lags}]
 
 
 # ------------------------------------------------------------------------------ Prophet per series
@@ -667,11 +726,11 @@ class GlobalLSTM(Forecaster):
 
 
 MODELS: dict[str, type[Forecaster]] = {
-    cls.name: cls for cls in (SeasonalNaive, MovingAverage, GlobalLightGBM, ProphetPerSeries, GlobalLSTM)
+    cls.name: cls for cls in (SeasonalNaive, MovingAverage, GlobalLightGBM, PlainLightGBM, ProphetPerSeries, GlobalLSTM)
 }
 SECTIONS = {  # config section of each model in configs/demand.yaml
     "demand_seasonal_naive": "seasonal_naive", "demand_moving_average": "moving_average", "demand_lgbm": "lgbm",
-    "demand_prophet": "prophet", "demand_lstm": "lstm",
+    "demand_lgbm_plain": "lgbm_plain", "demand_prophet": "prophet", "demand_lstm": "lstm",
 }
 
 

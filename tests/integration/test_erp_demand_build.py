@@ -2,18 +2,22 @@
 ``dbt build`` (ml.warehouse) -> fct_daily_demand, the mart the forecasters read.
 
 One lake holds a daily export (3 items x 2 locations x 120 days, a promotion flag and temperature,
-a few skipped days and a net return) and a weekly export (2 items x 1 location x 20 weeks); the lake
-has no orders, events, promotions, weather or holidays, so every series and regressor comes from the
-exports.
+a few skipped days and a net return) and a weekly export (2 items x 1 location x 20 weeks) with a
+store's named extra regressors (a price index with a bad cell and a gap, a markdown programme starting
+mid-history) and static attributes (store type, size), ingested through the preset extended by a user's
+``demand.regressors`` / ``demand.attributes``; the lake has no orders, events, promotions, weather or
+holidays, so every series and regressor comes from the exports.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ml import warehouse
 from ml.ingest import ingest_file
@@ -44,11 +48,25 @@ def daily_export() -> pd.DataFrame:
 
 def weekly_export() -> pd.DataFrame:
     weeks = pd.date_range("2024-01-01", periods=20, freq="W-MON")
-    return pd.DataFrame(
-        [[sku, "hamburg", w.strftime("%Y-%m-%d"), 30 + i, "yes" if i % 5 == 0 else "no", 0.1 if i % 5 == 0 else 0.0]
+    frame = pd.DataFrame(
+        [[sku, "hamburg", w.strftime("%Y-%m-%d"), 30 + i, "yes" if i % 5 == 0 else "no", 0.1 if i % 5 == 0 else 0.0,
+          f"{200 + i / 10:.1f}", f"{100.0 * i:.1f}" if i >= 12 and i % 2 == 0 else "", "A", "151315"]
          for sku in ("W-1", "W-2") for i, w in enumerate(weeks)],
-        columns=["sku", "store", "date", "units_sold", "promo_flag", "discount"],
+        columns=["sku", "store", "date", "units_sold", "promo_flag", "discount", "CPI", "MarkDown1", "Type", "Size"],
     )
+    frame.loc[(frame.sku == "W-1") & (frame.date == "2024-01-08"), "CPI"] = "n/a"  # not a number: left out, counted
+    frame.loc[(frame.sku == "W-2") & (frame.date == "2024-01-15"), "CPI"] = ""  # a gap: carried by the forecaster
+    return frame
+
+
+def weekly_mapping(root: Path) -> Path:
+    """The erp_demand preset as a user extends it for a store's export with extra columns."""
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "ml/ingest/presets/erp_demand.yaml").read_text())
+    data["demand"].update(regressors={"cpi": "CPI", "markdown_1": {"column": "MarkDown1", "missing": "zero"}},
+                          attributes={"store_type": "Type", "store_size": "Size"})
+    path = root / "store_export.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +78,8 @@ def built(tmp_path_factory):
     daily.to_csv(root / "erp_daily.csv", index=False)
     weekly.to_parquet(root / "erp_weekly.parquet", index=False)
     started = time.perf_counter()
-    reports = [ingest_file(root / name, "erp_demand", lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
-               for name in ("erp_daily.csv", "erp_weekly.parquet")]
+    reports = [ingest_file(root / name, mapping, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
+               for name, mapping in (("erp_daily.csv", "erp_demand"), ("erp_weekly.parquet", weekly_mapping(root)))]
     ingest_s = time.perf_counter() - started
     started = time.perf_counter()
     summary = warehouse.build(settings, echo=None)
@@ -82,7 +100,9 @@ def test_exports_are_ingested(built):
     assert (daily.read, daily.accepted, daily.quarantined) == (len(daily_frame), len(daily_frame), 0)
     assert daily.tables == {"demand_history": len(daily_frame), "items": 3, "warehouses": 2}
     assert daily.notes == {"negative_units": 1, "period_day": len(daily_frame)}
-    assert weekly.notes == {"period_week": len(weekly_frame)}
+    assert weekly.notes == {"period_week": len(weekly_frame), "regressor_not_numeric:cpi": 1}
+    assert weekly.tables == {"demand_history": 40, "items": 2, "warehouses": 1, "demand_regressors": 40 - 2 + 40,
+                             "series_attributes": 4}
 
 
 def test_build_passes_on_an_export_only_lake(built):
@@ -126,3 +146,28 @@ def test_dimensions_hold_the_exports_items_and_locations(built, con):
     assert con.execute("select warehouse_id, region, country from dim_warehouses order by 1").fetchall() == [
         ("berlin", "de-be", "DE"), ("hamburg", "hamburg", None), ("munich", "de-by", "DE")]
     assert con.execute("select count(*) from dim_items").fetchone()[0] == 5
+
+
+def test_named_regressors_and_attributes_reach_the_forecasters_frame(built):
+    from ml.models import demand, forecast_data as fd
+
+    settings = built[0]
+    frame = demand.load_series(settings)
+    weekly = frame[frame["warehouse_id"] == "hamburg"].sort_values(["item_id", "ds"]).reset_index(drop=True)
+    assert len(weekly) == 40
+    w1 = weekly[weekly["item_id"] == "W-1"].reset_index(drop=True)
+    assert np.isnan(w1.loc[1, "cpi"]) and w1.loc[2, "cpi"] == pytest.approx(200.2)  # the 'n/a' week has none
+    assert list(w1["markdown_1"]) == [100.0 * i if i >= 12 and i % 2 == 0 else 0.0 for i in range(20)]
+    assert set(weekly["attr_store_type"]) == {"A"} and set(weekly["attr_store_size"]) == {151315.0}
+    daily = frame[frame["warehouse_id"] != "hamburg"]
+    assert daily["cpi"].isna().all() and daily["attr_store_type"].isna().all()
+    # markdown is a value, not a promotion flag: weeks with a markdown and no promo_flag stay unpromoted
+    assert not w1.loc[(w1["markdown_1"] > 0) & (w1.index % 5 != 0), "is_promoted"].astype(bool).any()
+
+    clean, report = fd.prepare(weekly, min_history=8)
+    assert "cpi" in fd.detect_regressors(clean) and "markdown_1" in fd.detect_regressors(clean)
+    assert clean["cpi"].notna().all()  # the gap and the bad cell carried forward (regressor_filled)
+    assert report.query("rule == 'regressor_filled'")["rows"].sum() == 2
+    rows = fd.make_features(clean, 4, "W-MON")
+    assert rows["attr_store_type"].dtype == "category" and rows["attr_store_size"].dtype == np.float32
+    assert {"cpi", "markdown_1"} <= set(rows.columns)

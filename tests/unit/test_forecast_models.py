@@ -131,6 +131,34 @@ def test_lgbm_update_forecasts_after_the_new_history_without_refitting():
         model.update(newer.drop(columns="is_promoted"))
 
 
+def test_plain_reference_reads_only_the_plain_features_and_the_served_model_beats_it_with_regressors():
+    frame = fd.synthetic_frame(12, 240, seed=5, promo_lift=1.5).assign(
+        attr_store_size=lambda f: np.where(f["warehouse_id"] == "W1", 150_000.0, 40_000.0))
+    train, test = _split(frame, 28)
+    plain = fm.PlainLightGBM().fit(train, "D", 28)
+    assert set(plain.features) == {"h", "lag_0", "lag_1", "lag_2", "lag_3", "seasonal_naive", "day_of_week",
+                                   "week_of_year", "month", "item_id", "warehouse_id"}
+    assert len(plain.boosters) == 1 and plain.scale.eq(1.0).all()  # units as they are, one squared-error booster
+    pred = plain.predict(28, test.drop(columns="y"))
+    _check_contract(pred, 28, 12, "D")
+    assert (pred["yhat_p10"] == pred["yhat_p90"]).all()  # a reference: no interval
+    served = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28)
+    assert {"is_promoted", "attr_store_size", "category_l1"} <= set(served.features)  # regressors and attributes
+    assert _wape(served.predict(28, test.drop(columns="y")), test) < _wape(pred, test)  # it sees the planted promotions
+
+
+def test_lgbm_row_weights_count_units():
+    frame = fd.synthetic_frame(6, 200, seed=2)
+    frame.loc[frame["item_id"] == "I00000", "y"] *= 50  # one series far above the others
+    train, _ = _split(frame, 28)
+    fast = {**FAST_LGBM, "refit": False}
+    by_scale = fm.GlobalLightGBM({**fast, "weight": "scale"}).fit(train, "D", 28)
+    equal = fm.GlobalLightGBM({**fast, "weight": "none"}).fit(train, "D", 28)
+    assert [b.model_to_string() for b in by_scale.boosters] != [b.model_to_string() for b in equal.boosters]
+    with pytest.raises(ValueError, match="weight"):
+        fm.LightGBMConfig(weight="volume")
+
+
 @pytest.mark.parametrize("name", ["demand_lgbm", "demand_prophet"])
 def test_global_model_and_prophet_beat_seasonal_naive_and_recover_planted_effects(name):
     """The issue's quality bar on generated data: both beat seasonal naive clearly and move the

@@ -230,6 +230,41 @@ def test_demand_mappings_are_checked():
         load_mapping({**base, "demand": {"convert": {"temperature_c": "percent"}}})
     with pytest.raises(IngestError, match="unknown key 'demand.periods'"):
         load_mapping({**base, "demand": {"periods": "week"}})
+    with pytest.raises(IngestError, match="lower_snake_case"):
+        load_mapping({**base, "demand": {"regressors": {"Fuel Price": "f"}}})
+    with pytest.raises(IngestError, match="contract's columns"):
+        load_mapping({**base, "demand": {"regressors": {"price": "p"}}})
+    with pytest.raises(IngestError, match="both as a regressor and as an attribute"):
+        load_mapping({**base, "demand": {"regressors": {"size": "s"}, "attributes": {"size": "s"}}})
+    with pytest.raises(IngestError, match="missing"):
+        load_mapping({**base, "demand": {"regressors": {"md": {"column": "m", "missing": "mean"}}}})
+    with pytest.raises(IngestError, match="produces needs demand_history"):
+        load_mapping({**base, "columns": {"item_id": "sku", "title": "t"}, "produces": ["items"],
+                      "demand": {"attributes": {"size": "s"}}})
+
+
+def test_named_regressors_and_attributes_with_their_bad_cells(tmp_path):
+    columns = [*COLUMNS, "CPI", "MD1", "Type"]
+    rows = [row(date="2024-03-04", units=5) + ["211.1", "", "A"],
+            row(date="2024-03-05", units=2) + ["n/a", "120.5", "A"],
+            row(date="2024-03-05", units=3) + ["212", "", "B"],  # a duplicate key: summed, regressors averaged
+            row(sku="B-7", date="2024-03-04", units=1) + ["inf", "", "B"]]
+    mapping = mapping_with(tmp_path, duplicate_keys="sum", regressors={"cpi": "CPI", "md_1": {"column": "MD1", "missing": "zero"}},
+                           attributes={"store_type": "Type"})
+    report = ingest_file(write_csv(tmp_path / "erp.csv", rows, columns), mapping, **dirs(tmp_path))
+    assert (report.accepted, report.quarantined) == (4, 0)  # a bad regressor cell never costs the row's demand
+    assert report.notes["regressor_not_numeric:cpi"] == 2
+    regs = lake(tmp_path, "demand_regressors").sort_values(["item_id", "demand_date", "name"])
+    got = {(r.item_id, str(r.demand_date), r.name): r.value for r in regs.itertuples()}
+    assert got == {("A-100", "2024-03-04", "cpi"): 211.1, ("A-100", "2024-03-04", "md_1"): 0.0,
+                   ("A-100", "2024-03-05", "cpi"): 212.0, ("A-100", "2024-03-05", "md_1"): 60.25,
+                   ("B-7", "2024-03-04", "md_1"): 0.0}
+    attrs = lake(tmp_path, "series_attributes")
+    assert sorted(map(tuple, attrs[["item_id", "name", "value"]].to_numpy().tolist())) == [
+        ("A-100", "store_type", "A"), ("B-7", "store_type", "B")]  # A-100's most common value
+    with pytest.raises(IngestError, match=r"'Size' \(demand.attributes.store_size\) is missing"):
+        ingest_file(write_csv(tmp_path / "erp2.csv", rows[:1], columns),
+                    mapping_with(tmp_path, attributes={"store_size": "Size"}), **dirs(tmp_path))
 
 
 def test_items_and_locations_the_lake_already_lists_are_not_written_again(tmp_path):

@@ -253,10 +253,7 @@ final as (
         demand.order_count,
         case
             when demand.has_export_promotion
-                then coalesce(
-                    demand.export_is_promoted,
-                    coalesce(demand.export_discount_pct, 0) > 0 or coalesce(demand.markdown_amount, 0) > 0
-                )
+                then coalesce(demand.export_is_promoted, coalesce(demand.export_discount_pct, 0) > 0)
             else promoted.discount_pct is not null
         end as is_promoted,
         case

@@ -22,6 +22,8 @@ final as (
         demand.temperature_c,
         demand.precipitation_mm,
         demand.is_holiday,
+        demand.price,
+        demand.markdown_amount,
         demand.on_hand_units,
         items.category_l1
     from demand
