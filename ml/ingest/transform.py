@@ -502,6 +502,14 @@ def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping, lake_p
         if open_dates.nunique() == 1 and lake_period is not None:  # one date cannot tell: a re-sent week?
             keys = pd.DataFrame({k: f[k][r.open] for k in ("item_id", "warehouse_id")}).drop_duplicates()
             period = lake_period(keys) or period
+        distinct = pd.Series(open_dates.unique()).sort_values()
+        if period == "day" and len(distinct) >= 3 and (distinct.dt.day == 1).all() and distinct.diff().dt.days.min() >= 28:
+            raise IngestError(
+                f"the export's {len(distinct)} dates ({distinct.iloc[0]:%Y-%m-%d} .. {distinct.iloc[-1]:%Y-%m-%d}) are all "
+                f"the 1st of a month: monthly demand, which the warehouse and the forecasters do not model (they take "
+                f"days and weeks; as daily rows each month would read as one day of sales and 27-30 days of none). "
+                f"Nothing was written. An export of daily or weekly rows works; set demand.period: day to load "
+                f"these rows as single days anyway")
     if period == "week":
         if spec.week_date == "end":
             f["demand_date"] = dates = dates - pd.Timedelta(days=6)

@@ -278,3 +278,12 @@ def test_items_and_locations_the_lake_already_lists_are_not_written_again(tmp_pa
     assert sorted(items["item_id"]) == ["A-100", "NEW"] and items.set_index("item_id").loc["A-100", "price"] == 4.99
     again = ingest_file(tmp_path / "jan.csv", "erp_demand", force=True, **dirs(tmp_path))  # its own rows do not count
     assert again.tables == first.tables and "items_already_in_lake" not in again.notes
+
+
+def test_a_monthly_export_is_refused_with_the_reason_not_read_as_days(tmp_path):
+    rows = [row(date=f"2024-{m:02d}-01", units=100 + m) for m in range(1, 7)]
+    with pytest.raises(IngestError, match="all the 1st of a month: monthly demand"):
+        ingest_file(write_csv(tmp_path / "monthly.csv", rows), "erp_demand", **dirs(tmp_path))
+    assert lake(tmp_path, "demand_history").empty
+    report = ingest_file(write_csv(tmp_path / "monthly.csv", rows), mapping_with(tmp_path, period="day"), **dirs(tmp_path))
+    assert report.tables["demand_history"] == 6  # asked for explicitly: single days
