@@ -524,7 +524,9 @@ class ProphetPerSeries(Forecaster):
             return None
         years = range(frame["ds"].dt.year.min(), frame["ds"].dt.year.max() + 2)
         calendar = fd.holidays_frame(country, years)
-        return pd.DataFrame({"ds": calendar["holiday_date"], "holiday": calendar["holiday_name"]})  # Prophet's columns
+        # on the series' grid: Prophet fits a holiday only on a ds it holds (a week's row, not the holiday's day)
+        days = fd.snap(calendar["holiday_date"], self.freq)
+        return pd.DataFrame({"ds": days, "holiday": calendar["holiday_name"]}).drop_duplicates(["ds", "holiday"])
 
     def predict(self, horizon: int | None = None, future: pd.DataFrame | None = None) -> pd.DataFrame:
         horizon = self._horizon(horizon)

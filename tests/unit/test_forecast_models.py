@@ -210,6 +210,20 @@ def test_prophet_takes_the_head_by_volume_and_picks_the_seasonality_mode():
     assert model.report.set_index("item_id")["rule"].to_dict() == {"SMALL": "prophet_not_selected"}
 
 
+def test_prophet_learns_a_moving_holiday_on_weekly_data_from_the_country_calendar():
+    # Easter Monday moves across weeks from year to year: only a holiday on the weekly grid can learn it
+    weeks = pd.date_range("2021-01-03", periods=167, freq="W-SUN")  # to 2024-03-10
+    easter_mondays = pd.to_datetime(["2021-04-05", "2022-04-18", "2023-04-10"])
+    spike = fd.snap(pd.Series(easter_mondays), "W-SUN")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"item_id": "A", "warehouse_id": "berlin", "ds": weeks,
+                          "y": 100 + rng.normal(0, 3, len(weeks)) + 150 * weeks.isin(spike)})
+    model = fm.ProphetPerSeries({**FAST_PROPHET, "country": "DE", "growth": "flat"}).fit(frame, "W-SUN", 8)
+    pred = model.predict(8).set_index("ds")["yhat"]
+    easter_week = pd.Timestamp("2024-04-07")  # holds Easter Monday 2024-04-01
+    assert pred[easter_week] > 1.5 * pred.drop(easter_week).median(), pred
+
+
 # --------------------------------------------------------------------------------------------- LSTM
 
 
