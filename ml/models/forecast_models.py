@@ -25,8 +25,8 @@ the 80% interval.
         ``horizon`` periods, then refitted on all rows for the best round count.
     demand_prophet          ProphetPerSeries: Prophet on the head of series by volume (``max_series``),
         seasonality additive / multiplicative / ``auto`` (the better on the last horizon of history),
-        holidays (the is_holiday regressor when the data has it, else the country's calendar), every
-        regressor with its future values; 80% interval = P10/P90. Fits run in ``max_workers``
+        holidays (the is_holiday regressor when the data has it, else the country's calendar on the
+        series' grid: a weekly series' holiday is the week holding it), every regressor with its future values; 80% interval = P10/P90. Fits run in ``max_workers``
         processes. A series outside the head or whose fit fails is not forecast here: ``report``
         lists it and the global model serves it (``backtest.combine`` with its fallback).
     demand_lstm             GlobalLSTM (PyTorch, CPU): an encoder LSTM over the last ``input_length``
