@@ -802,8 +802,8 @@ def _demand_extras(a: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, notes: 
     """demand_regressors and series_attributes from the source columns ``demand.regressors`` /
     ``demand.attributes`` name, for the accepted rows. A regressor cell that is not a finite number is
     left out and counted in notes (regressor_not_numeric:<name>); an empty cell is left out, or 0 with
-    ``missing: zero``;
-    rows of one key (``duplicate_keys: sum``) average. An attribute keeps the series' most common value."""
+    ``missing: zero``; rows of one key (``duplicate_keys: sum``) average. An attribute keeps the series'
+    most common value."""
     spec, out = mapping.demand, {}
     key = ["item_id", "warehouse_id", "demand_date"]
     rows = a["_row"].to_numpy()
