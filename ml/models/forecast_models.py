@@ -23,10 +23,13 @@ the 80% interval.
         series where the median is 0; what inventory policy needs) or ``point: median`` the alpha 0.5
         quantile (lower WAPE on intermittent series, biased low). Early stopping on the last
         ``horizon`` periods, then refitted on all rows for the best round count.
+    demand_lgbm_plain       PlainLightGBM: the plain-script reference (units unscaled, squared error, the
+        last 4 periods, the value a season before the target, calendar, is_holiday, ids); never served.
     demand_prophet          ProphetPerSeries: Prophet on the head of series by volume (``max_series``),
         seasonality additive / multiplicative / ``auto`` (the better on the last horizon of history),
         holidays (the is_holiday regressor when the data has it, else the country's calendar on the
-        series' grid: a weekly series' holiday is the week holding it), every regressor with its future values; 80% interval = P10/P90. Fits run in ``max_workers``
+        series' grid: a weekly series' holiday is the week holding it), every regressor with its
+        future values; 80% interval = P10/P90. Fits run in ``max_workers``
         processes. A series outside the head or whose fit fails is not forecast here: ``report``
         lists it and the global model serves it (``backtest.combine`` with its fallback).
     demand_lstm             GlobalLSTM (PyTorch, CPU): an encoder LSTM over the last ``input_length``
