@@ -42,6 +42,8 @@ class World:
     item_rel_lp: np.ndarray  # log price - l3 mean log price
     item_launch: np.ndarray  # launch day (may be negative)
     item_qty_extra: np.ndarray  # Poisson mean of extra units per line
+    item_replenish_p: np.ndarray  # [item] P(bought again one cycle later)
+    item_cycle_days: np.ndarray  # [item] median days between two purchases of it by one customer
     promo: np.ndarray  # [day, warehouse, item] discount percent (uint8)
 
 
@@ -196,7 +198,19 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
     l_t = np.r_[checkout[a_s[same_idx]], t_late]
     l_qty = 1 + rng.poisson(w.item_qty_extra[l_item])
     keep = l_t < D * DAY
-    lines = dict(user=l_user[keep], session=l_sess[keep], item=l_item[keep], t=l_t[keep], qty=l_qty[keep].astype(np.int32))
+    l_user, l_sess, l_item, l_t, l_qty = l_user[keep], l_sess[keep], l_item[keep], l_t[keep], l_qty[keep]
+
+    # --- replenishment: chains of rebuys of a bought item, one cycle of its category apart (drawn after
+    # everything above, so the rest of the batch is the same with or without it)
+    r_user, r_item, r_t = _replenish(w, l_user, l_item, l_t, rng)
+    NR = len(r_t)
+    r_sess = n + NL + np.arange(NR)
+    r_qty = 1 + rng.poisson(w.item_qty_extra[r_item])
+    r_dwell = np.exp(beh.dwell_log_mean + beh.dwell_sigma * rng.standard_normal(NR))
+    r_add = r_t - rng.uniform(20, 90, NR)
+    r_view = r_add - np.minimum(r_dwell, 600.0) - rng.uniform(5, 30, NR)
+    lines = dict(user=np.r_[l_user, r_user], session=np.r_[l_sess, r_sess], item=np.r_[l_item, r_item], t=np.r_[l_t, r_t],
+                 qty=np.r_[l_qty, r_qty].astype(np.int32))
 
     # --- non-purchase events
     sidx = np.flatnonzero(has_search)
@@ -206,6 +220,8 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
         (su[a_s], a_s, np.full(A, ADD), a_t, a_item, np.full(A, -1), np.full(A, np.nan)),
         (su[a_s[removed]], a_s[removed], np.full(len(t_remove), REMOVE), t_remove, a_item[removed], np.full(len(t_remove), -1), np.full(len(t_remove), np.nan)),
         (su[a_s[late_idx]], late_sess, np.full(NL, VIEW), t_late_view, a_item[late_idx], np.full(NL, -1), late_dwell),
+        (r_user, r_sess, np.full(NR, VIEW), r_view, r_item, np.full(NR, -1), r_dwell),
+        (r_user, r_sess, np.full(NR, ADD), r_add, r_item, np.full(NR, -1), np.full(NR, np.nan)),
     ]
     ev = {}
     for k, name in enumerate(("user", "session", "etype", "t", "item", "query", "dwell")):
@@ -220,4 +236,27 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
         "query": ev["query"][keep].astype(np.int32),
         "dwell": ev["dwell"][keep].astype(np.float32),
     }
-    return {"events": ev, "lines": lines, "n_sessions": n + NL}
+    return {"events": ev, "lines": lines, "n_sessions": n + NL + NR}
+
+
+def _replenish(w: World, user: np.ndarray, item: np.ndarray, t: np.ndarray, rng: np.random.Generator):
+    """The rebuys that follow purchase lines (user, item, t): per line a chain of K rebuys with
+    P(K >= k) = p^k (p = the item's replenish probability), spaced by the customer x item's own cycle
+    (the category's median x a log-normal factor per chain) x a log-normal jitter per interval; rebuys
+    after the span's end are dropped. Returns (user, item, t) of the rebuys, one session each."""
+    beh, end = w.beh, w.days * DAY
+    p = w.item_replenish_p[item]
+    u = rng.random(len(item))
+    with np.errstate(divide="ignore"):
+        k = np.where(p > 0, np.floor(np.log(u) / np.log(np.where(p > 0, p, 0.5))), 0)
+    own = w.item_cycle_days[item] * np.exp(beh.replenish_customer_sigma * rng.standard_normal(len(item)))
+    room = np.floor((end - t) / (own * DAY * 0.5)).clip(0)  # a chain never needs more links than fit the span
+    k = np.minimum(k, room).astype(np.int64)
+    chain = np.repeat(np.arange(len(item)), k)
+    gaps = own[chain] * DAY * np.exp(beh.replenish_jitter_sigma * rng.standard_normal(len(chain)))
+    csum = np.cumsum(gaps)
+    first = np.cumsum(k) - k
+    start = np.repeat(csum[first[k > 0]] - gaps[first[k > 0]], k[k > 0])
+    r_t = t[chain] + (csum - start)
+    keep = r_t < end
+    return user[chain][keep], item[chain][keep], r_t[keep]

@@ -113,6 +113,8 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     within_cum[np.r_[np.flatnonzero(np.diff(l3)), n_items - 1]] = 1.0
     first_of_l3 = np.r_[0, np.flatnonzero(np.diff(l3)) + 1]
     extra = np.array([beh.quantity_extra_mean.get(c, beh.quantity_extra_mean["default"]) for c in catalog.L1])
+    rebuy_p = np.array([beh.replenish_prob.get(c, beh.replenish_prob["default"]) for c in catalog.L1])
+    cycle = np.array([beh.replenish_cycle_days.get(c, beh.replenish_cycle_days["default"]) for c in catalog.L1])
     traffic_cum = np.c_[np.zeros(n_wh), np.cumsum(traffic, axis=1)]
     reg = users["region"].astype(int)
     first_day = np.clip(users["signup_day"], 0, D)
@@ -128,6 +130,7 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
         item_key=l3 + within_cum, item_l3=l3, item_l1=items["l1_code"].to_numpy(),
         item_slot=items["brand_slot"].to_numpy(), item_rel_lp=items["rel_log_price"].to_numpy(),
         item_launch=items["launch_day"].to_numpy(), item_qty_extra=extra[items["l1_code"].to_numpy()],
+        item_replenish_p=rebuy_p[items["l1_code"].to_numpy()], item_cycle_days=cycle[items["l1_code"].to_numpy()],
         promo=promo_grid,
     )
 

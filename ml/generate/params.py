@@ -91,6 +91,17 @@ class Behaviour:
     late_delay_mean_hours: float = P(72.0, "Mean extra delay (exponential, beyond 24 h, capped at 30 days) of purchases after 24 h")
     remove_share: float = P(0.3, "Share of never-bought cart adds that are explicitly removed (remove_from_cart) later in the session")
     quantity_extra_mean: dict = P({"grocery": 0.9, "default": 0.25}, "Mean of Poisson extra units per order line (quantity = 1 + extra)")
+    # --- replenishment: customers rebuy what runs out, on a cycle of its category
+    replenish_prob: dict = P(
+        {"grocery": 0.55, "beauty": 0.4, "home": 0.2, "garden": 0.15, "default": 0.05},
+        "P(a bought item is bought again one cycle later), by category_l1; each rebuy continues the chain with the same probability",
+    )
+    replenish_cycle_days: dict = P(
+        {"grocery": 12.0, "beauty": 30.0, "home": 45.0, "garden": 40.0, "default": 90.0},
+        "Median days between two purchases of the same item by the same customer, by category_l1",
+    )
+    replenish_customer_sigma: float = P(0.3, "Log-normal sigma of a customer x item's own cycle around its category's (some use it up faster)")
+    replenish_jitter_sigma: float = P(0.15, "Log-normal sigma of each interval around the customer x item's own cycle")
     # --- promotions
     promo_every_days: float = P(75.0, "Mean gap between two promotions of the same item (days)")
     promo_duration_days: tuple = P((3, 10), "Promotion length range, days (inclusive)")

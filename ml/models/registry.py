@@ -498,8 +498,6 @@ def load_champion(settings: Settings, model_name: str, alias: str = CHAMPION_ALI
     Raises ModelLoadError naming the model, the version and the cause when there is no registered
     model, no version with the alias, or its artifact is missing or does not load.
     """
-    import importlib
-
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(settings)
@@ -511,17 +509,35 @@ def load_champion(settings: Settings, model_name: str, alias: str = CHAMPION_ALI
         version = mlflow_client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
         raise ModelLoadError(f"model {model_name!r} has no {alias!r} version yet (nothing promoted)") from exc
+    return _load(mlflow_client, model_name, version, alias, **load_kwargs), version
+
+
+def load_version(settings: Settings, model_name: str, version: str | int, **load_kwargs) -> Any:
+    """One registered version's model, promoted or not (a challenger the gate refused, an old one);
+    ModelLoadError as ``load_champion``."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        found = mlflow_client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        raise ModelLoadError(f"model {model_name!r} has no version {version}") from exc
+    return _load(mlflow_client, model_name, found, f"version {version}", **load_kwargs)
+
+
+def _load(mlflow_client: "MlflowClient", model_name: str, version: "ModelVersion", label: str, **load_kwargs) -> Any:
+    import importlib
+
     location = "?"
     try:
         location = mlflow_client.get_model_version_download_uri(model_name, version.version)
         flavor = _flavor_of(version, location)
         module = importlib.import_module(f"mlflow.{flavor}")
-        model = module.load_model(location, **load_kwargs)
+        return module.load_model(location, **load_kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure to load is the same failure to the caller
         raise ModelLoadError(
-            f"cannot load {model_name!r} version {version.version} ({alias}) from {location}: {type(exc).__name__}: {exc}"
+            f"cannot load {model_name!r} version {version.version} ({label}) from {location}: {type(exc).__name__}: {exc}"
         ) from exc
-    return model, version
 
 
 def artifact_dir(settings: Settings, version: "ModelVersion") -> Path:

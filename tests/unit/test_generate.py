@@ -357,3 +357,17 @@ def test_search_queries_match_the_category_then_bought(t, lake):
 def test_descriptions_cluster_by_category(t):
     same, diff = token_overlap(t["items"])
     assert same > 2 * diff
+
+
+def test_customers_rebuy_on_their_categorys_cycle(t):
+    """Replenishment: many lines rebuy an item the customer bought before, and the gap between two
+    purchases of one item follows its category_l1's cycle (grocery fastest)."""
+    lines = t["order_lines"].merge(t["orders"][["order_id", "user_id", "ordered_at"]], on="order_id")
+    lines = lines.merge(t["items"][["item_id", "category_l1"]], on="item_id").sort_values("ordered_at")
+    lines["gap"] = lines.groupby(["user_id", "item_id"])["ordered_at"].diff().dt.total_seconds() / 86400
+    repeat_share = lines["gap"].notna().mean()
+    assert repeat_share > 0.12, repeat_share  # 2-3 % without replenishment (only chance re-picks)
+    cycles = t["params"]["behaviour"]["replenish_cycle_days"]["value"]
+    median_gap = lines.dropna(subset=["gap"]).groupby("category_l1")["gap"].median()
+    assert abs(median_gap["grocery"] - cycles["grocery"]) < 4, median_gap
+    assert median_gap["grocery"] < median_gap["beauty"] < cycles["default"], median_gap
