@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_recs_real.py
 	$(BIN)/python bench/bench_demand.py --series $(BENCH_DEMAND_SERIES)
 	$(BIN)/python bench/bench_demand_real.py
+	$(BIN)/python bench/bench_propensity_real.py
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)

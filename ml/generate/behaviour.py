@@ -201,14 +201,14 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
     l_user, l_sess, l_item, l_t, l_qty = l_user[keep], l_sess[keep], l_item[keep], l_t[keep], l_qty[keep]
 
     # --- replenishment: chains of rebuys of a bought item, one cycle of its category apart (drawn after
-    # everything above, so the rest of the batch is the same with or without it)
+    # everything above, so the rest of the batch is the same with or without it). A rebuy is a reorder:
+    # a view of the item, then the purchase, no cart (the cart-abandonment curve stays the planted one)
     r_user, r_item, r_t = _replenish(w, l_user, l_item, l_t, rng)
     NR = len(r_t)
     r_sess = n + NL + np.arange(NR)
     r_qty = 1 + rng.poisson(w.item_qty_extra[r_item])
     r_dwell = np.exp(beh.dwell_log_mean + beh.dwell_sigma * rng.standard_normal(NR))
-    r_add = r_t - rng.uniform(20, 90, NR)
-    r_view = r_add - np.minimum(r_dwell, 600.0) - rng.uniform(5, 30, NR)
+    r_view = r_t - np.minimum(r_dwell, 600.0) - rng.uniform(20, 90, NR)
     lines = dict(user=np.r_[l_user, r_user], session=np.r_[l_sess, r_sess], item=np.r_[l_item, r_item], t=np.r_[l_t, r_t],
                  qty=np.r_[l_qty, r_qty].astype(np.int32))
 
@@ -221,7 +221,6 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
         (su[a_s[removed]], a_s[removed], np.full(len(t_remove), REMOVE), t_remove, a_item[removed], np.full(len(t_remove), -1), np.full(len(t_remove), np.nan)),
         (su[a_s[late_idx]], late_sess, np.full(NL, VIEW), t_late_view, a_item[late_idx], np.full(NL, -1), late_dwell),
         (r_user, r_sess, np.full(NR, VIEW), r_view, r_item, np.full(NR, -1), r_dwell),
-        (r_user, r_sess, np.full(NR, ADD), r_add, r_item, np.full(NR, -1), np.full(NR, np.nan)),
     ]
     ev = {}
     for k, name in enumerate(("user", "session", "etype", "t", "item", "query", "dwell")):

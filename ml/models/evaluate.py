@@ -79,7 +79,8 @@ def check_labels(y, min_positives: int = 20, min_negatives: int = 20) -> dict[st
 
 
 def binary_metrics(y, p) -> dict[str, Any]:
-    """ROC AUC, average precision (PR AUC), log loss, Brier score, top-decile lift, positive rate, n.
+    """ROC AUC, average precision (PR AUC), log loss, Brier score, top-decile lift, expected
+    calibration error (``ece``), positive rate, n.
 
     With a single class present the ranking metrics are NaN (undefined), the rest still computed.
     """
@@ -100,9 +101,23 @@ def binary_metrics(y, p) -> dict[str, Any]:
         "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
         "brier": float(brier_score_loss(y, clipped, pos_label=1)),
         "lift_top_decile": float(y[top].mean() / rate) if rate > 0 else float("nan"),
+        "ece": expected_calibration_error(y, p),
         "positive_rate": rate,
         "n": n,
     }
+
+
+def expected_calibration_error(y, p, bins: int = 10) -> float:
+    """Calibration: rows ranked by score cut into ``bins`` equal-count bins; the row-weighted mean of
+    |observed rate - mean predicted probability| per bin (0 = calibrated). A base rate that moved
+    between training and test (a season) shows here even when the ranking holds."""
+    import numpy as np
+
+    y, p = _arrays(y, p)
+    if y.size == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    return float(sum(abs(y[part].mean() - p[part].mean()) * part.size for part in np.array_split(order, min(bins, y.size))) / y.size)
 
 
 def lift_table(y, p, bins: int = 10) -> "pd.DataFrame":

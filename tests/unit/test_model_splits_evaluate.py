@@ -150,6 +150,16 @@ def test_informative_score_has_high_lift():
     assert binary_metrics(y, p)["lift_top_decile"] > 5
 
 
+def test_calibration_error_is_small_for_true_probabilities_and_sees_a_shift():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.6, size=40_000)
+    y = rng.binomial(1, p)
+    assert binary_metrics(y, p)["ece"] < 0.01
+    shifted = binary_metrics(y, p * 0.7)  # the same ranking, probabilities 30 % too low
+    assert shifted["roc_auc"] == pytest.approx(binary_metrics(y, p)["roc_auc"])
+    assert shifted["ece"] == pytest.approx(0.3 * p.mean(), abs=0.01)
+
+
 def test_metrics_reject_null_labels_and_length_mismatch():
     with pytest.raises(ValueError, match="null"):
         binary_metrics([1, np.nan, 0], [0.1, 0.2, 0.3])
