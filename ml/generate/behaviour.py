@@ -203,14 +203,18 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
     # --- replenishment: chains of rebuys of a bought item, one cycle of its category apart (drawn after
     # everything above, so the rest of the batch is the same with or without it). A rebuy is a reorder:
     # a view of the item, then the purchase, no cart (the cart-abandonment curve stays the planted one)
-    r_user, r_item, r_t = _replenish(w, l_user, l_item, l_t, rng)
+    # (a reorder follows only a purchase that sold: the stock pass drops a chain whose first line it blocks)
+    r_origin, r_t = _replenish(w, l_item, l_t, rng)
+    clear = _clear_of_carts(l_user[r_origin], l_item[r_origin], r_t, (su[a_s], a_item, a_t), (l_user, l_item, l_t), len(w.item_key))
+    r_origin, r_t = r_origin[clear], r_t[clear]
+    r_user, r_item = l_user[r_origin], l_item[r_origin]
     NR = len(r_t)
     r_sess = n + NL + np.arange(NR)
     r_qty = 1 + rng.poisson(w.item_qty_extra[r_item])
     r_dwell = np.exp(beh.dwell_log_mean + beh.dwell_sigma * rng.standard_normal(NR))
     r_view = r_t - np.minimum(r_dwell, 600.0) - rng.uniform(20, 90, NR)
     lines = dict(user=np.r_[l_user, r_user], session=np.r_[l_sess, r_sess], item=np.r_[l_item, r_item], t=np.r_[l_t, r_t],
-                 qty=np.r_[l_qty, r_qty].astype(np.int32))
+                 qty=np.r_[l_qty, r_qty].astype(np.int32), requires=np.r_[np.full(len(l_t), -1), r_origin].astype(np.int64))
 
     # --- non-purchase events
     sidx = np.flatnonzero(has_search)
@@ -238,11 +242,40 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
     return {"events": ev, "lines": lines, "n_sessions": n + NL + NR}
 
 
-def _replenish(w: World, user: np.ndarray, item: np.ndarray, t: np.ndarray, rng: np.random.Generator):
-    """The rebuys that follow purchase lines (user, item, t): per line a chain of K rebuys with
+CART_WINDOW = 31 * DAY  # a purchase this soon after an add of the same item reads as that cart's conversion
+
+
+def _clear_of_carts(user, item, t, adds: tuple, buys: tuple, n_items: int) -> np.ndarray:
+    """Mask of the rebuys that would not read as the conversion of an open cart: a rebuy is dropped (the
+    customer skips that cycle) when the customer's latest add of the item lies within
+    ``CART_WINDOW`` before it and no purchase of the item came between — the cart-abandonment marts
+    would count it as that cart's late conversion and bend the planted curve. ``adds`` and ``buys``
+    are (user, item, t) arrays of the batch's adds and purchase lines."""
+    if not len(t) or not len(adds[2]):
+        return np.ones(len(t), dtype=bool)
+    parts = (adds, buys, (user, item, t))
+    keys = np.concatenate([u.astype(np.int64) * n_items + i for u, i, _ in parts])
+    times = np.concatenate([p[2] for p in parts])
+    kind = np.concatenate([np.full(len(p[2]), k, dtype=np.int8) for k, p in enumerate(parts)])  # 0 add, 1 buy, 2 rebuy
+    order = np.lexsort((kind, times, keys))  # by key, then time; at one time an add, then a buy, then a rebuy
+    keys, times, kind = keys[order], times[order], kind[order]
+    idx = np.arange(len(order))
+    last_add = np.maximum.accumulate(np.where(kind == 0, idx, -1))
+    last_buy = np.maximum.accumulate(np.where(kind == 1, idx, -1))
+    a = np.maximum(last_add, 0)
+    open_cart = (last_add >= 0) & (keys[a] == keys) & (times - times[a] <= CART_WINDOW) & (last_buy < last_add)
+    rebuy = kind == 2
+    keep = np.ones(len(t), dtype=bool)
+    keep[order[rebuy] - (len(adds[2]) + len(buys[2]))] = ~open_cart[rebuy]
+    return keep
+
+
+def _replenish(w: World, item: np.ndarray, t: np.ndarray, rng: np.random.Generator):
+    """The rebuys that follow purchase lines (item, t): per line a chain of K rebuys with
     P(K >= k) = p^k (p = the item's replenish probability), spaced by the customer x item's own cycle
-    (the category's median x a log-normal factor per chain) x a log-normal jitter per interval; rebuys
-    after the span's end are dropped. Returns (user, item, t) of the rebuys, one session each."""
+    (the category's median x a log-normal factor per chain) x a log-normal jitter per interval, never
+    less than a day; rebuys after the span's end are dropped. Returns (index of the line that started
+    the chain, time) per rebuy, one session each."""
     beh, end = w.beh, w.days * DAY
     p = w.item_replenish_p[item]
     u = rng.random(len(item))
@@ -252,10 +285,10 @@ def _replenish(w: World, user: np.ndarray, item: np.ndarray, t: np.ndarray, rng:
     room = np.floor((end - t) / (own * DAY * 0.5)).clip(0)  # a chain never needs more links than fit the span
     k = np.minimum(k, room).astype(np.int64)
     chain = np.repeat(np.arange(len(item)), k)
-    gaps = own[chain] * DAY * np.exp(beh.replenish_jitter_sigma * rng.standard_normal(len(chain)))
+    gaps = np.maximum(own[chain] * np.exp(beh.replenish_jitter_sigma * rng.standard_normal(len(chain))), 1.0) * DAY
     csum = np.cumsum(gaps)
     first = np.cumsum(k) - k
     start = np.repeat(csum[first[k > 0]] - gaps[first[k > 0]], k[k > 0])
     r_t = t[chain] + (csum - start)
     keep = r_t < end
-    return user[chain][keep], item[chain][keep], r_t[keep]
+    return chain[keep], r_t[keep]

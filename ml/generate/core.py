@@ -137,7 +137,7 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     # ---------------------------------------------------------------- shoppers, batch by batch
     per_user = {k: v for k, v in users.items() if k not in ("gender", "birth_year")}
     ev_parts, line_parts = [], []
-    session_base = 0
+    session_base = line_base = 0
     batches = range(0, sc.n_users, sc.user_batch)
     for b, lo in enumerate(_bar(batches, progress, desc=f"simulate {scale}", unit="batch")):
         hi = min(lo + sc.user_batch, sc.n_users)
@@ -147,7 +147,9 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
         ev["session"] += session_base
         ln["user"] = ln["user"] + lo
         ln["session"] = ln["session"] + session_base
+        ln["requires"] = np.where(ln["requires"] >= 0, ln["requires"] + line_base, -1)
         session_base += out["n_sessions"]
+        line_base += len(ln["t"])
         ev_parts.append(ev)
         line_parts.append(ln)
     ev = {k: np.concatenate([p[k] for p in ev_parts]) for k in ev_parts[0]}
@@ -159,9 +161,11 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     ln_wh = users["region"][ln["user"]].astype(np.int64)
     cell = ln["item"].astype(np.int64) * n_wh + ln_wh
     cell_launch = np.repeat(items["launch_day"].to_numpy(), n_wh)
-    stock = simulate_stock(_rng(seed, "inventory"), beh, cell, ln_day, ln["t"], ln["qty"], n_items * n_wh, cell_launch, D, progress)
+    stock = simulate_stock(_rng(seed, "inventory"), beh, cell, ln_day, ln["t"], ln["qty"], n_items * n_wh, cell_launch, D, progress,
+                           requires=ln.pop("requires"))
     keep = stock.accepted
-    blocked_lines = int((~keep).sum())
+    blocked_lines = int((~keep & ~stock.excluded).sum())
+    skipped_reorders = int(stock.excluded.sum())
     ln = {k: v[keep] for k, v in ln.items()}
     ln_day, ln_wh = ln_day[keep], ln_wh[keep]
 
@@ -342,6 +346,7 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
         "rows": rows,
         "events": n_events,
         "blocked_purchase_lines": blocked_lines,
+        "skipped_reorders": skipped_reorders,  # rebuys of a purchase the stock blocked
         "seconds": round(seconds, 2),
         "generate_seconds": round(gen_seconds, 2),
         "events_per_second": round(n_events / seconds, 1),

@@ -19,6 +19,7 @@ from ml.generate.params import Behaviour
 @dataclass
 class Stock:
     accepted: np.ndarray  # per line (input order): sold
+    excluded: np.ndarray  # per line: never happened (the line it requires did not sell)
     on_hand: np.ndarray  # [day, cell] end of day
     on_order: np.ndarray  # [day, cell]
     lead_time: np.ndarray  # [cell] nominal lead time, days
@@ -27,7 +28,11 @@ class Stock:
 
 
 def simulate_stock(rng: np.random.Generator, beh: Behaviour, cell: np.ndarray, day: np.ndarray, t: np.ndarray,
-                   qty: np.ndarray, n_cells: int, cell_launch: np.ndarray, days: int, progress: bool = False) -> Stock:
+                   qty: np.ndarray, n_cells: int, cell_launch: np.ndarray, days: int, progress: bool = False,
+                   requires: np.ndarray | None = None) -> Stock:
+    """``requires`` (optional, per line): the index of a line on an EARLIER day that must have sold for
+    this one to happen at all (a reorder of a purchase), -1 for none; such a line is ``excluded``, not
+    blocked, when that one did not sell."""
     # the planner knows each cell's mean demand (what it would sell if never out of stock)
     active = np.maximum(days - np.maximum(cell_launch, 0), 1)
     mu = (np.bincount(cell, weights=qty, minlength=n_cells) + 0.5) / active
@@ -42,6 +47,13 @@ def simulate_stock(rng: np.random.Generator, beh: Behaviour, cell: np.ndarray, d
     c_s, q_s, d_s = cell[order], qty[order].astype(np.int64), day[order]
     bounds = np.searchsorted(d_s, np.arange(days + 1))
     acc_sorted = np.zeros(len(order), dtype=bool)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    req_sorted = np.full(len(order), -1, dtype=np.int64)
+    if requires is not None:
+        req = requires[order]
+        req_sorted = np.where(req >= 0, position[np.maximum(req, 0)], -1)
+    eligible = req_sorted < 0
 
     on_hand = S.copy()
     on_order = np.zeros(n_cells, dtype=np.int64)
@@ -57,11 +69,13 @@ def simulate_stock(rng: np.random.Generator, beh: Behaviour, cell: np.ndarray, d
     for d in it:
         a, b = bounds[d], bounds[d + 1]
         if b > a:
-            c, q = c_s[a:b], q_s[a:b]
+            r = req_sorted[a:b]
+            eligible[a:b] |= (r >= 0) & acc_sorted[np.maximum(r, 0)]  # required lines sold on earlier days
+            c, q = c_s[a:b], np.where(eligible[a:b], q_s[a:b], 0)
             cs = np.cumsum(q)
             new = np.r_[True, c[1:] != c[:-1]]
             start_cs = np.maximum.accumulate(np.where(new, cs - q, 0))
-            ok = (cs - start_cs) <= on_hand[c]
+            ok = eligible[a:b] & ((cs - start_cs) <= on_hand[c])
             acc_sorted[a:b] = ok
             on_hand -= np.bincount(c[ok], weights=q[ok], minlength=n_cells).astype(np.int64)
         arrive = pipeline[d]
@@ -78,4 +92,6 @@ def simulate_stock(rng: np.random.Generator, beh: Behaviour, cell: np.ndarray, d
         hist_order[d] = on_order
     accepted = np.empty(len(order), dtype=bool)
     accepted[order] = acc_sorted
-    return Stock(accepted, hist_hand, hist_order, lead.astype(np.int32), s, S)
+    excluded = np.empty(len(order), dtype=bool)
+    excluded[order] = ~eligible
+    return Stock(accepted, excluded, hist_hand, hist_order, lead.astype(np.int32), s, S)
