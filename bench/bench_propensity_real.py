@@ -65,11 +65,12 @@ def main() -> None:
         result = propensity.train(settings, config, echo=print)
         seconds["train"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
-    models = {"propensity_lgbm": result.metrics, "logistic": result.logistic_metrics or {}, "rfm_baseline": result.baseline_metrics}
+    models = {"propensity_lgbm": result.lightgbm_metrics or result.metrics, "logistic": result.logistic_metrics or {},
+              "rfm_baseline": result.baseline_metrics}
     if result.sequence:
         models["propensity_gru"] = result.sequence.get("metrics") or {}
     reference = models["logistic"].get("roc_auc")
-    common = {"horizon_days": result.horizon_days, "rows": result.rows, "ingest": ingest, "promoted": result.summary()["promoted"],
+    common = {"served_model_type": result.model_type, "horizon_days": result.horizon_days, "rows": result.rows, "ingest": ingest, "promoted": result.summary()["promoted"],
               "decision": result.summary()["decision"], "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     out = []
     for name, metrics in models.items():

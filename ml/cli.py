@@ -730,9 +730,12 @@ def pipeline(
         f"  dbt build                       {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
         f"  online store (SQLite)           {s.feast_online_path} ({rows:,} rows materialized)\n"
         + (
-            f"  propensity_lgbm v{trained['version']}           test ROC AUC {trained['test']['roc_auc']:.3f} vs RFM baseline"
-            f" {trained['baseline_test']['roc_auc']:.3f}; report {trained['report']}\n"
-            f"  batch scores                    {s.scores_dir} ({served.get('rows', 0):,} served online)\n"
+            f"  propensity_lgbm v{trained['version']}           {trained.get('model_type', 'lightgbm')}, test ROC AUC"
+            f" {trained['test']['roc_auc']:.3f} vs RFM baseline {trained['baseline_test']['roc_auc']:.3f}, logistic regression"
+            f" {trained['logistic_test']['roc_auc']:.3f}; {'promoted' if trained['promoted'] else 'NOT promoted: ' + str(trained['decision'])};"
+            f" report {trained['report']}\n"
+            f"  batch scores                    {s.scores_dir} ("
+            + (f"{served.get('rows', 0):,} served online)\n" if served.get("status") == "served" else f"none: {served.get('status')})\n")
             f"  recs_widedeep v{recs_trained['version']}             test NDCG@10 {recs_trained['test']['recs_widedeep']['ndcg@10']:.3f}"
             f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
             f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"

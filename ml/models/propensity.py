@@ -146,6 +146,15 @@ def refit_all(x: dict, y: dict, rounds: int, config: dict):
     return lgb.train(_params(config, frame.columns), lgb.Dataset(frame, label=labels), num_boost_round=max(int(rounds), 1))
 
 
+def refit_logistic(x: dict, y: dict) -> LogisticModel:
+    """The served logistic regression refit on every labelled row (train + validation + test)."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.concat([x[k] for k in ("train", "valid", "test")], ignore_index=True)
+    return LogisticModel(logistic_fit(frame, np.concatenate([y[k] for k in ("train", "valid", "test")])), list(frame.columns))
+
+
 def _params(config: dict, columns) -> dict:
     """The booster's parameters: config.lightgbm with the monotone constraints in column order."""
     params = dict(config["lightgbm"])
@@ -222,7 +231,7 @@ def logistic_fit(x: "pd.DataFrame", y):
 
     categorical = [c for c in x.columns if str(x[c].dtype) == "category"]
     numeric = [c for c in x.columns if c not in categorical and x[c].notna().any()]
-    signed_log = FunctionTransformer(lambda v: np.sign(v) * np.log1p(np.abs(v)), feature_names_out="one-to-one")
+    signed_log = FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")
     columns = ColumnTransformer(
         [("num", make_pipeline(signed_log, SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
          *([("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
@@ -231,8 +240,65 @@ def logistic_fit(x: "pd.DataFrame", y):
     return model.fit(_plain_categories(x), np.asarray(y, dtype=int))
 
 
+def _signed_log1p(v):
+    import numpy as np
+
+    return np.sign(v) * np.log1p(np.abs(v))
+
+
 def logistic_predict(model, x: "pd.DataFrame") -> "np.ndarray":
     return model.predict_proba(_plain_categories(x))[:, 1]
+
+
+class LogisticModel:
+    """The logistic-regression reference as the family's served model, for when it beats the LightGBM
+    on the test rows beyond the noise (small shops: a few thousand user-weeks). Answers what scoring
+    asks of a LightGBM Booster: ``feature_name()``, ``predict(x)`` (probabilities) and
+    ``predict(x, pred_contrib=True)`` (per-feature log-odds contributions, exact for a linear model:
+    coefficient x transformed value, summed over a feature's columns, then the intercept), and
+    ``feature_importance()`` (|coefficient| summed per feature)."""
+
+    best_iteration = None
+
+    def __init__(self, pipeline, features: list[str]):
+        self.pipeline = pipeline
+        self.features = list(features)
+
+    def feature_name(self) -> list[str]:
+        return list(self.features)
+
+    def _owners(self) -> "np.ndarray":
+        """For each transformed column, the index of the input feature it comes from."""
+        import numpy as np
+
+        names = self.pipeline[0].get_feature_names_out()
+        owners = []
+        for name in names:
+            body = name.split("__", 1)[1].removeprefix("missingindicator_")
+            owners.append(next(i for i, f in sorted(enumerate(self.features), key=lambda t: -len(t[1]))
+                               if body == f or body.startswith(f + "_")))
+        return np.asarray(owners)
+
+    def predict(self, x: "pd.DataFrame", num_iteration=None, pred_contrib: bool = False) -> "np.ndarray":
+        import numpy as np
+
+        x = x[self.features]
+        if not pred_contrib:
+            return logistic_predict(self.pipeline, x)
+        z = self.pipeline[0].transform(_plain_categories(x))
+        z = z.toarray() if hasattr(z, "toarray") else np.asarray(z)
+        per_column = z * self.pipeline[-1].coef_[0]
+        out = np.zeros((len(x), len(self.features) + 1))
+        np.add.at(out.T, self._owners(), per_column.T)
+        out[:, -1] = self.pipeline[-1].intercept_[0]
+        return out
+
+    def feature_importance(self, importance_type: str = "gain") -> "np.ndarray":
+        import numpy as np
+
+        out = np.zeros(len(self.features))
+        np.add.at(out, self._owners(), np.abs(self.pipeline[-1].coef_[0]))
+        return out
 
 
 def _plain_categories(x: "pd.DataFrame") -> "pd.DataFrame":
@@ -288,12 +354,15 @@ class TrainResult:
     rows: dict
     sequence: dict | None = None
     logistic_metrics: dict | None = None
+    lightgbm_metrics: dict | None = None  # the LightGBM's, also when the logistic regression is served
+    model_type: str = "lightgbm"  # what this version is: lightgbm | logistic_regression
 
     def summary(self) -> dict:
         return {
             "model": MODEL_NAME,
             "run_id": self.run_id,
             "version": self.version,
+            "model_type": self.model_type,
             "horizon_days": self.horizon_days,
             "rows": self.rows,
             "test": {k: self.metrics.get(k) for k in ("roc_auc", "pr_auc", "log_loss", "lift_top_decile")},
@@ -380,11 +449,18 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     l_test = logistic_predict(logistic, x["test"])
     logistic_metrics = binary_metrics(y["test"], l_test)
     promotion = config["promotion"]
-    losses = reference_losses(y["test"], p_test, {"rfm_baseline": b_test, "logistic": l_test}, promotion["metric"],
-                              float(promotion.get("reference_margin", 0.0)), bool(promotion.get("higher_is_better", True)),
-                              float(promotion.get("reference_confidence", 0.95)))
+    gate = (promotion["metric"], float(promotion.get("reference_margin", 0.0)), bool(promotion.get("higher_is_better", True)),
+            float(promotion.get("reference_confidence", 0.95)))
+    losses = reference_losses(y["test"], p_test, {"rfm_baseline": b_test, "logistic": l_test}, *gate)
     say(f"{MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} vs RFM baseline {baseline_metrics['roc_auc']:.4f}, "
         f"logistic regression {logistic_metrics['roc_auc']:.4f}")
+    lightgbm_metrics, served_type = metrics, "lightgbm"
+    if config.get("serve_logistic_when_better", True) and reference_losses(y["test"], p_test, {"logistic": l_test}, gate[0], 0.0,
+                                                                           *gate[2:]):
+        # the reference is the better model on these rows: the family serves it (still gated by the RFM rule)
+        served_type, model, p_test, metrics = "logistic_regression", LogisticModel(logistic, list(x["train"].columns)), l_test, logistic_metrics
+        losses = reference_losses(y["test"], p_test, {"rfm_baseline": b_test}, *gate)
+        say(f"{MODEL_NAME}: the logistic regression beats LightGBM on the test rows beyond the noise: it is this version's model")
 
     sequence = train_sequence_model(settings, split, config, horizon, say)
     importance = _importance(model)
@@ -395,6 +471,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         **{f"lgb_{k}": v for k, v in config["lightgbm"].items()},
         "horizon_days": horizon,
         "best_iteration": model.best_iteration,
+        "model_type": served_type,
         **{f"rows_{k}": v for k, v in rows.items()},
         **{f"split_{k}": v for k, v in split.boundaries.items()},
     }
@@ -410,9 +487,13 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
             registry.log_metrics(sequence["metrics"], prefix="gru_test_")
         serving, refit_tags = model, {}
         if config.get("refit", True):
-            serving = refit_all(x, y, model.best_iteration, config)
+            serving = refit_all(x, y, model.best_iteration, config) if served_type == "lightgbm" else refit_logistic(x, y)
             refit_tags = {"refit": "train+valid+test", "labelled_through": split.boundaries.get("test_end", "")}
-        version = registry.log_model(serving, MODEL_NAME, flavor="lightgbm", tags=refit_tags)
+        if served_type == "lightgbm":
+            version = registry.log_model(serving, MODEL_NAME, flavor="lightgbm", tags={**refit_tags, "model_type": served_type})
+        else:
+            version = registry.log_model(serving, MODEL_NAME, flavor="sklearn", serialization_format="cloudpickle",
+                                         tags={**refit_tags, "model_type": served_type})
         champion_value = _champion_on(settings, split.test, features, y["test"], config)
         decision = registry.promote_if_not_worse(
             settings,
@@ -430,20 +511,25 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         report.text(
             f"Trained on {rows['train']:,} user-weeks, early-stopped on {rows['valid']:,}, tested on {rows['test']:,} "
             f"(time split: {json.dumps(split.boundaries)}). Features: service `{config['feature_service']}`. "
-            + (f"The registered version is refit with the same parameters and {model.best_iteration} rounds on all "
+            + ("The logistic regression beat LightGBM on the test rows beyond the noise "
+               f"(ROC AUC {logistic_metrics['roc_auc']:.4f} vs {lightgbm_metrics['roc_auc']:.4f}), so this version is the logistic "
+               "regression (explanations: coefficient x standardised value). " if served_type != "lightgbm" else "")
+            + (f"The registered version is refit with the same parameters"
+               + (f" and {model.best_iteration} rounds" if served_type == "lightgbm" else "") + " on all "
                f"{sum(rows.values()):,} labelled user-weeks (cutoffs through {refit_tags['labelled_through']}), so it "
                f"scores with the newest labels; the test metrics are those of the model fitted before the test cutoffs. "
                if refit_tags else "")
             + f"Promotion: {decision.reason}"
         )
-        report.metrics("Test metrics (the model and its plain references: the RFM-score rule, a logistic regression)",
-                       {"propensity_lgbm": metrics, "rfm_baseline": baseline_metrics, "logistic": logistic_metrics})
+        report.metrics(f"Test metrics (the served model: {served_type}; LightGBM and its plain references: the RFM-score rule, "
+                       "a logistic regression)",
+                       {"propensity_lgbm (LightGBM)": lightgbm_metrics, "rfm_baseline": baseline_metrics, "logistic": logistic_metrics})
         report.text(f"Reference gate ({promotion['metric']}, paired bootstrap on the test rows): " + (
             "passed, the model is not behind the RFM rule or the logistic regression beyond the noise." if not losses
             else "failed, not promoted: " + "; ".join(losses) + "."))
-        scores = {"propensity_lgbm": p_test, "rfm_baseline": b_test, "logistic": l_test}
+        scores = {"propensity_lgbm": p_test, "rfm_baseline": b_test} | ({"logistic": l_test} if served_type == "lightgbm" else {})
         if sequence is not None:
-            scores = {"propensity_lgbm": p_test, "propensity_gru": sequence["p_test"], "rfm_baseline": b_test, "logistic": l_test}
+            scores = {**scores, "propensity_gru": sequence["p_test"]}
             report.metrics(
                 "Sequence model on the same split (propensity_gru)",
                 {"propensity_gru": sequence["metrics"], "propensity_lgbm": metrics},
@@ -474,7 +560,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     say(f"{MODEL_NAME}: version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason}); report {path}")
     return TrainResult(run_id, str(version.version), metrics, baseline_metrics, decision, path, horizon, rows,
                        sequence={k: v for k, v in (sequence or {}).items() if k not in ("model", "p_test")} or None,
-                       logistic_metrics=logistic_metrics)
+                       logistic_metrics=logistic_metrics, lightgbm_metrics=lightgbm_metrics, model_type=served_type)
 
 
 def train_sequence_model(settings: Settings, split, config: dict, horizon: int, say: Callable[[str], None]) -> dict | None:

@@ -143,7 +143,7 @@ def test_model_dags_train_register_score_and_serve(chain):
 
 
 def test_recommender_dags_train_register_score_and_serve(chain):
-    """train_recommender then score_recommender: embeddings, three registered rankers, a report, a
+    """train_recommender then score_recommender: embeddings, three registered rankers (two promoted), a report, a
     scoring-date partition with a fallback row, one user's list online."""
     import pandas as pd
 
@@ -155,8 +155,9 @@ def test_recommender_dags_train_register_score_and_serve(chain):
         proc = dags_test(settings, env, dag_id)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "state=success" in output, f"{dag_id}:\n{output[-4000:]}"
-    for name in recs.RANKERS:
+    for name in (recs.MODEL_NAME, recs.LGBM_NAME):  # the served rankers beat their references and are promoted
         assert registry.champion(settings, name) is not None, name
+    assert registry.load_version(settings, recs.FM_NAME, 1) is not None  # registered; blind to rebuying, the gate refuses it
     assert len(pd.read_parquet(recs.embeddings_path(settings))) > 0
     (partition,) = scores_root(settings, recs.MODEL_NAME).glob("scoring_date=*/part.parquet")
     lists = pd.read_parquet(partition)

@@ -39,3 +39,33 @@ def test_a_positive_margin_demands_a_lead_and_log_loss_is_lower_is_better():
     p_flat = np.full(len(y), y.mean())
     assert reference_losses(y, p_good, {"flat": p_flat}, metric="log_loss", higher_is_better=False) == []
     assert len(reference_losses(y, p_flat, {"good": p_good}, metric="log_loss", higher_is_better=False)) == 1
+
+
+def test_the_logistic_model_scores_explains_and_pickles_like_the_booster():
+    """When the logistic regression is served (LogisticModel), scoring gets probabilities and exact
+    per-feature log-odds contributions: they sum with the intercept to the logit, a feature's one-hot
+    and missing-indicator columns count as that feature, and the object survives pickling."""
+    import pickle
+
+    import pandas as pd
+
+    from ml.models.propensity import RFM_SEGMENTS, LogisticModel, logistic_fit
+
+    rng = np.random.default_rng(3)
+    n = 2_000
+    x = pd.DataFrame({
+        "days_since_last_order": rng.exponential(30, n),
+        "days_since_last_order_now": rng.exponential(30, n),
+        "order_count_lifetime": rng.poisson(3, n).astype(float),
+        "rfm_segment": pd.Categorical(rng.choice(RFM_SEGMENTS[:4], n), categories=list(RFM_SEGMENTS)),
+    })
+    x.loc[::7, "order_count_lifetime"] = np.nan  # a missing-indicator column
+    y = (rng.random(n) < 1 / (1 + np.exp(x["days_since_last_order_now"] / 20 - 1))).astype(int)
+    model = pickle.loads(pickle.dumps(LogisticModel(logistic_fit(x, y), list(x.columns))))
+    p = model.predict(x[::-1].iloc[::-1])  # column order and row order as given
+    contrib = model.predict(x, pred_contrib=True)
+    assert contrib.shape == (n, len(x.columns) + 1) and model.feature_name() == list(x.columns)
+    np.testing.assert_allclose(contrib.sum(axis=1), np.log(p / (1 - p)), rtol=1e-6, atol=1e-8)
+    importance = pd.Series(model.feature_importance(), index=model.feature_name())
+    assert importance.idxmax() == "days_since_last_order_now" and (importance > 0).all()
+    assert np.abs(contrib[:, 0]).max() < np.abs(contrib[:, 1]).max()  # the planted feature drives the score
