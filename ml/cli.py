@@ -722,6 +722,7 @@ def pipeline(
     ).fetchone()
     features = sorted(p.name for p in s.features_dir.glob("*.parquet"))
     held = [n for n, t in c.lake_status(s.lake_dir)["tables"].items() if t["present"]]
+    scores_note = f"{served.get('rows', 0):,} served online" if served.get("status") == "served" else f"none: {served.get('status')}"
     typer.echo(
         "\nDone. Where to look:\n"
         f"  lake (raw Parquet, {len(held)} tables)   {s.lake_dir}\n"
@@ -734,8 +735,7 @@ def pipeline(
             f" {trained['test']['roc_auc']:.3f} vs RFM baseline {trained['baseline_test']['roc_auc']:.3f}, logistic regression"
             f" {trained['logistic_test']['roc_auc']:.3f}; {'promoted' if trained['promoted'] else 'NOT promoted: ' + str(trained['decision'])};"
             f" report {trained['report']}\n"
-            f"  batch scores                    {s.scores_dir} ("
-            + (f"{served.get('rows', 0):,} served online)\n" if served.get("status") == "served" else f"none: {served.get('status')})\n")
+            f"  batch scores                    {s.scores_dir} ({scores_note})\n"
             f"  recs_widedeep v{recs_trained['version']}             test NDCG@10 {recs_trained['test']['recs_widedeep']['ndcg@10']:.3f}"
             f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
             f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"
