@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SCALE  ?= small
 BENCH_SCALES ?= tiny,small
 BENCH_MODEL_SCALES ?= small,medium
 BENCH_ROWS ?= 10000,100000
@@ -22,7 +21,7 @@ export MLFLOW_DISABLE_TELEMETRY=true
 .PHONY: help install demo test test-unit test-soak bench lock docs clean
 
 help:
-	@echo "make demo   - create .venv, run ingest(generate '$(SCALE)') -> dbt -> Feast -> train -> score through a local Airflow, print the UI login (DEMO_KEEP=1 keeps it serving)"
+	@echo "make demo   - create .venv, run ingest(generate SCALE, default small or .env's) -> dbt -> Feast -> train -> score through a local Airflow, print the UI login (DEMO_KEEP=1 keeps it serving)"
 	@echo "make test   - run unit, integration and e2e tests (creates .venv if missing; soak tests deselected)"
 	@echo "make test-soak - the long failure-recovery e2e scenarios (a killed dbt producer, ~8 min)"
 	@echo "make bench  - benchmarks (BENCH_SCALES=$(BENCH_SCALES), BENCH_ROWS=$(BENCH_ROWS)) -> bench/results/*.json, docs/benchmarks.md"
@@ -39,7 +38,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ecomml demo --scale $(SCALE)$(if $(filter 1,$(DEMO_KEEP)), --keep,)
+	$(BIN)/ecomml demo$(if $(SCALE), --scale $(SCALE),)$(if $(filter 1,$(DEMO_KEEP)), --keep,)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -101,7 +101,7 @@ def bench_scale(scale: str) -> list[Result]:
         import duckdb
 
         rows = {}
-        for model in warehouse.FEATURE_MODELS:
+        for model in warehouse.feature_models(settings):
             path = warehouse.feature_path(settings, model)
             rows[model] = duckdb.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
         with warehouse.connect(settings) as con:

@@ -1,6 +1,6 @@
 """Data sources: one FileSource per dbt feature mart ($FEATURES_DIR/<model>.parquet).
 
-GENERATED from dbt's manifest.json by `python -m ml.features.repo generate`: do not edit by hand.
+GENERATED from dbt's manifest.json by `ecomml features generate`: do not edit by hand.
 Change the mart's .yml under dbt_project/models/marts/features/, `dbt parse` (or build), then
 regenerate.
 tests/integration/test_feast_repo.py fails when this file and the manifest disagree.

@@ -1,6 +1,6 @@
 """Feature views: one per dbt feature mart, same column names, types from the manifest.
 
-GENERATED from dbt's manifest.json by `python -m ml.features.repo generate`: do not edit by hand.
+GENERATED from dbt's manifest.json by `ecomml features generate`: do not edit by hand.
 Change the mart's .yml under dbt_project/models/marts/features/, `dbt parse` (or build), then
 regenerate.
 tests/integration/test_feast_repo.py fails when this file and the manifest disagree.

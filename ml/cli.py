@@ -305,7 +305,7 @@ def features_services() -> None:
 @features_app.command("training-set")
 def features_training_set(
     entities: Path = typer.Argument(..., exists=True, dir_okay=False, help="Parquet/CSV: join keys, event_timestamp, labels."),
-    service: str = typer.Option(..., "--service", help="Feature service, e.g. propensity_lgbm_v1."),
+    service: str = typer.Option(..., "--service", help="Feature service, e.g. propensity_lgbm_v3."),
     out: Path = typer.Option(..., "--out", help="Output Parquet file."),
 ) -> None:
     """Point-in-time training set: features of a service as of each row's event_timestamp."""
@@ -339,7 +339,7 @@ def features_materialize(
 
 @features_app.command("online")
 def features_online(
-    service: str = typer.Option(..., "--service", help="Feature service, e.g. propensity_lgbm_v1."),
+    service: str = typer.Option(..., "--service", help="Feature service, e.g. propensity_lgbm_v3."),
     entity: list[str] = typer.Option(..., "--entity", help="key=value, e.g. user_id=u000001 (repeat for more keys)."),
 ) -> None:
     """Read one entity's online features for a service."""
@@ -717,6 +717,8 @@ def pipeline(
         demand_trained = orchestration.train_demand(s)
         planned = orchestration.forecast_demand(s)
         orchestration.serve_demand_plan(s, planned)
+    from ml.models import propensity
+
     user = duckdb.connect().execute(
         f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1"
     ).fetchone()
@@ -753,7 +755,7 @@ def pipeline(
             else ""
         )
         + f"  explore the warehouse           .venv/bin/ecomml warehouse query \"select * from fct_daily_demand limit 5\"\n"
-        f"  one user's online features      .venv/bin/ecomml features online --service propensity_lgbm_v1"
+        f"  one user's online features      .venv/bin/ecomml features online --service {propensity.load_config()['feature_service']}"
         f" --entity user_id={user[0] if user else '<user_id>'}\n"
         f"  list feature services           .venv/bin/ecomml features services"
     )

@@ -23,7 +23,7 @@ Setup and local Airflow
     AirflowClient(url, user, pw)    /api/v2 with a JWT from /auth/token: unpause, trigger, wait, logs
     run_chain(client, conf)         unpause the chain, trigger ingest, wait for all three DAGs
 
-``python -m ml.orchestration {parse,setup,demo,standalone}``; ``demo`` is what ``make demo`` runs.
+``make demo`` runs ``ecomml demo`` (ml/cli.py), which calls these; ``ecomml airflow --help`` lists the rest.
 Nothing here imports Airflow, Feast or pandas at module import: DAG files import this module.
 """
 

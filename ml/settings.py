@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     dbt_target: str = Field("dev", description="dbt target in profiles.yml")
     dbt_threads: int = Field(2, ge=1, description="dbt threads (= cores here)")
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory_limit for dbt and readers")
-    scale: Scale = Field("tiny", description="Default generator scale: tiny | small | medium | large")
+    scale: Scale = Field("small", description="Default generator scale: tiny | small | medium | large (`make demo` and `ecomml demo` use it too)")
     seed: int = Field(42, description="Default generator seed")
     ingest_max_quarantine_share: float = Field(
         0.05, ge=0, le=1, description="An export quarantining a larger share of its rows for bad data is refused "

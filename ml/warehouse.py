@@ -28,7 +28,11 @@ from typing import Callable
 from ml.settings import Settings
 
 _FINISHED = re.compile(r"\d+ of \d+ (OK|PASS|ERROR|FAIL|WARN|SKIP)\b")
-FEATURE_MODELS = ("feat_user_rfm", "feat_user_activity", "feat_item_stats", "feat_item_warehouse_demand")
+
+
+def feature_models(settings: Settings) -> list[str]:
+    """The dbt feature marts (one Feast view each): every model under models/marts/features/."""
+    return sorted(p.stem for p in (Path(settings.dbt_project_dir) / "models" / "marts" / "features").glob("*.sql"))
 
 
 class WarehouseBuildError(RuntimeError):

@@ -61,7 +61,7 @@ DBT_TO_FEAST: dict[str, str] = {
 }
 
 GENERATED_FILES = ("data_sources.py", "feature_views.py")
-GENERATOR_COMMAND = "python -m ml.features.repo generate"
+GENERATOR_COMMAND = "ecomml features generate"
 
 
 class ContractError(ValueError):
