@@ -66,13 +66,13 @@ def test_run_logs_service_snapshot_and_report(small_store, trained):
 
 
 @pytest.fixture(scope="module")
-def test_split(small_store, trained):
+def split_frames(small_store, trained):
     return propensity.training_frames(small_store, propensity.load_config(), 7)
 
 
-def test_fairness_audit_finds_no_gender_disparity(small_store, test_split):
+def test_fairness_audit_finds_no_gender_disparity(small_store, split_frames):
     """The generator plants no gender effect (params.gender_effect = 0): the audit must not flag one."""
-    split, features = test_split
+    split, features = split_frames
     model, _ = registry.load_champion(small_store, propensity.MODEL_NAME)
     p = propensity.predict(model, propensity.feature_matrix(split.test, features))
     from ml.models.evaluate import group_metrics
@@ -84,8 +84,8 @@ def test_fairness_audit_finds_no_gender_disparity(small_store, test_split):
     assert not set(propensity.AUDIT_COLUMNS) & set(propensity.model_features(model))
 
 
-def test_directional_and_invariance(small_store, test_split):
-    split, features = test_split
+def test_directional_and_invariance(small_store, split_frames):
+    split, features = split_frames
     model, _ = registry.load_champion(small_store, propensity.MODEL_NAME)
     x = propensity.feature_matrix(split.test, features).iloc[:500]
     base = propensity.predict(model, x)

@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 
 from ml import warehouse
-from ml.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
-torch = pytest.importorskip("torch")
+import torch
 
 LABEL = "is_purchased_7d"
 HORIZON_DAYS = 7
@@ -57,8 +56,6 @@ def test_gru_learns_purchase_propensity_from_sequences(built_warehouse):
     from ml.models import sequence
     from ml.models.splits import time_split
 
-    if not (PROJECT_ROOT / "dbt_project" / "models" / "marts" / "exports" / "label_user_purchase.sql").exists():
-        pytest.skip("label mart label_user_purchase is not in the dbt project yet")
     labels = pd.read_parquet(built_warehouse.exports_dir / "label_user_purchase.parquet")
     labelled = labels[labels[LABEL].notna()]
     split = time_split(labelled, time_col="event_timestamp", n_valid=1, n_test=1, gap_days=HORIZON_DAYS)

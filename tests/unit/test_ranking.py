@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("lightgbm")
+import lightgbm  # noqa: F401 - pinned dependencies: a broken install fails here, not as a skip
+import torch
 
 from ml.models import ranking as R  # noqa: E402
 from ml.models.rank_metrics import group_ndcg  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from ml.models import sequence as S  # noqa: E402
 
