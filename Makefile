@@ -18,11 +18,12 @@ export FEAST_USAGE=False
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
 export MLFLOW_DISABLE_TELEMETRY=true
 
-.PHONY: help install demo test test-unit test-soak bench lock docs clean
+.PHONY: help install demo test test-unit test-models test-soak bench lock docs clean
 
 help:
 	@echo "make demo   - create .venv, run ingest(generate SCALE, default small or .env's) -> dbt -> Feast -> train -> score through a local Airflow, print the UI login (DEMO_KEEP=1 keeps it serving)"
 	@echo "make test   - run unit, integration and e2e tests (creates .venv if missing; soak tests deselected)"
+	@echo "make test-unit / test-models - one tier: pure functions (fast) / model fits on small synthetic frames"
 	@echo "make test-soak - the long failure-recovery e2e scenarios (a killed dbt producer, ~8 min)"
 	@echo "make bench  - benchmarks (BENCH_SCALES=$(BENCH_SCALES), BENCH_ROWS=$(BENCH_ROWS)) -> bench/results/*.json, docs/benchmarks.md"
 	@echo "make docs   - regenerate docs/data_contract.md and dbt docs"
@@ -45,6 +46,9 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-models: $(STAMP)
+	$(BIN)/python -m pytest tests/models $(PYTEST_ARGS)
 
 test-soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak tests/e2e $(PYTEST_ARGS)
