@@ -78,7 +78,9 @@ def through_airflow(scale: str, mode: str, root: Path) -> dict[str, float]:
     finally:
         airflow.stop()
     return {
-        "startup": start_s(), "chain": chain, "warehouse_tasks": n_tasks,
+        "startup": start_s(),
+        "chain": chain,
+        "warehouse_tasks": n_tasks,
         **{f"{dag}_run": _seconds(run) for dag, run in runs.items()},
     }
 
@@ -91,14 +93,34 @@ def bench_scale(scale: str, modes: list[str]) -> list[Result]:
         for mode in modes:
             got = through_airflow(scale, mode, Path(tmp) / mode)
             print(f"[{scale}] airflow/{mode}: {got}", flush=True)
-            extra = {"mode": mode, "parallelism": 2, "executor": "LocalExecutor", "startup_s": round(got["startup"], 1),
-                     "warehouse_tasks": got["warehouse_tasks"], "direct": {k: round(v, 2) for k, v in base.items()},
-                     "runs_s": {k: round(v, 2) for k, v in got.items() if k.endswith("_run")}}
+            extra = {
+                "mode": mode,
+                "parallelism": 2,
+                "executor": "LocalExecutor",
+                "startup_s": round(got["startup"], 1),
+                "warehouse_tasks": got["warehouse_tasks"],
+                "direct": {k: round(v, 2) for k, v in base.items()},
+                "runs_s": {k: round(v, 2) for k, v in got.items() if k.endswith("_run")},
+            }
             results += [
-                Result(f"chain_seconds_{mode}", round(got["chain"], 2), "s", scale, baseline=round(base["total"], 2),
-                       baseline_name="direct_generate_build_apply_materialize", extra=extra),
-                Result(f"warehouse_dag_seconds_{mode}", round(got["warehouse_run"], 2), "s", scale,
-                       baseline=round(base["dbt_build"], 2), baseline_name="direct_dbt_build", extra=extra),
+                Result(
+                    f"chain_seconds_{mode}",
+                    round(got["chain"], 2),
+                    "s",
+                    scale,
+                    baseline=round(base["total"], 2),
+                    baseline_name="direct_generate_build_apply_materialize",
+                    extra=extra,
+                ),
+                Result(
+                    f"warehouse_dag_seconds_{mode}",
+                    round(got["warehouse_run"], 2),
+                    "s",
+                    scale,
+                    baseline=round(base["dbt_build"], 2),
+                    baseline_name="direct_dbt_build",
+                    extra=extra,
+                ),
             ]
     return results
 

@@ -37,9 +37,7 @@ def direct_duckdb(settings, manifest: dict, root: Path) -> dict[str, float]:
     features.mkdir(parents=True, exist_ok=True)
     nodes = manifest["nodes"]
     models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}
-    order = list(
-        TopologicalSorter({uid: [d for d in n["depends_on"]["nodes"] if d in models] for uid, n in models.items()}).static_order()
-    )
+    order = list(TopologicalSorter({uid: [d for d in n["depends_on"]["nodes"] if d in models] for uid, n in models.items()}).static_order())
     tests = [n for n in nodes.values() if n["resource_type"] == "test" and n.get("compiled_code")]
     con = duckdb.connect(str(db_path))
     con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
@@ -119,14 +117,24 @@ def bench_scale(scale: str) -> list[Result]:
         results += [
             Result("generate_seconds", round(gen_s(), 3), "s", scale),
             Result(
-                "dbt_run_seconds", round(run_s(), 3), "s", scale,
-                baseline=round(direct["models"], 3), baseline_name="direct_duckdb_models", target="<=1.5x at medium",
+                "dbt_run_seconds",
+                round(run_s(), 3),
+                "s",
+                scale,
+                baseline=round(direct["models"], 3),
+                baseline_name="direct_duckdb_models",
+                target="<=1.5x at medium",
                 extra={**extra, "peak_rss_mib": rss.peak_mib},
             ),
             Result(
-                "dbt_build_seconds", round(build_s(), 3), "s", scale,
-                baseline=round(direct["models"] + direct["tests"], 3), baseline_name="direct_duckdb_models_and_tests",
-                target="<=1.5x at medium", extra=extra,
+                "dbt_build_seconds",
+                round(build_s(), 3),
+                "s",
+                scale,
+                baseline=round(direct["models"] + direct["tests"], 3),
+                baseline_name="direct_duckdb_models_and_tests",
+                target="<=1.5x at medium",
+                extra=extra,
             ),
         ]
     return results

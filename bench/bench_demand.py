@@ -118,8 +118,13 @@ class Monitor:
 
     def load(self) -> dict:
         loads = self.loads or [os.getloadavg()[0]]
-        return {"cpus": os.cpu_count(), "start_1_5_15": self.start_load, "end_1_5_15": self.end_load,
-                "during_1min_mean": round(sum(loads) / len(loads), 2), "during_1min_max": round(max(loads), 2)}
+        return {
+            "cpus": os.cpu_count(),
+            "start_1_5_15": self.start_load,
+            "end_1_5_15": self.end_load,
+            "during_1min_mean": round(sum(loads) / len(loads), 2),
+            "during_1min_max": round(max(loads), 2),
+        }
 
 
 def cpu_seconds() -> float:
@@ -136,14 +141,17 @@ def cpu_metered(factories: dict, cpu: dict) -> dict:
         def build():
             model = factory()
             for method in ("fit", "predict"):
+
                 def metered(*a, _call=getattr(model, method), **k):
                     start = cpu_seconds()
                     try:
                         return _call(*a, **k)
                     finally:
                         cpu[name] = cpu.get(name, 0.0) + cpu_seconds() - start
+
                 setattr(model, method, metered)
             return model
+
         return build
 
     return {name: wrap(name, f) for name, f in factories.items()}
@@ -160,8 +168,14 @@ def bench_config(args) -> dict:
     models = ["demand_seasonal_naive", "demand_moving_average", "demand_lgbm", "demand_prophet"]
     if args.lstm:
         models.append("demand_lstm")
-    config["backtest"] = {**config["backtest"], "models": models, "n_origins": args.origins, "horizon": args.horizon,
-                          "step": None, "n_validation": max(args.origins - 1, 1)}
+    config["backtest"] = {
+        **config["backtest"],
+        "models": models,
+        "n_origins": args.origins,
+        "horizon": args.horizon,
+        "step": None,
+        "n_validation": max(args.origins - 1, 1),
+    }
     config["prophet"] = {**config["prophet"], "max_series": args.prophet_head, "max_workers": 2}
     if args.max_train_rows:
         config["lgbm"] = {**config["lgbm"], "max_train_rows": args.max_train_rows}
@@ -233,8 +247,14 @@ def measure(n_series: int, args) -> dict:
         mon.stage = "backtest"
         t, c = time.perf_counter(), cpu_seconds()
         bt = config["backtest"]
-        forecasts = rolling_origin(clean, cpu_metered(model_factories(config), model_cpu), horizon=horizon, n_origins=bt["n_origins"],
-                                   freq=freq, min_train=int(config["data"]["min_history"]))
+        forecasts = rolling_origin(
+            clean,
+            cpu_metered(model_factories(config), model_cpu),
+            horizon=horizon,
+            n_origins=bt["n_origins"],
+            freq=freq,
+            min_train=int(config["data"]["min_history"]),
+        )
         seconds["backtest_models"] = time.perf_counter() - t
         timings = forecasts.attrs.pop("timings")  # a frame in attrs breaks pandas' merge/concat
         t2 = time.perf_counter()
@@ -244,8 +264,9 @@ def measure(n_series: int, args) -> dict:
         chosen_wape = None
         if len(origins) > 1:
             validation = origins[: min(int(bt["n_validation"]), len(origins) - 1)]
-            _, chosen = choose(forecasts, validation, method=config["backtest"].get("selection", "best"),
-                               fallback=config["backtest"].get("fallback"))
+            _, chosen = choose(
+                forecasts, validation, method=config["backtest"].get("selection", "best"), fallback=config["backtest"].get("fallback")
+            )
             later = forecasts[forecasts["origin"] > validation[-1]]
             test = pd.concat([metrics(later, clean, freq=freq)[0], metrics(chosen, clean, freq=freq)[0]]).set_index("model")
             chosen_wape = test.round(4)[["wape", "bias", "n_series"]].to_dict("index")
@@ -268,9 +289,11 @@ def measure(n_series: int, args) -> dict:
         t, c = time.perf_counter(), cpu_seconds()
         fcfg = config["forecast"]
         lead_times = pd.DataFrame({"warehouse_id": sorted(clean["warehouse_id"].unique())}).assign(
-            item_id=None, lead_time_days=LEAD_TIME_DAYS)
-        plan = inventory.policy(fc, lead_times, service_level=float(fcfg["service_level"]),
-                                review_period_days=float(fcfg["review_period_days"]))
+            item_id=None, lead_time_days=LEAD_TIME_DAYS
+        )
+        plan = inventory.policy(
+            fc, lead_times, service_level=float(fcfg["service_level"]), review_period_days=float(fcfg["review_period_days"])
+        )
         seconds["plan"], cpu["plan"] = time.perf_counter() - t, cpu_seconds() - c
         info["plan_series"] = len(plan)
         total, cpu["total"] = time.perf_counter() - started, cpu_seconds() - cpu_start
@@ -283,28 +306,49 @@ def measure(n_series: int, args) -> dict:
         wape, naive, pairs = same_row_wape(forecasts, name)
         o = overall.loc[name] if name in overall.index else None
         per_model[name] = {
-            "fit_s": round(fit_s, 2), "predict_s": round(predict_s, 2),
+            "fit_s": round(fit_s, 2),
+            "predict_s": round(predict_s, 2),
             "series_per_s": round(pairs / (fit_s + predict_s), 1) if fit_s + predict_s > 0 else None,
-            "series_x_origins": pairs, "series_per_origin": round(pairs / max(len(origins), 1)),
-            "errors": int(rows["error"].notna().sum()), "cpu_s": round(model_cpu.get(name, 0.0), 1),
-            "wape": round(wape, 4), "naive_wape_same_rows": round(naive, 4), "wape_ratio": round(wape / naive, 3),
+            "series_x_origins": pairs,
+            "series_per_origin": round(pairs / max(len(origins), 1)),
+            "errors": int(rows["error"].notna().sum()),
+            "cpu_s": round(model_cpu.get(name, 0.0), 1),
+            "wape": round(wape, 4),
+            "naive_wape_same_rows": round(naive, 4),
+            "wape_ratio": round(wape / naive, 3),
             **({k: round(float(o[k]), 4) for k in ("mase", "bias", "coverage")} if o is not None else {}),
         }
     fit_rows = {"best_iterations": getattr(model, "best_iterations", None)}
     return {
-        "n_series": n_series, "periods": args.periods, "horizon": horizon, "origins": [str(pd.Timestamp(o).date()) for o in origins],
-        "models": per_model, "chosen": chosen_wape, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "n_series": n_series,
+        "periods": args.periods,
+        "horizon": horizon,
+        "origins": [str(pd.Timestamp(o).date()) for o in origins],
+        "models": per_model,
+        "chosen": chosen_wape,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "cpu_seconds": {k: round(v, 1) for k, v in cpu.items()},
-        "total_seconds": round(total, 1), "peak_pss_mib": mib(mon.peak["pss"]), "peak_rss_sum_mib": mib(mon.peak["rss"]),
+        "total_seconds": round(total, 1),
+        "peak_pss_mib": mib(mon.peak["pss"]),
+        "peak_rss_sum_mib": mib(mon.peak["rss"]),
         "stage_peak_mib": {k: {kind: mib(v) for kind, v in p.items()} for k, p in mon.stage_peak.items()},
         "max_processes": mon.max_procs,
-        "rusage_maxrss_mib": {"self": mib(self_max), "largest_child": mib(child_max),
-                              "bound_self_plus_2_children": mib(self_max + 2 * child_max)},
-        "load_avg": mon.load(), "info": {**info, **fit_rows},
+        "rusage_maxrss_mib": {
+            "self": mib(self_max),
+            "largest_child": mib(child_max),
+            "bound_self_plus_2_children": mib(self_max + 2 * child_max),
+        },
+        "load_avg": mon.load(),
+        "info": {**info, **fit_rows},
         "config_sections": {k: config.get(k) for k in ("data", "backtest", "lgbm", "prophet", "lstm")},
-        "config": {"lgbm_max_train_rows": config["lgbm"]["max_train_rows"], "prophet_head": config["prophet"]["max_series"],
-                   "prophet_workers": config["prophet"]["max_workers"], "prophet_min_mean_demand": config["prophet"].get("min_mean_demand"),
-                   "lstm": args.lstm, "lead_time_days": LEAD_TIME_DAYS},
+        "config": {
+            "lgbm_max_train_rows": config["lgbm"]["max_train_rows"],
+            "prophet_head": config["prophet"]["max_series"],
+            "prophet_workers": config["prophet"]["max_workers"],
+            "prophet_min_mean_demand": config["prophet"].get("min_mean_demand"),
+            "lstm": args.lstm,
+            "lead_time_days": LEAD_TIME_DAYS,
+        },
         "preparation": report.groupby("rule")["rows"].sum().to_dict() if len(report) else {},
         "lstm_note": None if args.lstm else "demand_lstm not run (pass --lstm)",
         "forecast_total_yhat": round(float(np.nansum(fc["yhat"])), 1),
@@ -336,19 +380,61 @@ def results_for(label: str, m: dict) -> list[Result]:
         detail = {**s, "n_series": m["n_series"], **common}
         out.append(Result(f"{name} backtest series/s", s["series_per_s"], "series/s", label, extra=detail))
         if name != BASELINE:
-            out.append(Result(f"{name} wape", s["wape"], "wape", label, baseline=s["naive_wape_same_rows"],
-                              baseline_name="seasonal naive, same rows", extra={"bias": s.get("bias"), "mase": s.get("mase"),
-                                                                                "coverage": s.get("coverage"), **common}))
+            out.append(
+                Result(
+                    f"{name} wape",
+                    s["wape"],
+                    "wape",
+                    label,
+                    baseline=s["naive_wape_same_rows"],
+                    baseline_name="seasonal naive, same rows",
+                    extra={"bias": s.get("bias"), "mase": s.get("mase"), "coverage": s.get("coverage"), **common},
+                )
+            )
     sec = m["seconds"]
-    out.append(Result("forecast demand_lgbm series/s", round(m["n_series"] / max(sec["forecast"], 1e-3), 1), "series/s", label,
-                      extra={"fit_s": sec["forecast_fit"], "predict_s": sec["forecast_predict"], **common}))
-    out.append(Result("inventory policy series/s", round(m["info"]["plan_series"] / max(sec["plan"], 1e-3), 1), "series/s", label,
-                      extra={"seconds": sec["plan"], **common}))
-    out.append(Result("total_seconds (prepare+backtest+forecast+plan)", m["total_seconds"], "s", label,
-                      target=f"<= {TARGET_SECONDS} s at 10k on 2 cores", extra=m))
-    out.append(Result("peak memory (PSS, process tree)", m["peak_pss_mib"], "MiB", label, target=f"<= {TARGET_GIB} GiB",
-                      extra={"peak_rss_sum_mib (shared pages counted per process)": m["peak_rss_sum_mib"],
-                             "stage_peak_mib": m["stage_peak_mib"], "rusage_maxrss_mib": m["rusage_maxrss_mib"], **common}))
+    out.append(
+        Result(
+            "forecast demand_lgbm series/s",
+            round(m["n_series"] / max(sec["forecast"], 1e-3), 1),
+            "series/s",
+            label,
+            extra={"fit_s": sec["forecast_fit"], "predict_s": sec["forecast_predict"], **common},
+        )
+    )
+    out.append(
+        Result(
+            "inventory policy series/s",
+            round(m["info"]["plan_series"] / max(sec["plan"], 1e-3), 1),
+            "series/s",
+            label,
+            extra={"seconds": sec["plan"], **common},
+        )
+    )
+    out.append(
+        Result(
+            "total_seconds (prepare+backtest+forecast+plan)",
+            m["total_seconds"],
+            "s",
+            label,
+            target=f"<= {TARGET_SECONDS} s at 10k on 2 cores",
+            extra=m,
+        )
+    )
+    out.append(
+        Result(
+            "peak memory (PSS, process tree)",
+            m["peak_pss_mib"],
+            "MiB",
+            label,
+            target=f"<= {TARGET_GIB} GiB",
+            extra={
+                "peak_rss_sum_mib (shared pages counted per process)": m["peak_rss_sum_mib"],
+                "stage_peak_mib": m["stage_peak_mib"],
+                "rusage_maxrss_mib": m["rusage_maxrss_mib"],
+                **common,
+            },
+        )
+    )
     return out
 
 
@@ -361,8 +447,12 @@ def main() -> None:
     parser.add_argument("--prophet-head", type=int, default=200)
     parser.add_argument("--max-train-rows", type=int, default=0, help="override lgbm.max_train_rows (0: the yaml's)")
     parser.add_argument("--lstm", action="store_true", help="add demand_lstm to the backtest")
-    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                        help="override a configs/demand.yaml key for this run (repeatable), e.g. prophet.growth=linear")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a configs/demand.yaml key for this run (repeatable), e.g. prophet.growth=linear",
+    )
     parser.add_argument("--label", default="", help="suffix of the scale label")
     parser.add_argument("--no-write", action="store_true", help="print, do not write bench/results/demand.json")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -385,10 +475,27 @@ def main() -> None:
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULTS")), None)
         if proc.returncode or not line:
             sys.exit(f"bench_demand {label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-        m = json.loads(line[len("RESULTS"):])
-        print(json.dumps({k: m[k] for k in ("models", "seconds", "cpu_seconds", "total_seconds", "peak_pss_mib", "peak_rss_sum_mib",
-                                            "stage_peak_mib", "rusage_maxrss_mib", "load_avg")},
-                         indent=1), flush=True)
+        m = json.loads(line[len("RESULTS") :])
+        print(
+            json.dumps(
+                {
+                    k: m[k]
+                    for k in (
+                        "models",
+                        "seconds",
+                        "cpu_seconds",
+                        "total_seconds",
+                        "peak_pss_mib",
+                        "peak_rss_sum_mib",
+                        "stage_peak_mib",
+                        "rusage_maxrss_mib",
+                        "load_avg",
+                    )
+                },
+                indent=1,
+            ),
+            flush=True,
+        )
         results += results_for(label, m)
     if args.no_write:
         for r in results:

@@ -61,9 +61,12 @@ def prepare_warehouse(path: Path, preset: str, root: Path, seconds: dict):
     from bench.common import ingested_warehouse
 
     settings, report = ingested_warehouse(path, preset, root, seconds)
-    print(f"{path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, quarantined "
-          f"{report['quarantined']:,} {report['by_reason']}; tables {report['tables']} "
-          f"({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)", flush=True)
+    print(
+        f"{path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, quarantined "
+        f"{report['quarantined']:,} {report['by_reason']}; tables {report['tables']} "
+        f"({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)",
+        flush=True,
+    )
     keep = {k: report[k] for k in ("read", "accepted", "quarantined", "by_reason", "tables") if k in report}
     return settings, {"preset": preset, "file": path.name, **keep}
 
@@ -85,21 +88,28 @@ def series_shape(settings, config, prepared=None) -> dict:
     mean_daily = head.groupby(["item_id", "warehouse_id"])["y"].mean()
     zero_share = head.assign(z=head["y"].eq(0)).groupby(["item_id", "warehouse_id"])["z"].mean()
     return {
-        "freq": freq, "series_in_mart": int(raw.groupby(["item_id", "warehouse_id"]).ngroups),
+        "freq": freq,
+        "series_in_mart": int(raw.groupby(["item_id", "warehouse_id"]).ngroups),
         "warehouses_in_mart": int(raw["warehouse_id"].nunique()),
         "warehouse_examples": sorted(raw["warehouse_id"].unique().tolist())[:8],
         "warehouses_table_columns": list(warehouses.columns),
         "series_prepared": int(clean.groupby(["item_id", "warehouse_id"]).ngroups),
         "head_series": int(head.groupby(["item_id", "warehouse_id"]).ngroups),
         "head_series_per_warehouse": {k: int(v) for k, v in by_wh.items()},
-        "head_mean_daily_units": {"min": round(float(mean_daily.min()), 2), "median": round(float(mean_daily.median()), 2),
-                                  "max": round(float(mean_daily.max()), 2)},
+        "head_mean_daily_units": {
+            "min": round(float(mean_daily.min()), 2),
+            "median": round(float(mean_daily.median()), 2),
+            "max": round(float(mean_daily.max()), 2),
+        },
         "head_zero_day_share_median": round(float(zero_share.median()), 3),
         "head_series_mean_ge_1_per_day": int((mean_daily >= 1).sum()),
         "dates": [str(days.min().date()), str(days.max().date())],
         "regressor_columns": [c for c in clean.columns if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1")],
-        "regressor_nonzero_share_in_head": {c: round(float(head[c].fillna(0).ne(0).mean()), 4) for c in head.columns
-                                            if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1")},
+        "regressor_nonzero_share_in_head": {
+            c: round(float(head[c].fillna(0).ne(0).mean()), 4)
+            for c in head.columns
+            if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1")
+        },
         "units_by_weekday": weekday_units,
         "preparation": preparation.groupby("rule")["rows"].sum().to_dict() if len(preparation) else {},
     }, head
@@ -157,9 +167,11 @@ def same_rows(forecasts, test_after=None) -> dict:
     for model, rows in f.groupby("model"):
         both = rows.merge(naive, on=key)
         y = both["y"].sum()
-        entry = {"wape": round(float((both["yhat"] - both["y"]).abs().sum() / y), 4),
-                 "naive_wape_same_rows": round(float((both["naive"] - both["y"]).abs().sum() / y), 4),
-                 "series_x_origins": int(rows[key[:3]].drop_duplicates().shape[0])}
+        entry = {
+            "wape": round(float((both["yhat"] - both["y"]).abs().sum() / y), 4),
+            "naive_wape_same_rows": round(float((both["naive"] - both["y"]).abs().sum() / y), 4),
+            "series_x_origins": int(rows[key[:3]].drop_duplicates().shape[0]),
+        }
         entry["ratio_same_rows"] = round(entry["wape"] / entry["naive_wape_same_rows"], 3)
         if len(prophet):
             on = rows.merge(prophet, on=key)
@@ -217,8 +229,10 @@ def main() -> None:
     origins = sorted(str(o)[:10] for o in timings["origin"].unique())
     n_valid = min(int(config["backtest"]["n_validation"]), len(origins) - 1)
     test_origins = origins[n_valid:] if n_valid > 0 else origins
-    rows = {"all_origins": same_rows(box["forecasts"]),
-            "test_origins": same_rows(box["forecasts"], origins[n_valid - 1] if n_valid > 0 else None)}
+    rows = {
+        "all_origins": same_rows(box["forecasts"]),
+        "test_origins": same_rows(box["forecasts"], origins[n_valid - 1] if n_valid > 0 else None),
+    }
     print("\nall origins:\n" + result.overall.round(4).to_string())
     print("\ntest origins:\n" + result.test.round(4).to_string())
     for table, entries in rows.items():
@@ -240,23 +254,51 @@ def main() -> None:
     for table, frame in (("all_origins", result.overall), ("test_origins", result.test)):
         base = float(frame.loc[BASELINE, "wape"]) if BASELINE in frame.index else None
         for model, row in frame.iterrows():
-            extra = {k: (round(float(row[k]), 4) if k in ("wape", "mase", "bias", "coverage") else int(row[k]))
-                     for k in ("wape", "mase", "bias", "coverage", "n_series", "n_rows") if k in row and row[k] == row[k]}
+            extra = {
+                k: (round(float(row[k]), 4) if k in ("wape", "mase", "bias", "coverage") else int(row[k]))
+                for k in ("wape", "mase", "bias", "coverage", "n_series", "n_rows")
+                if k in row and row[k] == row[k]
+            }
             if model in result.seconds():
                 extra["fit_predict_seconds_all_origins"] = result.seconds()[model]
             extra.update(rows[table].get(model, {}) and {f"same_rows_{k}": v for k, v in rows[table][model].items() if k != "wape"})
-            results.append(Result(f"{model} wape", round(float(row["wape"]), 4), "wape", f"{scale}/{table}",
-                                  baseline=round(base, 4) if base else None, baseline_name="seasonal naive (same run)",
-                                  extra={**extra, "origins": origins if table == "all_origins" else test_origins, **common}))
-    results.append(Result(
-        "seconds_total", round(seconds["total"], 1), "s", scale,
-        extra={"stages": {k: round(v, 1) for k, v in seconds.items()}, "backtest_peak_rss_mib": peak.peak_mib,
-               "model_seconds": result.seconds(), "ingest": ingest, "series": shape, "notes": notes,
-               "same_rows": rows, "origins": origins, "test_origins": test_origins,
-               "config": {"max_series": args.max_series, "backtest": config["backtest"],
-                          "prophet": {k: config["prophet"].get(k) for k in ("max_series", "min_mean_demand", "max_workers")}},
-               "summary_preparation": summary.get("preparation"), **common},
-    ))
+            results.append(
+                Result(
+                    f"{model} wape",
+                    round(float(row["wape"]), 4),
+                    "wape",
+                    f"{scale}/{table}",
+                    baseline=round(base, 4) if base else None,
+                    baseline_name="seasonal naive (same run)",
+                    extra={**extra, "origins": origins if table == "all_origins" else test_origins, **common},
+                )
+            )
+    results.append(
+        Result(
+            "seconds_total",
+            round(seconds["total"], 1),
+            "s",
+            scale,
+            extra={
+                "stages": {k: round(v, 1) for k, v in seconds.items()},
+                "backtest_peak_rss_mib": peak.peak_mib,
+                "model_seconds": result.seconds(),
+                "ingest": ingest,
+                "series": shape,
+                "notes": notes,
+                "same_rows": rows,
+                "origins": origins,
+                "test_origins": test_origins,
+                "config": {
+                    "max_series": args.max_series,
+                    "backtest": config["backtest"],
+                    "prophet": {k: config["prophet"].get(k) for k in ("max_series", "min_mean_demand", "max_workers")},
+                },
+                "summary_preparation": summary.get("preparation"),
+                **common,
+            },
+        )
+    )
     write_results("demand_real", results)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -39,8 +39,13 @@ def run_scale(scale: str) -> list[Result]:
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
     wall = elapsed()
     events = summary["events"]
-    extra = {"rows": summary["rows"], "in_process_seconds": summary["seconds"], "wall_seconds_with_startup": round(wall, 2),
-             "start_date": summary["start_date"], "end_date": summary["end_date"]}
+    extra = {
+        "rows": summary["rows"],
+        "in_process_seconds": summary["seconds"],
+        "wall_seconds_with_startup": round(wall, 2),
+        "start_date": summary["start_date"],
+        "end_date": summary["end_date"],
+    }
     per_s = events / summary["seconds"]
     return [
         Result("events_generated", events, "events", scale=scale, extra=extra),

@@ -98,8 +98,7 @@ def redis_store(settings, db: int = REDIS_DB):
 
     embedded = repo.write_config(settings).read_text()
     text = embedded.split("online_store:")[0] + (
-        f"online_store:\n  type: redis\n  connection_string: \"{REDIS_HOST}:{REDIS_PORT},db={db}\"\n"
-        "entity_key_serialization_version: 3\n"
+        f'online_store:\n  type: redis\n  connection_string: "{REDIS_HOST}:{REDIS_PORT},db={db}"\nentity_key_serialization_version: 3\n'
     )
     path = settings.data_dir / "feast" / "feature_store.redis.yaml"
     path.write_text(text)
@@ -194,7 +193,11 @@ def run_size(users: int, stores: list[str], snapshots: int, stock_max_rows: int,
                 if stock_rows < users:
                     shutil.move(full, mart)
             stock = stock_rows / stock_s
-            note = "" if stock_rows == users else f"stock timed on the first {stock_rows:,} of {users:,} entities (its rows/s does not grow with N)"
+            note = (
+                ""
+                if stock_rows == users
+                else f"stock timed on the first {stock_rows:,} of {users:,} entities (its rows/s does not grow with N)"
+            )
             results.append(
                 Result(
                     metric=f"materialize_{kind}_rows_per_s",
@@ -217,7 +220,10 @@ def run_size(users: int, stores: list[str], snapshots: int, stock_max_rows: int,
                     },
                 )
             )
-            print(f"{kind} {scale}: ours {ours:,.0f} rows/s ({ours_s:.1f} s), stock {stock:,.0f} rows/s ({stock_s:.1f} s, {stock_rows:,} rows)", flush=True)
+            print(
+                f"{kind} {scale}: ours {ours:,.0f} rows/s ({ours_s:.1f} s), stock {stock:,.0f} rows/s ({stock_s:.1f} s, {stock_rows:,} rows)",
+                flush=True,
+            )
         finally:
             if kind == "redis":
                 clear_online(kind, store, settings)

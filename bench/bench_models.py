@@ -55,19 +55,33 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
         propensity.fit(x["train"], split.train["label"], x["valid"], split.valid["label"], config)
     out.append(
         Result(
-            "propensity_train_rows_per_s", round(rows / t(), 1), "rows/s", scale,
-            baseline=round(rows / fit_t(), 1), baseline_name="lightgbm_fit_only",
-            extra={"seconds": round(t(), 2), "fit_seconds": round(fit_t(), 2), "rows": result.rows,
-                   "peak_rss_mib": peak.peak_mib, "test_roc_auc": round(result.metrics["roc_auc"], 4),
-                   "baseline_test_roc_auc": round(result.baseline_metrics["roc_auc"], 4)},
+            "propensity_train_rows_per_s",
+            round(rows / t(), 1),
+            "rows/s",
+            scale,
+            baseline=round(rows / fit_t(), 1),
+            baseline_name="lightgbm_fit_only",
+            extra={
+                "seconds": round(t(), 2),
+                "fit_seconds": round(fit_t(), 2),
+                "rows": result.rows,
+                "peak_rss_mib": peak.peak_mib,
+                "test_roc_auc": round(result.metrics["roc_auc"], 4),
+                "baseline_test_roc_auc": round(result.baseline_metrics["roc_auc"], 4),
+            },
         ).__dict__
     )
     out.append(Result("propensity_train_peak_rss", peak.peak_mib, "MiB", scale).__dict__)
     with PeakRSS() as peak, timed() as t:
         scored = propensity.score(settings, echo=None)
     out.append(
-        Result("propensity_score_rows_per_s", round(scored["rows"] / t(), 1), "rows/s", scale,
-               extra={"seconds": round(t(), 2), "rows": scored["rows"], "peak_rss_mib": peak.peak_mib}).__dict__
+        Result(
+            "propensity_score_rows_per_s",
+            round(scored["rows"] / t(), 1),
+            "rows/s",
+            scale,
+            extra={"seconds": round(t(), 2), "rows": scored["rows"], "peak_rss_mib": peak.peak_mib},
+        ).__dict__
     )
     out.append(Result("propensity_score_peak_rss", peak.peak_mib, "MiB", scale).__dict__)
     return out
@@ -87,12 +101,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"bench-models-{scale}-") as tmp:
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", f"{scale}:{tmp}/data"],
-                capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+                capture_output=True,
+                text=True,
+                env={**os.environ, "MLFLOW_TRACKING_URI": ""},
             )
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULTS")), None)
             if proc.returncode or not line:
                 sys.exit(f"bench_models {scale} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            results += [Result(**r) for r in json.loads(line[len("RESULTS"):])]
+            results += [Result(**r) for r in json.loads(line[len("RESULTS") :])]
     write_results("models", results)
 
 

@@ -65,13 +65,23 @@ def main() -> None:
         result = propensity.train(settings, config, echo=print)
         seconds["train"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
-    models = {"propensity_lgbm": result.lightgbm_metrics or result.metrics, "logistic": result.logistic_metrics or {},
-              "rfm_baseline": result.baseline_metrics}
+    models = {
+        "propensity_lgbm": result.lightgbm_metrics or result.metrics,
+        "logistic": result.logistic_metrics or {},
+        "rfm_baseline": result.baseline_metrics,
+    }
     if result.sequence:
         models["propensity_gru"] = result.sequence.get("metrics") or {}
     reference = models["logistic"].get("roc_auc")
-    common = {"served_model_type": result.model_type, "horizon_days": result.horizon_days, "rows": result.rows, "ingest": ingest, "promoted": result.summary()["promoted"],
-              "decision": result.summary()["decision"], "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    common = {
+        "served_model_type": result.model_type,
+        "horizon_days": result.horizon_days,
+        "rows": result.rows,
+        "ingest": ingest,
+        "promoted": result.summary()["promoted"],
+        "decision": result.summary()["decision"],
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
     out = []
     for name, metrics in models.items():
         if metrics.get("roc_auc") is None:
@@ -79,9 +89,18 @@ def main() -> None:
         extra = {**{k: metrics.get(k) for k in METRICS}, **common}
         if name != "logistic" and reference is not None:
             extra["lift_over_logistic"] = round(metrics["roc_auc"] - reference, 4)
-        out.append(Result(f"{name} roc_auc", round(metrics["roc_auc"], 4), "roc_auc", SCALE, baseline=reference,
-                          baseline_name="logistic", target=">= logistic + 0.01" if name == "propensity_lgbm" else None,
-                          extra=extra))
+        out.append(
+            Result(
+                f"{name} roc_auc",
+                round(metrics["roc_auc"], 4),
+                "roc_auc",
+                SCALE,
+                baseline=reference,
+                baseline_name="logistic",
+                target=">= logistic + 0.01" if name == "propensity_lgbm" else None,
+                extra=extra,
+            )
+        )
     print(f"\n{result.horizon_days}-day horizon, rows {result.rows}")
     for name, metrics in models.items():
         print(f"  {name:<16} " + "  ".join(f"{k} {metrics.get(k):.4f}" for k in METRICS[:6] if metrics.get(k) is not None))

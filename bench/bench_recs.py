@@ -68,8 +68,15 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
         embedded = recs.embed_items(settings, items, progress=False, echo=None)
     with timed() as warm:
         recs.embed_items(settings, items, progress=False, echo=None)
-    out.append(Result("recs_embed_texts_per_s", round(embedded["encoded"] / cold(), 1), "texts/s", scale,
-                      extra={"seconds_cold_cache": round(cold(), 2), "seconds_warm_cache": round(warm(), 2), **embedded}).__dict__)
+    out.append(
+        Result(
+            "recs_embed_texts_per_s",
+            round(embedded["encoded"] / cold(), 1),
+            "texts/s",
+            scale,
+            extra={"seconds_cold_cache": round(cold(), 2), "seconds_warm_cache": round(warm(), 2), **embedded},
+        ).__dict__
+    )
 
     with PeakRSS() as peak, timed() as t:
         result = recs.train(settings, echo=None)
@@ -80,27 +87,54 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
     with timed() as fit_t:
         ranking.fit_widedeep(frames["train"], frames["valid"], recs.feature_spec(frames["train"], config), config["widedeep"])
     metrics = result.evaluation.metrics
-    out.append(Result(
-        "recs_train_pairs_per_s", round(pairs / t(), 1), "pairs/s", scale,
-        baseline=round(len(frames["train"]) / fit_t(), 1), baseline_name="widedeep_fit_only",
-        extra={"seconds": round(t(), 1), "widedeep_fit_seconds": round(fit_t(), 1), "rows": result.rows,
-               "stage_seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "peak_rss_mib": peak.peak_mib,
-               "test_ndcg@10": {m: round(float(metrics.loc[m, "ndcg@10"]), 4) for m in metrics.index}},
-    ).__dict__)
+    out.append(
+        Result(
+            "recs_train_pairs_per_s",
+            round(pairs / t(), 1),
+            "pairs/s",
+            scale,
+            baseline=round(len(frames["train"]) / fit_t(), 1),
+            baseline_name="widedeep_fit_only",
+            extra={
+                "seconds": round(t(), 1),
+                "widedeep_fit_seconds": round(fit_t(), 1),
+                "rows": result.rows,
+                "stage_seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+                "peak_rss_mib": peak.peak_mib,
+                "test_ndcg@10": {m: round(float(metrics.loc[m, "ndcg@10"]), 4) for m in metrics.index},
+            },
+        ).__dict__
+    )
     out.append(Result("recs_train_peak_rss", peak.peak_mib, "MiB", scale).__dict__)
 
     with PeakRSS() as peak, timed() as t:
         scored = recs.score(settings, echo=None)
-    out.append(Result("recs_score_users_per_s", round(scored["users"] / t(), 1), "users/s", scale,
-                      extra={"seconds": round(t(), 1), "users": scored["users"], "peak_rss_mib": peak.peak_mib}).__dict__)
+    out.append(
+        Result(
+            "recs_score_users_per_s",
+            round(scored["users"] / t(), 1),
+            "users/s",
+            scale,
+            extra={"seconds": round(t(), 1), "users": scored["users"], "peak_rss_mib": peak.peak_mib},
+        ).__dict__
+    )
     orchestration.serve_recommendations(settings, {"status": "scored", **scored})
 
     queries = pd.read_parquet(settings.exports_dir / "fct_search_purchases.parquet")["search_query"].drop_duplicates().head(200).tolist()
     semantic = search.SemanticIndex(pd.read_parquet(recs.embeddings_path(settings)))
     bm25 = search.BM25Index(items["item_id"].tolist(), items["item_text"].tolist())
     sem, kw = search.latency(semantic, queries, k=10), search.latency(bm25, queries, k=10)
-    out.append(Result("search_semantic_p99", sem["p99_ms"], "ms", scale, baseline=kw["p99_ms"], baseline_name="bm25_p99",
-                      extra={"items": len(semantic), "queries": len(queries), "semantic": sem, "bm25": kw}).__dict__)
+    out.append(
+        Result(
+            "search_semantic_p99",
+            sem["p99_ms"],
+            "ms",
+            scale,
+            baseline=kw["p99_ms"],
+            baseline_name="bm25_p99",
+            extra={"items": len(semantic), "queries": len(queries), "semantic": sem, "bm25": kw},
+        ).__dict__
+    )
 
     reranker = recs.Reranker(settings)
     lists = pd.read_parquet(outputs.source_path(settings, recs.MODEL_NAME))
@@ -113,8 +147,16 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
         reranker.rerank(user, candidates)
         seconds.append(time.perf_counter() - start)
     p50, p99 = _percentiles(seconds)
-    out.append(Result("rerank_100_candidates_p99", p99, "ms", scale, target="<= 20 ms",
-                      extra={"p50_ms": p50, "requests": len(seconds), "online_store": "sqlite", "includes": "one get_online_features call + FM"}).__dict__)
+    out.append(
+        Result(
+            "rerank_100_candidates_p99",
+            p99,
+            "ms",
+            scale,
+            target="<= 20 ms",
+            extra={"p50_ms": p50, "requests": len(seconds), "online_store": "sqlite", "includes": "one get_online_features call + FM"},
+        ).__dict__
+    )
     return out
 
 
@@ -133,15 +175,20 @@ def main() -> None:
         try:
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", f"{scale}:{tmp}/data"],
-                capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+                capture_output=True,
+                text=True,
+                env={**os.environ, "MLFLOW_TRACKING_URI": ""},
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULTS")), None)
         if proc.returncode or not line:
             sys.exit(f"bench_recs {scale} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        for r in json.loads(line[len("RESULTS"):]):
-            print(f"{scale:>7} {r['metric']:<32} {r['value']:>10} {r['unit']}" + (f"  (baseline {r['baseline_name']} {r['baseline']})" if r.get("baseline") else ""))
+        for r in json.loads(line[len("RESULTS") :]):
+            print(
+                f"{scale:>7} {r['metric']:<32} {r['value']:>10} {r['unit']}"
+                + (f"  (baseline {r['baseline_name']} {r['baseline']})" if r.get("baseline") else "")
+            )
             results.append(Result(**r))
     write_results("recs", results)
 

@@ -50,12 +50,14 @@ from bench.common import Result, write_results  # noqa: E402
 
 DATASETS = {  # name -> mapping preset, file under shared/data, the protocols it is benchmarked under
     "movielens": {"preset": "movielens_atomic", "file": ("movielens_100k", "ml-100k.inter"), "protocols": ("recbole", "time")},
-    "retail": {"preset": "online_retail_ii", "file": ("online_retail_ii", "online_retail_ii_2009-12_2010-12.parquet"),
-               "protocols": ("time", "purchases")},
+    "retail": {
+        "preset": "online_retail_ii",
+        "file": ("online_retail_ii", "online_retail_ii_2009-12_2010-12.parquet"),
+        "protocols": ("time", "purchases"),
+    },
 }
 RECBOLE_BPR = {"recall@10": 0.2523, "ndcg@10": 0.2920, "hit@10": 0.7953}  # RecBole docs, ml-100k, BPR
-TIME_COLUMNS = ["n_users", "recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@10", "coverage@20",
-                "popularity_percentile@10"]
+TIME_COLUMNS = ["n_users", "recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@10", "coverage@20", "popularity_percentile@10"]
 
 
 def shared_data() -> Path:
@@ -87,10 +89,17 @@ def prepare(name: str, root: Path, max_rows: int, seconds: dict):
         pq.write_table(pq.read_table(path).slice(0, max_rows), capped)
         path = capped
     settings, report = ingested_warehouse(path, preset, root, seconds)
-    print(f"{name}: {path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, "
-          f"tables {report['tables']} ({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)")
-    return settings, {"preset": preset, "file": path.name, "read": report["read"], "accepted": report["accepted"],
-                      "tables": report["tables"]}
+    print(
+        f"{name}: {path.name} via preset {preset}: read {report['read']:,}, accepted {report['accepted']:,}, "
+        f"tables {report['tables']} ({seconds['ingest']:.0f} s ingest, {seconds['dbt_build']:.0f} s dbt build)"
+    )
+    return settings, {
+        "preset": preset,
+        "file": path.name,
+        "read": report["read"],
+        "accepted": report["accepted"],
+        "tables": report["tables"],
+    }
 
 
 def recbole(name: str, inter, items, config, seconds: dict) -> tuple[list[Result], dict]:
@@ -102,8 +111,9 @@ def recbole(name: str, inter, items, config, seconds: dict) -> tuple[list[Result
     infos = {"recs_lgbm": {}, "recs_lgbm[test_history=train]": {}, "recs_widedeep": {}}
     extra = {
         "recs_lgbm": rp.candidate_ranker(items, config, recs.LGBM_NAME, info=infos["recs_lgbm"]),
-        "recs_lgbm[test_history=train]": rp.candidate_ranker(items, config, recs.LGBM_NAME, test_history="train",
-                                                             info=infos["recs_lgbm[test_history=train]"]),
+        "recs_lgbm[test_history=train]": rp.candidate_ranker(
+            items, config, recs.LGBM_NAME, test_history="train", info=infos["recs_lgbm[test_history=train]"]
+        ),
         "recs_widedeep": rp.candidate_ranker(items, config, recs.MODEL_NAME, info=infos["recs_widedeep"]),
     }
     t = time.perf_counter()
@@ -115,24 +125,38 @@ def recbole(name: str, inter, items, config, seconds: dict) -> tuple[list[Result
         info["test_candidate_recall"] = rp.scored_recall(info, test)
     shown = table.set_index("model")
     shown.loc["RecBole BPR (published)"] = pd.Series(RECBOLE_BPR)
-    print(f"\n{name}: RecBole protocol (random 8:1:1 per user, seed 2020, full ranking over {inter['item_id'].nunique():,} "
-          f"items, {len(train):,}/{len(valid):,}/{len(test):,} pairs)")
+    print(
+        f"\n{name}: RecBole protocol (random 8:1:1 per user, seed 2020, full ranking over {inter['item_id'].nunique():,} "
+        f"items, {len(train):,}/{len(valid):,}/{len(test):,} pairs)"
+    )
     print(shown.round(4).to_string(na_rep=""))
     print("candidate recall@100 on the valid part (ours, stage 1), per source:")
     print(sources.round(4).to_string(index=False))
     for model, info in infos.items():
-        print(f"  {model}: fit on {info['fit_users']} users ({info['fit_rows']:,} + {info['stop_rows']:,} early-stopping rows, "
-              f"{info['fit_positives']:,} positives), candidate recall (micro) valid {info['valid_candidate_recall']:.3f} / "
-              f"test {info['test_candidate_recall']:.3f}, fit {info['fit_seconds']} s")
+        print(
+            f"  {model}: fit on {info['fit_users']} users ({info['fit_rows']:,} + {info['stop_rows']:,} early-stopping rows, "
+            f"{info['fit_positives']:,} positives), candidate recall (micro) valid {info['valid_candidate_recall']:.3f} / "
+            f"test {info['test_candidate_recall']:.3f}, fit {info['fit_seconds']} s"
+        )
     results = []
     for row in table.to_dict("records"):
         info = infos.get(row["model"], {})
         keep = {k: v for k, v in info.items() if not k.startswith("_") and k != "history"}
-        results.append(Result(f"{row['model']} ndcg@10", round(row["ndcg@10"], 4), "ndcg@10", f"{name}/recbole",
-                              baseline=RECBOLE_BPR["ndcg@10"], baseline_name="recbole_bpr_published",
-                              extra={k: (round(v, 4) if isinstance(v, float) else v) for k, v in {**row, **keep}.items() if k != "model"}))
-    detail = {"pairs": {"train": len(train), "valid": len(valid), "test": len(test)},
-              "candidate_recall@100_valid": sources.round(4).to_dict("records")}
+        results.append(
+            Result(
+                f"{row['model']} ndcg@10",
+                round(row["ndcg@10"], 4),
+                "ndcg@10",
+                f"{name}/recbole",
+                baseline=RECBOLE_BPR["ndcg@10"],
+                baseline_name="recbole_bpr_published",
+                extra={k: (round(v, 4) if isinstance(v, float) else v) for k, v in {**row, **keep}.items() if k != "model"},
+            )
+        )
+    detail = {
+        "pairs": {"train": len(train), "valid": len(valid), "test": len(test)},
+        "candidate_recall@100_valid": sources.round(4).to_dict("records"),
+    }
     return results, detail
 
 
@@ -171,8 +195,10 @@ def time_split(name: str, settings, inter, items, config, seconds: dict) -> tupl
         stage = {k: round(v, 1) for k, v in result.seconds.items()}
     seconds["time_split"] = time.perf_counter() - t
     repeats = repeat_share(inter, cuts["test"], window)
-    print(f"\n{name}: time split, {window}-day windows (test {cuts['test']:%Y-%m-%d} + {window} d, valid {cuts['valid']:%Y-%m-%d}, "
-          f"train {', '.join(f'{c:%Y-%m-%d}' for c in cuts['train'])}); path: {path}")
+    print(
+        f"\n{name}: time split, {window}-day windows (test {cuts['test']:%Y-%m-%d} + {window} d, valid {cuts['valid']:%Y-%m-%d}, "
+        f"train {', '.join(f'{c:%Y-%m-%d}' for c in cuts['train'])}); path: {path}"
+    )
     if problems:
         print("  why not through Feast: " + "; ".join(problems))
     print(f"  pairs {rows}; {repeats:.1%} of the test window's pairs are repeats of earlier pairs")
@@ -184,18 +210,34 @@ def time_split(name: str, settings, inter, items, config, seconds: dict) -> tupl
         print(cold.round(4).to_string(index=False))
     pop = float(metrics.loc["popularity", "ndcg@10"])
     results = [
-        Result(f"{model} ndcg@10", round(float(row["ndcg@10"]), 4), "ndcg@10", f"{name}/time_{window}d", baseline=round(pop, 4),
-               baseline_name="popularity",
-               extra={k: round(float(v), 4) for k, v in row.items() if v == v})
+        Result(
+            f"{model} ndcg@10",
+            round(float(row["ndcg@10"]), 4),
+            "ndcg@10",
+            f"{name}/time_{window}d",
+            baseline=round(pop, 4),
+            baseline_name="popularity",
+            extra={k: round(float(v), 4) for k, v in row.items() if v == v},
+        )
         for model, row in metrics.iterrows()
     ]
-    detail = {"path": path, "feast_problems": problems, "window_days": window, "rows": rows, "stage_seconds": stage,
-              "test_cutoff": f"{cuts['test']:%Y-%m-%d}", "repeat_share": round(repeats, 4),
-              "candidate_recall@100": recall.round(4).to_dict("records"), "cold": cold.round(4).to_dict("records")}
+    detail = {
+        "path": path,
+        "feast_problems": problems,
+        "window_days": window,
+        "rows": rows,
+        "stage_seconds": stage,
+        "test_cutoff": f"{cuts['test']:%Y-%m-%d}",
+        "repeat_share": round(repeats, 4),
+        "candidate_recall@100": recall.round(4).to_dict("records"),
+        "cold": cold.round(4).to_dict("records"),
+    }
     return results, detail
 
 
-def purchases(name: str, inter, items, config, item_matrix, seconds: dict, horizon: int = 28, origins: int = 2) -> tuple[list[Result], dict]:
+def purchases(
+    name: str, inter, items, config, item_matrix, seconds: dict, horizon: int = 28, origins: int = 2
+) -> tuple[list[Result], dict]:
     import pandas as pd
 
     from ml.models import recs, recs_eval
@@ -213,8 +255,10 @@ def purchases(name: str, inter, items, config, item_matrix, seconds: dict, horiz
         out = recs.purchase_evaluation(None, cfg, inter, items, models, cutoff, horizon, item_matrix)
         seconds[f"purchases_{cutoff:%Y%m%d}"] = time.perf_counter() - t
         table = out["table"]
-        print(f"\n{name}: purchase protocols at {cutoff:%Y-%m-%d}: {out['note']}; heavy = >= {out['heavy_days']} purchase days; "
-              f"coverage " + ", ".join(f"{m} {v:.1%}" for m, v in out["coverage"].items()))
+        print(
+            f"\n{name}: purchase protocols at {cutoff:%Y-%m-%d}: {out['note']}; heavy = >= {out['heavy_days']} purchase days; "
+            f"coverage " + ", ".join(f"{m} {v:.1%}" for m, v in out["coverage"].items())
+        )
         print(recs_eval.pivot(table).round(4).to_string())
         print("users per cell: " + ", ".join(f"{c} {int(v)}" for c, v in recs_eval.pivot(table, "n_users").iloc[0].items()))
         for m, losses in out["losses"].items():
@@ -224,12 +268,27 @@ def purchases(name: str, inter, items, config, item_matrix, seconds: dict, horiz
             for protocol, k in recs_eval.PROTOCOLS.items():
                 refs = {r: float(at[(protocol, r)]) for r in ("popularity", "item_knn", "own_history")}
                 best = max(refs, key=refs.get)
-                results.append(Result(f"{m} {protocol} recall@{k}", round(float(at[(protocol, m)]), 4), f"recall@{k}",
-                                      f"{name}/purchases_{cutoff:%Y-%m-%d}_{horizon}d", baseline=round(refs[best], 4), baseline_name=best,
-                                      extra={"references": {r: round(v, 4) for r, v in refs.items()}, "coverage": round(out["coverage"][m], 4),
-                                             "losses": out["losses"][m]}))
-        detail[f"{cutoff:%Y-%m-%d}"] = {"table": table.round(4).to_dict("records"), "coverage": out["coverage"],
-                                        "heavy_days": out["heavy_days"], "buyers": out["buyers"]}
+                results.append(
+                    Result(
+                        f"{m} {protocol} recall@{k}",
+                        round(float(at[(protocol, m)]), 4),
+                        f"recall@{k}",
+                        f"{name}/purchases_{cutoff:%Y-%m-%d}_{horizon}d",
+                        baseline=round(refs[best], 4),
+                        baseline_name=best,
+                        extra={
+                            "references": {r: round(v, 4) for r, v in refs.items()},
+                            "coverage": round(out["coverage"][m], 4),
+                            "losses": out["losses"][m],
+                        },
+                    )
+                )
+        detail[f"{cutoff:%Y-%m-%d}"] = {
+            "table": table.round(4).to_dict("records"),
+            "coverage": out["coverage"],
+            "heavy_days": out["heavy_days"],
+            "buyers": out["buyers"],
+        }
     return results, detail
 
 
@@ -244,8 +303,10 @@ def run_dataset(name: str, root: Path, max_rows: int) -> list[Result]:
     recs.embed_items(settings, items, progress=False, echo=None)
     seconds["embed_items"] = time.perf_counter() - t
     config = bench_config()
-    results, details = [], {"ingest": ingest, "interactions": len(inter), "users": int(inter["user_id"].nunique()),
-                            "items": int(inter["item_id"].nunique())}
+    results, details = (
+        [],
+        {"ingest": ingest, "interactions": len(inter), "users": int(inter["user_id"].nunique()), "items": int(inter["item_id"].nunique())},
+    )
     if "recbole" in DATASETS[name]["protocols"]:
         got, details["recbole"] = recbole(name, inter, items, config, seconds)
         results += got
@@ -256,8 +317,15 @@ def run_dataset(name: str, root: Path, max_rows: int) -> list[Result]:
         got, details["purchases"] = purchases(name, inter, items, config, recs.load_item_matrix(settings), seconds)
         results += got
     seconds["total"] = time.perf_counter() - started
-    results.append(Result("seconds_total", round(seconds["total"], 1), "s", name,
-                          extra={"stages": {k: round(v, 1) for k, v in seconds.items()}, **details}))
+    results.append(
+        Result(
+            "seconds_total",
+            round(seconds["total"], 1),
+            "s",
+            name,
+            extra={"stages": {k: round(v, 1) for k, v in seconds.items()}, **details},
+        )
+    )
     print(f"\n{name}: seconds " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     return results
 

@@ -135,12 +135,26 @@ def main() -> None:
             baseline_name = "feast_single" if way == "feast_chunked" else "duckdb_asof" if way == "feast_single" else None
             extra = {"entity_rows": rows, "chunk_rows": chunk if way == "feast_chunked" else None, "non_null_share": m["non_null"]}
             results.append(
-                Result(f"retrieval_seconds_{way}", round(m["seconds"], 3), "s", scale,
-                       baseline=round(baseline["seconds"], 3) if baseline else None, baseline_name=baseline_name, extra=extra)
+                Result(
+                    f"retrieval_seconds_{way}",
+                    round(m["seconds"], 3),
+                    "s",
+                    scale,
+                    baseline=round(baseline["seconds"], 3) if baseline else None,
+                    baseline_name=baseline_name,
+                    extra=extra,
+                )
             )
             results.append(
-                Result(f"retrieval_peak_rss_{way}", m["peak_mib"], "MiB", scale,
-                       baseline=baseline["peak_mib"] if baseline else None, baseline_name=baseline_name, extra=extra)
+                Result(
+                    f"retrieval_peak_rss_{way}",
+                    m["peak_mib"],
+                    "MiB",
+                    scale,
+                    baseline=baseline["peak_mib"] if baseline else None,
+                    baseline_name=baseline_name,
+                    extra=extra,
+                )
             )
             results.append(Result(f"retrieval_rows_per_s_{way}", round(rows / m["seconds"], 1), "rows/s", scale, extra=extra))
     write_results("retrieval", results)

@@ -81,8 +81,9 @@ def run_local(scale: str, root: Path, models: bool) -> dict:
 def run_celery(scale: str, root: Path, workers: int, concurrency: int, models: bool) -> dict:
     from ml.stack import NativeStack
 
-    stack = NativeStack(root, workers=workers, variables={
-        "AIRFLOW_PARALLELISM": str(workers * concurrency), "AIRFLOW_WORKER_CONCURRENCY": str(concurrency)})
+    stack = NativeStack(
+        root, workers=workers, variables={"AIRFLOW_PARALLELISM": str(workers * concurrency), "AIRFLOW_WORKER_CONCURRENCY": str(concurrency)}
+    )
 
     def stop():
         stack.stop()
@@ -94,8 +95,11 @@ def run_celery(scale: str, root: Path, workers: int, concurrency: int, models: b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALEOUT_SCALE", "medium"))
-    parser.add_argument("--configs", default="local,celery:1:2,celery:2:2",
-                        help="local | celery:WORKERS:CONCURRENCY, comma-separated; the first is the baseline")
+    parser.add_argument(
+        "--configs",
+        default="local,celery:1:2,celery:2:2",
+        help="local | celery:WORKERS:CONCURRENCY, comma-separated; the first is the baseline",
+    )
     parser.add_argument("--models", action="store_true", help="also the train/score DAG pairs")
     args = parser.parse_args(argv)
     measured: dict[str, dict] = {}
@@ -117,15 +121,25 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for config, got in measured.items():
         extra = {"config": config, "cores": os.cpu_count(), "models": args.models, **got}
-        results.append(Result(f"chain_seconds_{config}", got["chain_s"], "s", args.scale,
-                              baseline=base["chain_s"] if config != base_name else None,
-                              baseline_name=f"chain_seconds_{base_name}" if config != base_name else None, extra=extra))
+        results.append(
+            Result(
+                f"chain_seconds_{config}",
+                got["chain_s"],
+                "s",
+                args.scale,
+                baseline=base["chain_s"] if config != base_name else None,
+                baseline_name=f"chain_seconds_{base_name}" if config != base_name else None,
+                extra=extra,
+            )
+        )
         results.append(Result(f"peak_rss_{config}", got["peak_rss_mib"], "MiB", args.scale, extra={"config": config}))
     write_results("scaleout", results)
     print(f"\n{'config':<14}{'start s':>9}{'chain s':>9}{'ratio':>7}{'busy s':>9}{'tasks':>7}{'avg conc':>9}{'RSS MiB':>9}")
     for config, got in measured.items():
-        print(f"{config:<14}{got['startup_s']:>9}{got['chain_s']:>9}{got['chain_s'] / base['chain_s']:>7.2f}"
-              f"{got['busy_s']:>9}{got['tasks']:>7}{got['concurrency_avg']:>9}{got['peak_rss_mib']:>9}")
+        print(
+            f"{config:<14}{got['startup_s']:>9}{got['chain_s']:>9}{got['chain_s'] / base['chain_s']:>7.2f}"
+            f"{got['busy_s']:>9}{got['tasks']:>7}{got['concurrency_avg']:>9}{got['peak_rss_mib']:>9}"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,12 @@ from bench.common import Result, write_results  # noqa: E402
 
 EVENT_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 REQUEST_TIME = datetime(2026, 1, 15, tzinfo=timezone.utc)
-MODELS = {"user_rfm": "feat_user_rfm", "user_activity": "feat_user_activity",
-          "item_stats": "feat_item_stats", "item_warehouse_demand": "feat_item_warehouse_demand"}
+MODELS = {
+    "user_rfm": "feat_user_rfm",
+    "user_activity": "feat_user_activity",
+    "item_stats": "feat_item_stats",
+    "item_warehouse_demand": "feat_item_warehouse_demand",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,7 +164,9 @@ def http_case(port: int, service: str, counts: dict, batch: int, rate: float, se
 
     rnd = random.Random(batch + 1)
     total = int(rate * seconds)
-    bodies = [json.dumps(http_request_body(service, rows_for(service, counts, batch, rnd), REQUEST_TIME)).encode() for _ in range(total + 20)]
+    bodies = [
+        json.dumps(http_request_body(service, rows_for(service, counts, batch, rnd), REQUEST_TIME)).encode() for _ in range(total + 20)
+    ]
     local = threading.local()
     headers = {"Content-Type": "application/json"}
 
@@ -202,8 +208,14 @@ def http_case(port: int, service: str, counts: dict, batch: int, rate: float, se
         for f in futures:
             f.result()
         wall = time.perf_counter() - t0
-    return {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "rps": len(lat) / wall, "n": len(lat),
-            "errors": errors[0], "offered_rps": rate}
+    return {
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "rps": len(lat) / wall,
+        "n": len(lat),
+        "errors": errors[0],
+        "offered_rps": rate,
+    }
 
 
 def http_sequential(port: int, service: str, counts: dict, batch: int, calls: int) -> dict:
@@ -211,7 +223,9 @@ def http_sequential(port: int, service: str, counts: dict, batch: int, calls: in
     from ml.features.serving import http_request_body
 
     rnd = random.Random(batch + 2)
-    bodies = [json.dumps(http_request_body(service, rows_for(service, counts, batch, rnd), REQUEST_TIME)).encode() for _ in range(calls + 20)]
+    bodies = [
+        json.dumps(http_request_body(service, rows_for(service, counts, batch, rnd), REQUEST_TIME)).encode() for _ in range(calls + 20)
+    ]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     lat = []
     try:
@@ -241,8 +255,7 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
 
     engine, seconds = load(settings)
     print(f"[{name}] loaded {counts} with {engine} in {seconds:.1f} s")
-    results.append(Result(f"materialize all views ({engine})", round(seconds, 2), "s", scale=name,
-                          extra={"entities": counts}))
+    results.append(Result(f"materialize all views ({engine})", round(seconds, 2), "s", scale=name, extra={"entities": counts}))
     store = serving.open_store(settings)
     sdk = {}
     for service in ("propensity_lgbm_v1", "demand_lgbm_v1"):
@@ -252,11 +265,25 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
     for batch in (1, 100):
         p, d = sdk[("propensity_lgbm_v1", batch)], sdk[("demand_lgbm_v1", batch)]
         target = "p99 <= 5 ms (Redis, one entity)" if batch == 1 else None
-        extra = {"p50_ms": round(p["p50_ms"], 3), "rps": round(p["rps"], 1), "calls": p["n"],
-                 "baseline_p50_ms": round(d["p50_ms"], 3), "baseline_rps": round(d["rps"], 1)}
-        results.append(Result(f"sdk propensity_lgbm_v1 batch={batch} p99", round(p["p99_ms"], 3), "ms", scale=name,
-                              baseline=round(d["p99_ms"], 3), baseline_name="demand_lgbm_v1 (no on-demand view)",
-                              target=target, extra=extra))
+        extra = {
+            "p50_ms": round(p["p50_ms"], 3),
+            "rps": round(p["rps"], 1),
+            "calls": p["n"],
+            "baseline_p50_ms": round(d["p50_ms"], 3),
+            "baseline_rps": round(d["rps"], 1),
+        }
+        results.append(
+            Result(
+                f"sdk propensity_lgbm_v1 batch={batch} p99",
+                round(p["p99_ms"], 3),
+                "ms",
+                scale=name,
+                baseline=round(d["p99_ms"], 3),
+                baseline_name="demand_lgbm_v1 (no on-demand view)",
+                target=target,
+                extra=extra,
+            )
+        )
     if args.no_http:
         return
     port = free_port()
@@ -266,20 +293,36 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
         for service, batch in (("propensity_lgbm_v1", 1), ("demand_lgbm_v1", 1), ("propensity_lgbm_v1", 100)):
             r = http_sequential(port, service, counts, batch, 300 if batch == 1 else 60)
             print(f"[{name}] http sequential {service} batch={batch}: {r}")
-            results.append(Result(
-                f"http {service} batch={batch} sequential p99", round(r["p99_ms"], 3), "ms", scale=name,
-                extra={"p50_ms": round(r["p50_ms"], 3), "rps": round(r["rps"], 1), "requests": r["n"], "workers": args.workers},
-            ))
+            results.append(
+                Result(
+                    f"http {service} batch={batch} sequential p99",
+                    round(r["p99_ms"], 3),
+                    "ms",
+                    scale=name,
+                    extra={"p50_ms": round(r["p50_ms"], 3), "rps": round(r["rps"], 1), "requests": r["n"], "workers": args.workers},
+                )
+            )
         cases = [("propensity_lgbm_v1", 1, args.rate), ("demand_lgbm_v1", 1, args.rate), ("propensity_lgbm_v1", 100, args.rate / 10)]
         for service, batch, rate in cases:
             r = http_case(port, service, counts, batch, rate, args.seconds)
             print(f"[{name}] http {service} batch={batch} @ {rate:g}/s: {r}")
-            results.append(Result(
-                f"http {service} batch={batch} @{rate:g}/s p99", round(r["p99_ms"], 3), "ms", scale=name,
-                target="p99 <= 10 ms at 200 req/s" if batch == 1 and service == "propensity_lgbm_v1" else None,
-                extra={"p50_ms": round(r["p50_ms"], 3), "achieved_rps": round(r["rps"], 1), "offered_rps": rate,
-                       "requests": r["n"], "errors": r["errors"], "workers": args.workers},
-            ))
+            results.append(
+                Result(
+                    f"http {service} batch={batch} @{rate:g}/s p99",
+                    round(r["p99_ms"], 3),
+                    "ms",
+                    scale=name,
+                    target="p99 <= 10 ms at 200 req/s" if batch == 1 and service == "propensity_lgbm_v1" else None,
+                    extra={
+                        "p50_ms": round(r["p50_ms"], 3),
+                        "achieved_rps": round(r["rps"], 1),
+                        "offered_rps": rate,
+                        "requests": r["n"],
+                        "errors": r["errors"],
+                        "workers": args.workers,
+                    },
+                )
+            )
     finally:
         serving.stop(proc)
 
@@ -331,8 +374,11 @@ def bench_redis(root: Path, repo_dir: Path, features_dir: Path, counts: dict, ar
         con.execute(f'create database "{name}"')
     try:
         settings = settings_for(
-            data_dir=root / "production", feast_repo_dir=repo_dir, features_dir=features_dir,
-            feast_mode="production", feast_project=name,
+            data_dir=root / "production",
+            feast_repo_dir=repo_dir,
+            features_dir=features_dir,
+            feast_mode="production",
+            feast_project=name,
             feast_registry_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
             redis_url=f"redis://127.0.0.1:6379/{args.redis_db}",
         )

@@ -95,9 +95,7 @@ def write_results(name: str, results: list[Result]) -> Path:
     if path.exists():
         old = json.loads(path.read_text())
         kept = [
-            {**r, "when": r.get("when", old.get("when"))}
-            for r in old.get("results", [])
-            if (r["metric"], r.get("scale")) not in measured
+            {**r, "when": r.get("when", old.get("when"))} for r in old.get("results", []) if (r["metric"], r.get("scale")) not in measured
         ]
     payload = {
         "benchmark": name,

@@ -52,11 +52,16 @@ def demand_scale() -> str:
     if not runs:
         return ""
     runs.sort(key=lambda r: ("/" in r["scale"], r["extra"]["n_series"], r["scale"]))  # 1k, 10k, then the variants
-    models = ["| scale | model | series x origins | fit s | predict s | CPU s | series/s | WAPE | seasonal naive WAPE, same rows "
-              "| ratio | bias | P10-P90 coverage |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    totals = ["| scale | series | prepare s | backtest s | forecast s (lgbm fit + predict) | plan s | total s | CPU s | target 600 s "
-              "| peak memory GiB, process tree PSS (RSS sum) | target 8 GiB | load avg 1-min (start / mean / max), 2 cores | measured |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    models = [
+        "| scale | model | series x origins | fit s | predict s | CPU s | series/s | WAPE | seasonal naive WAPE, same rows "
+        "| ratio | bias | P10-P90 coverage |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    totals = [
+        "| scale | series | prepare s | backtest s | forecast s (lgbm fit + predict) | plan s | total s | CPU s | target 600 s "
+        "| peak memory GiB, process tree PSS (RSS sum) | target 8 GiB | load avg 1-min (start / mean / max), 2 cores | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         m, scale = r["extra"], r["scale"]
         for name, s in m["models"].items():
@@ -73,11 +78,16 @@ def demand_scale() -> str:
             f"| {_num(sec['plan'], 1)} | {_num(r['value'], 1)} | {_num(m.get('cpu_seconds', {}).get('total'), 1)} | {met_time} | {_gib(m['peak_pss_mib'])} (RSS sum {_gib(m['peak_rss_sum_mib'])}) | {met_mem} "
             f"| {load['start_1_5_15'][0]} / {load['during_1min_mean']} / {load['during_1min_max']} | {(r.get('when') or '')[:10]} |"
         )
-    return ("### Demand forecasting scale\n\n`bench/bench_demand.py`: synthetic daily series (365 days), rolling-origin "
-            "backtest (3 origins x 28 days unless the scale says otherwise), then demand_lgbm fitted on all history and "
-            "forecast 28 days, then the inventory policy. Prophet fits its head only (200 series unless `headN`); the ratio "
-            "is the model's WAPE over seasonal naive's on the same rows. CPU s: user + system of the process and its reaped "
-            "children (Prophet's workers); wall seconds depend on the load of the shared machine, CPU seconds much less.\n\n" + "\n".join(models) + "\n\n" + "\n".join(totals))
+    return (
+        "### Demand forecasting scale\n\n`bench/bench_demand.py`: synthetic daily series (365 days), rolling-origin "
+        "backtest (3 origins x 28 days unless the scale says otherwise), then demand_lgbm fitted on all history and "
+        "forecast 28 days, then the inventory policy. Prophet fits its head only (200 series unless `headN`); the ratio "
+        "is the model's WAPE over seasonal naive's on the same rows. CPU s: user + system of the process and its reaped "
+        "children (Prophet's workers); wall seconds depend on the load of the shared machine, CPU seconds much less.\n\n"
+        + "\n".join(models)
+        + "\n\n"
+        + "\n".join(totals)
+    )
 
 
 def demand_real() -> str:
@@ -86,8 +96,11 @@ def demand_real() -> str:
     if not path.exists():
         return ""
     results = json.loads(path.read_text())["results"]
-    rows = ["| origins | model | WAPE | WAPE / seasonal naive | same rows: WAPE / seasonal naive | MASE | bias | P10-P90 coverage "
-            "| n_series | WAPE on Prophet's rows |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| origins | model | WAPE | WAPE / seasonal naive | same rows: WAPE / seasonal naive | MASE | bias | P10-P90 coverage "
+        "| n_series | WAPE on Prophet's rows |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if not r["metric"].endswith(" wape"):
             continue
@@ -104,14 +117,17 @@ def demand_real() -> str:
     if total:
         e = total["extra"]
         series = e.get("series", {})
-        about = (f"\n\n{series.get('head_series', '')} series (head by volume of {series.get('series_prepared', '')} prepared, "
-                 f"{series.get('freq', '')}, {' to '.join(series.get('dates', []))}); {e.get('notes', '')} Seconds: "
-                 + ", ".join(f"{k} {v:,.0f}" for k, v in e.get("stages", {}).items())
-                 + f"; load avg {e.get('load_avg', {}).get('start', {}).get('1_5_15', '')} at start on 2 cores; measured "
-                 f"{(total.get('when') or '')[:10]}.")
-    return ("### Demand forecasting on Online Retail II\n\n`bench/bench_demand_real.py`: ingestion preset "
-            "`online_retail_ii` -> dbt -> `ml.models.demand.backtest` (configs/demand.yaml as shipped).\n\n"
-            + "\n".join(rows) + about)
+        about = (
+            f"\n\n{series.get('head_series', '')} series (head by volume of {series.get('series_prepared', '')} prepared, "
+            f"{series.get('freq', '')}, {' to '.join(series.get('dates', []))}); {e.get('notes', '')} Seconds: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in e.get("stages", {}).items())
+            + f"; load avg {e.get('load_avg', {}).get('start', {}).get('1_5_15', '')} at start on 2 cores; measured "
+            f"{(total.get('when') or '')[:10]}."
+        )
+    return (
+        "### Demand forecasting on Online Retail II\n\n`bench/bench_demand_real.py`: ingestion preset "
+        "`online_retail_ii` -> dbt -> `ml.models.demand.backtest` (configs/demand.yaml as shipped).\n\n" + "\n".join(rows) + about
+    )
 
 
 def main() -> None:

@@ -101,9 +101,7 @@ def dbt_task_group(group_id: str = "dbt"):
     # A retried sensor whose producer has finished re-runs its own node (`dbt run/test --select`),
     # which is idempotent; a DuckDB lock clash with another retry is absorbed by the next retry.
     operator_args = (
-        {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": 2.0}
-        if watcher
-        else {"pool": SETTINGS.duckdb_pool}
+        {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": 2.0} if watcher else {"pool": SETTINGS.duckdb_pool}
     )
     return DbtTaskGroup(
         group_id=group_id,

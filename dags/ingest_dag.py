@@ -35,7 +35,9 @@ from ml import orchestration
     params={
         "mapping": Param(SETTINGS.ingest_mapping, type=["null", "string"], description="Mapping preset or YAML path"),
         "generate_scale": Param(
-            None, type=["null", "string"], enum=[None, "tiny", "small", "medium", "large"],
+            None,
+            type=["null", "string"],
+            enum=[None, "tiny", "small", "medium", "large"],
             description="Regenerate the synthetic lake at this scale first (demo)",
         ),
         "seed": Param(None, type=["null", "integer"], description="Generator seed (default: SEED setting)"),
@@ -69,8 +71,10 @@ def ingest():
 
         if result.get("failed"):  # one line: the task log's error line shows it whole
             files = "; ".join(f"{f['file']}: {f['reason']}".replace("\n", " ") for f in result["failed"])
-            raise AirflowFailException(f"{len(result['failed'])} file(s) failed and moved to the landing folder's "
-                                       f"_failed/ ({len(result['ingested'])} ingested): {files}")
+            raise AirflowFailException(
+                f"{len(result['failed'])} file(s) failed and moved to the landing folder's "
+                f"_failed/ ({len(result['ingested'])} ingested): {files}"
+            )
         return len(result["ingested"])
 
     result = ingest_new_files()

@@ -71,8 +71,10 @@ def user_recency_now(inputs: dict) -> dict:
 # The customer's own purchase rhythm, measured at request time: how long since the last order against
 # the customer's usual gap between orders, and whether spending speeds up or slows down.
 @on_demand_feature_view(
-    sources=[user_rfm[["first_order_at", "last_order_at", "order_count_lifetime", "revenue_sum_lifetime", "order_count_90d",
-                       "revenue_sum_90d"]], request_time],
+    sources=[
+        user_rfm[["first_order_at", "last_order_at", "order_count_lifetime", "revenue_sum_lifetime", "order_count_90d", "revenue_sum_90d"]],
+        request_time,
+    ],
     schema=[
         Field(name="mean_order_gap_days", dtype=Float64),  # (last - first order) / (orders - 1); null below 2 orders
         Field(name="order_gap_ratio_now", dtype=Float64),  # days since the last order / mean_order_gap_days (~1: due again)
@@ -83,8 +85,10 @@ def user_recency_now(inputs: dict) -> dict:
     mode="python",
     description="Request-time purchase cycle and trend of the user's orders",
     owner="data-platform",
-    tags={"owner": "data-platform", "inputs": "user_rfm.first_order_at,last_order_at,order_count_lifetime,revenue_sum_lifetime,"
-                                              "order_count_90d,revenue_sum_90d"},
+    tags={
+        "owner": "data-platform",
+        "inputs": "user_rfm.first_order_at,last_order_at,order_count_lifetime,revenue_sum_lifetime,order_count_90d,revenue_sum_90d",
+    },
 )
 def user_purchase_cycle_now(inputs: dict) -> dict:
     from datetime import datetime, timezone
@@ -104,11 +108,18 @@ def user_purchase_cycle_now(inputs: dict) -> dict:
         return None if value is None or value != value else float(value)
 
     nan = float("nan")  # missing values are NaN, not None: Feast infers the output types by running this function
-    out = {name: [] for name in ("mean_order_gap_days", "order_gap_ratio_now", "tenure_days_now", "order_rate_trend_90d",
-                                 "spend_rate_trend_90d")}
+    out = {
+        name: []
+        for name in ("mean_order_gap_days", "order_gap_ratio_now", "tenure_days_now", "order_rate_trend_90d", "spend_rate_trend_90d")
+    }
     for now, first, last, n, revenue, n90, revenue90 in zip(
-        inputs["request_timestamp"], inputs["first_order_at"], inputs["last_order_at"], inputs["order_count_lifetime"],
-        inputs["revenue_sum_lifetime"], inputs["order_count_90d"], inputs["revenue_sum_90d"],
+        inputs["request_timestamp"],
+        inputs["first_order_at"],
+        inputs["last_order_at"],
+        inputs["order_count_lifetime"],
+        inputs["revenue_sum_lifetime"],
+        inputs["order_count_90d"],
+        inputs["revenue_sum_90d"],
     ):
         now, first, last, n, revenue = _utc(now), _utc(first), _utc(last), _num(n), _num(revenue)
         n90, revenue90 = _num(n90), _num(revenue90)
@@ -120,5 +131,7 @@ def user_purchase_cycle_now(inputs: dict) -> dict:
         out["order_gap_ratio_now"].append(since / max(gap, 1.0))  # NaN when either is
         out["tenure_days_now"].append(tenure)
         out["order_rate_trend_90d"].append((n90 or 0.0) / 90.0 / (n / span) if n and span == span else nan)
-        out["spend_rate_trend_90d"].append((revenue90 or 0.0) / 90.0 / (revenue / span) if revenue and revenue > 0 and span == span else nan)
+        out["spend_rate_trend_90d"].append(
+            (revenue90 or 0.0) / 90.0 / (revenue / span) if revenue and revenue > 0 and span == span else nan
+        )
     return out

@@ -93,7 +93,8 @@ def ingest(
     mapping: str = typer.Option(..., "--mapping", "-m", help="Preset name or path to a mapping YAML."),
     force: bool = typer.Option(False, help="Re-ingest even if this exact file was ingested before."),
     accept_quarantine: bool = typer.Option(
-        False, help="Commit the file even when it quarantines more than INGEST_MAX_QUARANTINE_SHARE of its rows."),
+        False, help="Commit the file even when it quarantines more than INGEST_MAX_QUARANTINE_SHARE of its rows."
+    ),
 ) -> None:
     """Ingest one export file into the lake through a mapping; prints the read/accepted/quarantined report."""
     from ml.ingest import IngestError, ingest_file
@@ -101,8 +102,15 @@ def ingest(
     s = get_settings()
     s.ensure_dirs()
     try:
-        report = ingest_file(path, mapping, lake_dir=s.lake_dir, quarantine_dir=s.quarantine_dir, force=force,
-                             max_quarantine_share=s.ingest_max_quarantine_share, accept_quarantine=accept_quarantine)
+        report = ingest_file(
+            path,
+            mapping,
+            lake_dir=s.lake_dir,
+            quarantine_dir=s.quarantine_dir,
+            force=force,
+            max_quarantine_share=s.ingest_max_quarantine_share,
+            accept_quarantine=accept_quarantine,
+        )
     except IngestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -112,16 +120,19 @@ def ingest(
 
 def _warn_quarantine(report) -> None:
     if report.quarantined and not report.skipped:
-        typer.echo(f"{Path(report.file).name}: {report.accepted:,} of {report.read:,} rows accepted, "
-                   f"{report.quarantined:,} quarantined ({report.bad_share:.1%} for bad data: {report.top_reasons()})",
-                   err=True)
+        typer.echo(
+            f"{Path(report.file).name}: {report.accepted:,} of {report.read:,} rows accepted, "
+            f"{report.quarantined:,} quarantined ({report.bad_share:.1%} for bad data: {report.top_reasons()})",
+            err=True,
+        )
 
 
 @app.command("ingest-landing")
 def ingest_landing(
     mapping: str = typer.Option(..., "--mapping", "-m", help="Preset name or path to a mapping YAML."),
     accept_quarantine: bool = typer.Option(
-        False, help="Commit files even when they quarantine more than INGEST_MAX_QUARANTINE_SHARE of their rows."),
+        False, help="Commit files even when they quarantine more than INGEST_MAX_QUARANTINE_SHARE of their rows."
+    ),
 ) -> None:
     """Ingest every file in the landing folder not ingested before; failed files move to <landing>/_failed/."""
     from ml.ingest import IngestError, LandingError
@@ -141,9 +152,15 @@ def ingest_landing(
             _warn_quarantine(report)
 
     try:
-        reports = run(s.landing_dir, mapping, lake_dir=s.lake_dir, quarantine_dir=s.quarantine_dir,
-                      max_quarantine_share=s.ingest_max_quarantine_share, accept_quarantine=accept_quarantine,
-                      progress=progress)
+        reports = run(
+            s.landing_dir,
+            mapping,
+            lake_dir=s.lake_dir,
+            quarantine_dir=s.quarantine_dir,
+            max_quarantine_share=s.ingest_max_quarantine_share,
+            accept_quarantine=accept_quarantine,
+            progress=progress,
+        )
     except LandingError as exc:
         _echo_json([r.to_dict() for r in exc.reports])
         typer.echo(f"error: {exc}", err=True)
@@ -152,8 +169,10 @@ def ingest_landing(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _echo_json([r.to_dict() for r in reports])
-    typer.echo(f"{len(reports)} new file(s) ingested from {s.landing_dir}"
-               + (f"; {len(skipped)} ingested before, skipped" if skipped else ""), err=True)
+    typer.echo(
+        f"{len(reports)} new file(s) ingested from {s.landing_dir}" + (f"; {len(skipped)} ingested before, skipped" if skipped else ""),
+        err=True,
+    )
 
 
 @app.command("presets")
@@ -510,8 +529,10 @@ def recs_search(
 @demand_app.command("backtest")
 def demand_backtest(
     config: Optional[Path] = typer.Option(None, help="Model config (default ml/models/configs/demand.yaml)."),
-    max_series: Optional[int] = typer.Option(None, help="Backtest the head of this many series by volume before the first origin "
-                                                       "(0 = every series; default: config data.max_series)."),
+    max_series: Optional[int] = typer.Option(
+        None,
+        help="Backtest the head of this many series by volume before the first origin (0 = every series; default: config data.max_series).",
+    ),
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of the configured models."),
     horizon: Optional[int] = typer.Option(None, min=1, help="Periods forecast from each origin (default: config; 28 days / 8 weeks)."),
     origins: Optional[int] = typer.Option(None, min=1, help="Number of origins (default: config backtest.n_origins)."),
@@ -548,7 +569,9 @@ def demand_uplift(config: Optional[Path] = typer.Option(None, help="Model config
 
 
 @demand_app.command("forecast")
-def demand_forecast(serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the plan into the online store.")) -> None:
+def demand_forecast(
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the plan into the online store."),
+) -> None:
     """Forecast every item x warehouse with the champion and write the inventory plan (and serve it)."""
     from ml import orchestration
 
@@ -593,8 +616,16 @@ def privacy_export(
     from ml.governance.privacy import BudgetExceededError, PrivacyError, dp_export
 
     try:
-        summary = dp_export(get_settings(), query=query, epsilon=epsilon, min_buyers=min_buyers, max_cells_per_user=max_cells_per_user,
-                            revenue_cap=revenue_cap, buyers_share=buyers_share, fmt=fmt)
+        summary = dp_export(
+            get_settings(),
+            query=query,
+            epsilon=epsilon,
+            min_buyers=min_buyers,
+            max_cells_per_user=max_cells_per_user,
+            revenue_cap=revenue_cap,
+            buyers_share=buyers_share,
+            fmt=fmt,
+        )
     except (BudgetExceededError, PrivacyError, ValueError) as exc:
         typer.echo(f"privacy export refused: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -658,11 +689,13 @@ def pipeline(
     scale: Optional[str] = typer.Option(None, help="Generator scale (default: SCALE setting)."),
     models: bool = typer.Option(True, "--models/--no-models", help="Also train, score and serve the user models."),
     generate: Optional[bool] = typer.Option(
-        None, "--generate/--no-generate",
-        help="Generate a synthetic lake first. Default: only when the lake holds no ingested exports "
-             "(a real shop's lake runs as it is)."),
+        None,
+        "--generate/--no-generate",
+        help="Generate a synthetic lake first. Default: only when the lake holds no ingested exports (a real shop's lake runs as it is).",
+    ),
     as_of: Optional[str] = typer.Option(
-        None, "--as-of", help="YYYY-MM-DD: build, train and score on the facts known at the end of that day (UTC)."),
+        None, "--as-of", help="YYYY-MM-DD: build, train and score on the facts known at the end of that day (UTC)."
+    ),
 ) -> None:
     """The same steps without Airflow: generate (or use the ingested lake), dbt build, feast apply, materialize, train, score."""
     import duckdb
@@ -692,8 +725,7 @@ def pipeline(
     else:
         held = {n: t["rows"] for n, t in c.lake_status(s.lake_dir).get("tables", {}).items() if t["present"]}
         if not held:
-            typer.echo(f"error: the lake {s.lake_dir} is empty: ingest exports first (`ecomml ingest`) or "
-                       "run with --generate", err=True)
+            typer.echo(f"error: the lake {s.lake_dir} is empty: ingest exports first (`ecomml ingest`) or run with --generate", err=True)
             raise typer.Exit(2)
         typer.echo(f"[1/6] using the lake as it is: {len(exports)} ingested export(s) in {s.lake_dir}: {held}")
     typer.echo(f"[2/6] dbt build into {s.warehouse_path}" + (f", as of the end of {as_of}" if as_of else ""))
@@ -705,7 +737,9 @@ def pipeline(
     rows = stats["rows"]
     trained, served, recs_trained, recs_served, demand_trained, planned = None, {}, None, {}, None, {}
     if models:
-        typer.echo("[5/6] training the user-behaviour models, the recommender and the demand forecaster (MLflow registry, promote if not worse)")
+        typer.echo(
+            "[5/6] training the user-behaviour models, the recommender and the demand forecaster (MLflow registry, promote if not worse)"
+        )
         trained = orchestration.train_user_models(s)
         orchestration.cart_analytics(s)
         orchestration.embed_items(s)
@@ -719,9 +753,11 @@ def pipeline(
         orchestration.serve_demand_plan(s, planned)
     from ml.models import propensity
 
-    user = duckdb.connect().execute(
-        f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1"
-    ).fetchone()
+    user = (
+        duckdb.connect()
+        .execute(f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1")
+        .fetchone()
+    )
     features = sorted(p.name for p in s.features_dir.glob("*.parquet"))
     held = [n for n, t in c.lake_status(s.lake_dir)["tables"].items() if t["present"]]
     scores_note = f"{served.get('rows', 0):,} served online" if served.get("status") == "served" else f"none: {served.get('status')}"
@@ -741,7 +777,7 @@ def pipeline(
             f"  recs_widedeep v{recs_trained['version']}             test NDCG@10 {recs_trained['test']['recs_widedeep']['ndcg@10']:.3f}"
             f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
             f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"
-            f"  ({recs_served.get('status')}); search: .venv/bin/ecomml recs search \"running shoes\"\n"
+            f'  ({recs_served.get("status")}); search: .venv/bin/ecomml recs search "running shoes"\n'
             + (
                 f"  demand_lgbm v{demand_trained['version']}               test WAPE {demand_trained['test_wape']} vs seasonal-naive"
                 f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"
@@ -749,12 +785,12 @@ def pipeline(
                 f" {planned.get('orders_needed', 0):,} orders needed); .venv/bin/ecomml demand plan <item_id> <warehouse_id>\n"
                 if demand_trained.get("status") != "skipped"
                 else f"  demand forecasting              skipped: {demand_trained['reason']}\n"
-            ) +
-            "  MLflow UI                       .venv/bin/ecomml models ui\n"
+            )
+            + "  MLflow UI                       .venv/bin/ecomml models ui\n"
             if trained
             else ""
         )
-        + f"  explore the warehouse           .venv/bin/ecomml warehouse query \"select * from fct_daily_demand limit 5\"\n"
+        + f'  explore the warehouse           .venv/bin/ecomml warehouse query "select * from fct_daily_demand limit 5"\n'
         f"  one user's online features      .venv/bin/ecomml features online --service {propensity.load_config()['feature_service']}"
         f" --entity user_id={user[0] if user else '<user_id>'}\n"
         f"  list feature services           .venv/bin/ecomml features services"
@@ -798,8 +834,9 @@ def main() -> None:  # pragma: no cover - console entry
         if debug:
             raise
         text = str(exc).strip() or type(exc).__name__
-        named = text if type(exc).__module__.startswith("ml.") or isinstance(exc, (ValueError, KeyError)) else \
-            f"{type(exc).__name__}: {text}"
+        named = (
+            text if type(exc).__module__.startswith("ml.") or isinstance(exc, (ValueError, KeyError)) else f"{type(exc).__name__}: {text}"
+        )
         typer.echo(f"error: {named}\n(run with --debug for the traceback)", err=True)
         _exit(2)
 

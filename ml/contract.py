@@ -296,15 +296,18 @@ TABLES: dict[str, Table] = {
             "one row per cancellation line",
             ("return_id",),
             (
-                C("return_id", pa.string(), True, "The cancellation line: <cancellation order id>|<item_id>|<n-th line "
-                  "of that item in it>"),
+                C(
+                    "return_id",
+                    pa.string(),
+                    True,
+                    "The cancellation line: <cancellation order id>|<item_id>|<n-th line of that item in it>",
+                ),
                 C("order_id", pa.string(), True, "The original order the units came back from"),
                 C("item_id", pa.string(), True, "Item returned"),
                 C("quantity", pa.int32(), True, "Units cancelled or returned (> 0)"),
                 C("returned_at", TS, True, "When the cancellation was recorded (UTC)"),
             ),
-            needed_by=("returns recorded as separate cancellation lines (order lines then keep their own "
-                       "returned_quantity only)",),
+            needed_by=("returns recorded as separate cancellation lines (order lines then keep their own returned_quantity only)",),
             ingest_only=True,
         ),
     ]

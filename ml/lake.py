@@ -46,8 +46,7 @@ class LakeBusyError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------- lock
 @contextlib.contextmanager
-def held(path: Path, *, shared: bool = False, timeout: float | None = None,
-         on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def held(path: Path, *, shared: bool = False, timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold ``flock`` on the file ``path`` (created if missing): shared or exclusive. ``on_wait()`` is
     called once when another holder makes it wait; after ``timeout`` seconds (None: for ever)
     LakeBusyError. Released when the block ends (or the process dies)."""
@@ -76,8 +75,7 @@ def held(path: Path, *, shared: bool = False, timeout: float | None = None,
         os.close(fd)  # releases the lock
 
 
-def lake_lock(lake_dir: Path, *, shared: bool = False, wait_message: str | None = None,
-              timeout: float | None = None):
+def lake_lock(lake_dir: Path, *, shared: bool = False, wait_message: str | None = None, timeout: float | None = None):
     """The lake's lock: exclusive for a writer, ``shared`` for a reader that needs a stable lake (a
     warehouse build: ml/dbt_locked.py takes it the same way). Says ``wait_message`` on stderr once
     when it has to wait."""
@@ -143,8 +141,10 @@ def _adopt(lake_dir: Path) -> None:
     if (lake_dir / COMMITS).exists():
         return
     stems = sorted({p.stem for t in _table_names() for p in data_files(lake_dir, t)})
-    commits = [{"seq": i + 1, "stem": s, "kind": "adopted", "source": "files present before the commit log",
-                "committed_at": _now()} for i, s in enumerate(stems)]
+    commits = [
+        {"seq": i + 1, "stem": s, "kind": "adopted", "source": "files present before the commit log", "committed_at": _now()}
+        for i, s in enumerate(stems)
+    ]
     _write_commits(lake_dir, commits)
 
 
@@ -157,11 +157,11 @@ def _now() -> str:
 class LakeCommit:
     """One atomic write of several tables' files (see the module doc). Use inside ``begin()``::
 
-        with begin(lake_dir, kind="ingest", source=str(path)) as commit:
-            stem = commit.stem(f"ing-{sha[:12]}")
-            commit.write("orders", frame, stem)
-            commit.supersede(lambda c: c["stem"].startswith(f"ing-{sha[:12]}-"))
-        # committed here; an exception before this point leaves the lake as it was
+    with begin(lake_dir, kind="ingest", source=str(path)) as commit:
+        stem = commit.stem(f"ing-{sha[:12]}")
+        commit.write("orders", frame, stem)
+        commit.supersede(lambda c: c["stem"].startswith(f"ing-{sha[:12]}-"))
+    # committed here; an exception before this point leaves the lake as it was
     """
 
     lake_dir: Path
@@ -204,8 +204,17 @@ class LakeCommit:
         kept = [c for c in commits if c["stem"] not in self._stems and not any(p(c) for p in self._supersede)]
         now = _now()
         for stem, tables in self._stems.items():  # a stem without rows is recorded too: its export was taken
-            kept.append({"seq": self.seq, "stem": stem, "kind": self.kind, "source": self.source,
-                         "committed_at": now, "tables": tables, **self.meta})
+            kept.append(
+                {
+                    "seq": self.seq,
+                    "stem": stem,
+                    "kind": self.kind,
+                    "source": self.source,
+                    "committed_at": now,
+                    "tables": tables,
+                    **self.meta,
+                }
+            )
         _write_commits(self.lake_dir, kept)
         sweep(self.lake_dir)
 
@@ -217,8 +226,7 @@ class LakeCommit:
 
 
 @contextlib.contextmanager
-def begin(lake_dir: Path, *, kind: str, source: str, wait_message: str | None = None,
-          **meta) -> Iterator[LakeCommit]:
+def begin(lake_dir: Path, *, kind: str, source: str, wait_message: str | None = None, **meta) -> Iterator[LakeCommit]:
     """A LakeCommit under the exclusive lock; committed when the block ends without an exception."""
     lake_dir = Path(lake_dir)
     msg = wait_message or f"waiting for the lake {lake_dir}: another ingest or a warehouse build holds it"

@@ -117,6 +117,7 @@ def dbt_task_env(settings: Settings) -> dict[str, str]:
 
 def _jsonable(value: Any) -> Any:
     """``value`` as JSON types (XCom): non-JSON objects as strings, NaN / infinity as null."""
+
     def clean(v: Any) -> Any:
         if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
             return None
@@ -137,8 +138,10 @@ def landing_files(settings: Settings) -> list[Path]:
     if not root.exists():
         return []
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
         and p.suffix.lower() in READABLE_SUFFIXES
     )
 
@@ -172,14 +175,18 @@ def run_ingest(
         if not mapping:
             raise IngestError(
                 f"{len(files)} file(s) wait in {settings.landing_dir} but no mapping is set: "
-                "set INGEST_MAPPING or trigger the ingest DAG with conf {\"mapping\": \"<preset or yaml>\"}"
+                'set INGEST_MAPPING or trigger the ingest DAG with conf {"mapping": "<preset or yaml>"}'
             )
         from ml.ingest import LandingError
 
         try:
-            reports = ingest_landing(settings.landing_dir, mapping, lake_dir=settings.lake_dir,
-                                     quarantine_dir=settings.quarantine_dir,
-                                     max_quarantine_share=settings.ingest_max_quarantine_share)
+            reports = ingest_landing(
+                settings.landing_dir,
+                mapping,
+                lake_dir=settings.lake_dir,
+                quarantine_dir=settings.quarantine_dir,
+                max_quarantine_share=settings.ingest_max_quarantine_share,
+            )
         except LandingError as exc:  # the good files are committed: they go downstream, the bad ones are told
             reports = exc.reports
             result["failed"] = [{"file": f, "reason": why} for f, why in exc.failed]
@@ -349,8 +356,14 @@ def train_recommender(settings: Settings) -> dict:
     from ml.models.recs import train
 
     summary = train(settings).summary()
-    return _jsonable({**summary, "version": summary["versions"].get(summary["model"]),
-                      "promoted": summary["promoted"].get(summary["model"], False), "decision": summary["promoted"]})
+    return _jsonable(
+        {
+            **summary,
+            "version": summary["versions"].get(summary["model"]),
+            "promoted": summary["promoted"].get(summary["model"], False),
+            "decision": summary["promoted"],
+        }
+    )
 
 
 def score_recommender(settings: Settings) -> dict:
@@ -384,8 +397,14 @@ def train_demand(settings: Settings) -> dict:
         return _jsonable(train(settings, echo=log.info).summary())
     except NoDemandDataError as exc:  # a lake shape without demand series: the family sits this one out
         log.warning("demand forecasting skipped: %s", exc)
-        return {"status": "skipped", "model": "demand_lgbm", "promoted": False, "version": None,
-                "decision": f"skipped: {exc}", "reason": str(exc)}
+        return {
+            "status": "skipped",
+            "model": "demand_lgbm",
+            "promoted": False,
+            "version": None,
+            "decision": f"skipped: {exc}",
+            "reason": str(exc),
+        }
 
 
 def forecast_demand(settings: Settings) -> dict:
@@ -414,9 +433,9 @@ def failure_subject(context: dict) -> str:
     """'dbt node model.x.y' / 'feature view v' / 'task t' for the task that failed."""
     task = context.get("task")
     ti = context.get("task_instance") or context.get("ti")
-    node = getattr(task, "model_unique_id", None) or (getattr(task, "extra_context", None) or {}).get(
-        "dbt_node_config", {}
-    ).get("unique_id")
+    node = getattr(task, "model_unique_id", None) or (getattr(task, "extra_context", None) or {}).get("dbt_node_config", {}).get(
+        "unique_id"
+    )
     if node:
         return f"dbt node {node}"
     view = context.get("feature_view")
@@ -494,8 +513,12 @@ def airflow_env(settings: Settings, port: int | None = None, extra: dict[str, st
 def airflow_cli(settings: Settings, *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600):
     """Run ``airflow <args>`` with ``airflow_env(settings)``; the CompletedProcess."""
     proc = subprocess.run(
-        [airflow_bin(), *args], env=env or airflow_env(settings), cwd=str(PROJECT_ROOT),
-        capture_output=True, text=True, timeout=timeout,
+        [airflow_bin(), *args],
+        env=env or airflow_env(settings),
+        cwd=str(PROJECT_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
@@ -516,9 +539,12 @@ def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> dict[
     Idempotent, and an operator's resize of the Feast or training pool survives a re-run; the DuckDB
     writer pool is forced back to 1 (DuckDB allows one writer process: more slots are a bug)."""
     listed = airflow_cli(settings, "pools", "list", "--output", "json", env=env).stdout
-    existing = {p["pool"]: int(p["slots"]) for p in json.loads(listed[listed.index("["):])}
-    wanted = {name: description for name, description in pools(settings).items()
-              if existing.get(name) is None or (name == settings.duckdb_pool and existing[name] != 1)}
+    existing = {p["pool"]: int(p["slots"]) for p in json.loads(listed[listed.index("[") :])}
+    wanted = {
+        name: description
+        for name, description in pools(settings).items()
+        if existing.get(name) is None or (name == settings.duckdb_pool and existing[name] != 1)
+    }
     if wanted:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({name: {"slots": 1, "description": d, "include_deferred": False} for name, d in wanted.items()}, f)
@@ -583,11 +609,13 @@ class AirflowClient:
                 # a busy API server (the demo on 2 cores at load 8) answers late: retry, with backoff
                 reason = getattr(exc, "reason", exc)
                 if method == "POST" and isinstance(reason, TimeoutError) and auth:
-                    raise OrchestrationError(f"{method} {path} timed out after {self.timeout:.0f} s (not retried: "
-                                             f"it may have been applied)") from None
+                    raise OrchestrationError(
+                        f"{method} {path} timed out after {self.timeout:.0f} s (not retried: it may have been applied)"
+                    ) from None
                 if time.monotonic() + delay > deadline:
-                    raise OrchestrationError(f"{method} {path}: no answer from {self.base_url} for "
-                                             f"{self.retry_s:.0f} s ({reason})") from None
+                    raise OrchestrationError(
+                        f"{method} {path}: no answer from {self.base_url} for {self.retry_s:.0f} s ({reason})"
+                    ) from None
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
 
@@ -646,8 +674,9 @@ class AirflowClient:
             return "\n".join(c.get("event", "") if isinstance(c, dict) else str(c) for c in content)
         return str(content)
 
-    def wait_for_run(self, dag_id: str, run_id: str | None = None, after: datetime | None = None,
-                     timeout: float = 600.0, poll: float = 3.0) -> dict:
+    def wait_for_run(
+        self, dag_id: str, run_id: str | None = None, after: datetime | None = None, timeout: float = 600.0, poll: float = 3.0
+    ) -> dict:
         """Wait until a run (``run_id``, else the first run queued after ``after``) ends; the run.
 
         Raises OrchestrationError when it fails (naming the failed tasks) or the wait times out."""
@@ -678,13 +707,16 @@ class AirflowClient:
         tasks = self.task_instances(dag_id, run_id)
         failed = [t for t in tasks if t["state"] == "failed"]
         upstream = [t["task_id"] for t in tasks if t["state"] == "upstream_failed"]
-        lines = [f"{dag_id} run {run_id} failed: {[t['task_id'] for t in failed]}"
-                 + (f" (upstream_failed: {upstream})" if upstream else ""),
-                 f"  the run in the Airflow UI: {self.base_url}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"]
+        lines = [
+            f"{dag_id} run {run_id} failed: {[t['task_id'] for t in failed]}" + (f" (upstream_failed: {upstream})" if upstream else ""),
+            f"  the run in the Airflow UI: {self.base_url}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}",
+        ]
         for t in failed:
             try_number = int(t.get("try_number") or 1)
-            lines.append(f"  log of {t['task_id']}: {self.base_url}/dags/{dag_id}/runs/"
-                         f"{urllib.parse.quote(run_id, safe='')}/tasks/{t['task_id']}?try_number={try_number}")
+            lines.append(
+                f"  log of {t['task_id']}: {self.base_url}/dags/{dag_id}/runs/"
+                f"{urllib.parse.quote(run_id, safe='')}/tasks/{t['task_id']}?try_number={try_number}"
+            )
             try:
                 text = self.task_log(dag_id, run_id, t["task_id"], try_number, t.get("map_index", -1))
             except OrchestrationError:
@@ -693,13 +725,20 @@ class AirflowClient:
             lines += [f"    | {line[:300]}" for line in last]
         return "\n".join(lines)
 
-    def backfill(self, dag_id: str, start: datetime, end: datetime, max_active_runs: int = 1,
-                 reprocess: str = "completed") -> dict:
+    def backfill(self, dag_id: str, start: datetime, end: datetime, max_active_runs: int = 1, reprocess: str = "completed") -> dict:
         """An Airflow 3 backfill over [start, end] (``reprocess``: none | failed | completed)."""
-        return self.request("POST", "/backfills", {
-            "dag_id": dag_id, "from_date": start.isoformat(), "to_date": end.isoformat(),
-            "max_active_runs": max_active_runs, "reprocess_behavior": reprocess, "run_backwards": False,
-        })
+        return self.request(
+            "POST",
+            "/backfills",
+            {
+                "dag_id": dag_id,
+                "from_date": start.isoformat(),
+                "to_date": end.isoformat(),
+                "max_active_runs": max_active_runs,
+                "reprocess_behavior": reprocess,
+                "run_backwards": False,
+            },
+        )
 
 
 class LocalAirflow:
@@ -711,10 +750,14 @@ class LocalAirflow:
         self.home = Path(settings.airflow_home)
         self.log_path = log_path or self.home / "standalone.log"
         # the scheduler's and triggerer's log servers too: two local Airflows must not collide
-        self.env = airflow_env(settings, port=self.port, extra={
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        })
+        self.env = airflow_env(
+            settings,
+            port=self.port,
+            extra={
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            },
+        )
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -736,8 +779,12 @@ class LocalAirflow:
         self.home.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [airflow_bin(), "standalone"], env=self.env, cwd=str(PROJECT_ROOT),
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [airflow_bin(), "standalone"],
+            env=self.env,
+            cwd=str(PROJECT_ROOT),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -808,10 +855,14 @@ def sample_user(settings: Settings) -> str:
 
     from ml.warehouse import feature_path
 
-    row = duckdb.connect().execute(
-        "select user_id from read_parquet(?) order by event_timestamp desc limit 1",
-        [str(feature_path(settings, "feat_user_rfm"))],
-    ).fetchone()
+    row = (
+        duckdb.connect()
+        .execute(
+            "select user_id from read_parquet(?) order by event_timestamp desc limit 1",
+            [str(feature_path(settings, "feat_user_rfm"))],
+        )
+        .fetchone()
+    )
     return row[0] if row else "<user_id>"
 
 
@@ -827,7 +878,10 @@ def _print_recs_and_search(settings: Settings, user_id: str) -> None:
         print(f"\n(recommendations/search not available: {type(exc).__name__}: {exc})", flush=True)
         return
     kind = "fallback list" if listed["is_fallback"].any() else "personal list"
-    print(f"\nRecommendations for {user_id} ({kind}, from the online store):\n{listed.drop(columns=['is_fallback']).to_string(index=False)}", flush=True)
+    print(
+        f"\nRecommendations for {user_id} ({kind}, from the online store):\n{listed.drop(columns=['is_fallback']).to_string(index=False)}",
+        flush=True,
+    )
     print(f"\nSearch {query!r}:\n{hits.to_string(index=False)}", flush=True)
 
 
@@ -850,15 +904,33 @@ def _print_demand(settings: Settings) -> None:
         overall, test, report = backtest
         cols = [c for c in ("wape", "mase", "bias", "coverage", "n_series") if c in overall.columns]
         print(f"\nDemand backtest (rolling origin, all origins; report {report}):\n{overall[cols].to_string()}", flush=True)
-    cols = ["item_id", "warehouse_id", "forecast_units", "lead_time_days", "safety_stock", "reorder_point", "order_up_to",
-            "inventory_position", "suggested_order_units", "projected_stockout_date"]
-    print(f"\nInventory plan: {len(plan):,} item x warehouse rows in {outputs.scores_root(settings, demand.PLAN_OUTPUT)}; "
-          f"the busiest series, read online (Feast view {demand.PLAN_VIEW}):\n"
-          f"{online[[c for c in cols if c in online.columns]].round(2).to_string(index=False)}", flush=True)
+    cols = [
+        "item_id",
+        "warehouse_id",
+        "forecast_units",
+        "lead_time_days",
+        "safety_stock",
+        "reorder_point",
+        "order_up_to",
+        "inventory_position",
+        "suggested_order_units",
+        "projected_stockout_date",
+    ]
+    print(
+        f"\nInventory plan: {len(plan):,} item x warehouse rows in {outputs.scores_root(settings, demand.PLAN_OUTPUT)}; "
+        f"the busiest series, read online (Feast view {demand.PLAN_VIEW}):\n"
+        f"{online[[c for c in cols if c in online.columns]].round(2).to_string(index=False)}",
+        flush=True,
+    )
 
 
-def run_chain(client: AirflowClient, conf: dict | None = None, timeout: float = 900.0,
-              echo: Callable[[str], None] | None = print, models: bool = False) -> dict[str, dict]:
+def run_chain(
+    client: AirflowClient,
+    conf: dict | None = None,
+    timeout: float = 900.0,
+    echo: Callable[[str], None] | None = print,
+    models: bool = False,
+) -> dict[str, dict]:
     """Unpause the chain, trigger the ingest DAG with ``conf``, wait until the Asset-scheduled
     warehouse and feature-store runs it causes have succeeded; with ``models``, also the training
     run and the scoring run that follows its promotion. Returns {dag_id: run}."""
@@ -918,7 +990,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
             f"  model report      {reports[0]['path'] if reports else '(none)'}   (all: .venv/bin/ecomml models reports)\n"
             f"  recs report       {recs_reports[0]['path'] if recs_reports else '(none)'}\n"
             f"  recommendations   .venv/bin/ecomml recs show {user_id}   (online, one get_online_features call)\n"
-            f"  product search    .venv/bin/ecomml recs search \"<query>\"\n"
+            f'  product search    .venv/bin/ecomml recs search "<query>"\n'
             f"  MLflow UI         .venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})\n"
             f"  batch scores      {settings.scores_dir}  (inventory plan: demand_plan/forecast_date=*)\n"
             f"  online features   .venv/bin/ecomml features online --service propensity_lgbm_v3 --entity user_id={user_id}\n"
@@ -927,8 +999,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
         )
         if not keep_running:
             print(
-                f"  browse the runs   .venv/bin/ecomml airflow standalone   then open {airflow.url}"
-                f" (login {user} / {password})",
+                f"  browse the runs   .venv/bin/ecomml airflow standalone   then open {airflow.url} (login {user} / {password})",
                 flush=True,
             )
         if keep_running:

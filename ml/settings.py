@@ -32,6 +32,7 @@ def user_root(start: Path | None = None) -> Path:
             return folder
     return PROJECT_ROOT
 
+
 Scale = Literal["tiny", "small", "medium", "large"]
 
 # Telemetry switches of the stack (no network here, and users expect them off).
@@ -67,11 +68,17 @@ class Settings(BaseSettings):
     dbt_target: str = Field("dev", description="dbt target in profiles.yml")
     dbt_threads: int = Field(2, ge=1, description="dbt threads (= cores here)")
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory_limit for dbt and readers")
-    scale: Scale = Field("small", description="Default generator scale: tiny | small | medium | large (`make demo` and `ecomml demo` use it too)")
+    scale: Scale = Field(
+        "small", description="Default generator scale: tiny | small | medium | large (`make demo` and `ecomml demo` use it too)"
+    )
     seed: int = Field(42, description="Default generator seed")
     ingest_max_quarantine_share: float = Field(
-        0.05, ge=0, le=1, description="An export quarantining a larger share of its rows for bad data is refused "
-        "(nothing committed) unless --accept-quarantine; a mapping's max_quarantine_share overrides it")
+        0.05,
+        ge=0,
+        le=1,
+        description="An export quarantining a larger share of its rows for bad data is refused "
+        "(nothing committed) unless --accept-quarantine; a mapping's max_quarantine_share overrides it",
+    )
     # Feast (feature_repo/ + ml/features/): embedded = DuckDB offline, SQLite online, file registry;
     # production = DuckDB offline, Redis online, SQL registry on PostgreSQL.
     feast_mode: Literal["embedded", "production"] = Field(
@@ -80,13 +87,11 @@ class Settings(BaseSettings):
     feast_project: str = Field(
         "ecom", pattern=r"^[A-Za-z0-9_]+$", description="Feast project name (namespaces registry entries and online keys)"
     )
-    feast_repo_dir: Path = Field(default_factory=lambda: user_root() / "feature_repo", description="The Feast repo (definitions + yaml templates)")
-    feast_registry_path: Path | None = Field(
-        None, description="Embedded mode: file registry. Default: DATA_DIR/feast/registry.db"
+    feast_repo_dir: Path = Field(
+        default_factory=lambda: user_root() / "feature_repo", description="The Feast repo (definitions + yaml templates)"
     )
-    feast_online_path: Path | None = Field(
-        None, description="Embedded mode: SQLite online store. Default: DATA_DIR/feast/online_store.db"
-    )
+    feast_registry_path: Path | None = Field(None, description="Embedded mode: file registry. Default: DATA_DIR/feast/registry.db")
+    feast_online_path: Path | None = Field(None, description="Embedded mode: SQLite online store. Default: DATA_DIR/feast/online_store.db")
     feast_registry_url: str = Field(
         "postgresql+psycopg://postgres@127.0.0.1:5432/feast",
         description="Production mode: SQLAlchemy URL of the Feast SQL registry (PostgreSQL, psycopg 3)",
@@ -130,7 +135,8 @@ class Settings(BaseSettings):
     )
     # Governance (ml/governance/privacy.py): differentially private exports and their budget ledger.
     privacy_ledger_path: Path | None = Field(
-        None, description="SQLite ledger of every differentially private release (epsilon spent per dataset). Default: DATA_DIR/privacy/ledger.sqlite"
+        None,
+        description="SQLite ledger of every differentially private release (epsilon spent per dataset). Default: DATA_DIR/privacy/ledger.sqlite",
     )
     privacy_exports_dir: Path | None = Field(
         None, description="Differentially private reports (noisy aggregates, no user_id). Default: DATA_DIR/privacy/exports"
@@ -240,8 +246,10 @@ class Secrets(BaseSettings):
         if not text:
             return None  # unset and "" mean the same: no pseudonymisation
         if text != text.strip() or len(set(text)) < 8:
-            raise ValueError("PSEUDONYMIZE_KEY must be a random secret: no leading or trailing spaces and at least 8 "
-                             'different characters; generate one with python -c "import secrets; print(secrets.token_hex(32))"')
+            raise ValueError(
+                "PSEUDONYMIZE_KEY must be a random secret: no leading or trailing spaces and at least 8 "
+                'different characters; generate one with python -c "import secrets; print(secrets.token_hex(32))"'
+            )
         if len(text) < PSEUDONYMIZE_KEY_MIN_CHARS:
             raise ValueError(
                 f"PSEUDONYMIZE_KEY is too short ({len(text)} characters; at least {PSEUDONYMIZE_KEY_MIN_CHARS}): "

@@ -51,8 +51,15 @@ COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
 
 # Secrets compose refuses to start without (${VAR:?...}); `ecomml stack secrets` generates them.
 REQUIRED_SECRETS = (
-    "AIRFLOW_FERNET_KEY", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
-    "POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "FEAST_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_DB_PASSWORD",
+    "FEAST_DB_PASSWORD",
+    "MLFLOW_DB_PASSWORD",
+    "REDIS_PASSWORD",
 )
 OPTIONAL_SECRETS = tuple(name.upper() for name in Secrets.model_fields)  # PSEUDONYMIZE_KEY
 
@@ -207,10 +214,19 @@ class NativeStack:
     until each answers its compose health check; ``stop()`` ends them; ``drop()`` removes the
     databases, roles and Redis keys."""
 
-    def __init__(self, root: Path, workers: int = 1, name: str | None = None, variables: dict[str, str] | None = None,
-                 postgres: tuple[str, int] = ("127.0.0.1", 5432), redis: tuple[str, int] = ("127.0.0.1", 6379),
-                 redis_db: int = 13, admin_user: str = "postgres", compose_file: Path = COMPOSE_FILE,
-                 servers: tuple[str, ...] = SERVERS):
+    def __init__(
+        self,
+        root: Path,
+        workers: int = 1,
+        name: str | None = None,
+        variables: dict[str, str] | None = None,
+        postgres: tuple[str, int] = ("127.0.0.1", 5432),
+        redis: tuple[str, int] = ("127.0.0.1", 6379),
+        redis_db: int = 13,
+        admin_user: str = "postgres",
+        compose_file: Path = COMPOSE_FILE,
+        servers: tuple[str, ...] = SERVERS,
+    ):
         self.root = Path(root)
         self.name = name or f"ecomml_{uuid.uuid4().hex[:8]}"
         self.workers = workers
@@ -256,16 +272,27 @@ class NativeStack:
         return env
 
     def env(self, service: str, worker: int = 0) -> dict[str, str]:
-        env = {**self._base_env(), **{k: self.local(v) for k, v in service_environment(
-            "airflow-worker" if service == WORKER else service, self.variables, self.compose_file).items()}}
+        env = {
+            **self._base_env(),
+            **{
+                k: self.local(v)
+                for k, v in service_environment(
+                    "airflow-worker" if service == WORKER else service, self.variables, self.compose_file
+                ).items()
+            },
+        }
         if "AIRFLOW__CORE__EXECUTOR" in env:
-            env.update({
-                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{self.name}:",
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_ports.get(f"{WORKER}-{worker}" if service == WORKER else service, 0)),
-                "HOSTNAME": _airflow_hostname(),  # what `airflow jobs check --hostname` matches, as in a container
-            })
+            env.update(
+                {
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{self.name}:",
+                    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),
+                    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(
+                        self.log_ports.get(f"{WORKER}-{worker}" if service == WORKER else service, 0)
+                    ),
+                    "HOSTNAME": _airflow_hostname(),  # what `airflow jobs check --hostname` matches, as in a container
+                }
+            )
         if service == "airflow-apiserver":
             env.update({"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(self.ports[service])})
         if service == WORKER:
@@ -286,7 +313,11 @@ class NativeStack:
 
     def healthcheck(self, service: str, worker: int = 0) -> list[str] | None:
         """The service's compose health check as argv, on this machine's ports."""
-        test = resolved_compose(self.variables, self.compose_file)["services"]["airflow-worker" if service == WORKER else service].get("healthcheck", {}).get("test")
+        test = (
+            resolved_compose(self.variables, self.compose_file)["services"]["airflow-worker" if service == WORKER else service]
+            .get("healthcheck", {})
+            .get("test")
+        )
         if not test:
             return None
         kind, *rest = test
@@ -331,17 +362,43 @@ class NativeStack:
         sql = re.sub(rf"\b({'|'.join(names)})\b(?!_password)", lambda m: f"{self.name}_{m.group(1)}", sql)
         env = {**self._base_env(), **service_environment("postgres", self.variables, self.compose_file)}
         psql = shutil.which("psql") or "psql"
-        proc = subprocess.run([psql, "-v", "ON_ERROR_STOP=1", "-h", self.postgres[0], "-p", str(self.postgres[1]),
-                               "-U", self.admin_user, "-d", "postgres", "-f", "-"], input=sql, env=env,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                psql,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.postgres[0],
+                "-p",
+                str(self.postgres[1]),
+                "-U",
+                self.admin_user,
+                "-d",
+                "postgres",
+                "-f",
+                "-",
+            ],
+            input=sql,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"postgres-init failed:\n{proc.stderr[-2000:]}")
 
     def _spawn(self, key: str, service: str, worker: int = 0) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{key}.log", "ab") as log:
-            proc = subprocess.Popen(self.command(service, worker), env=self.env(service, worker), cwd=str(PROJECT_ROOT),
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                self.command(service, worker),
+                env=self.env(service, worker),
+                cwd=str(PROJECT_ROOT),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[key] = proc
         return proc
 
@@ -444,7 +501,7 @@ class NativeStack:
         client = redis.Redis(host=self.redis[0], port=self.redis[1], db=self.redis_db)
         keys = self.redis_keys()
         for i in range(0, len(keys), 500):
-            client.delete(*keys[i:i + 500])
+            client.delete(*keys[i : i + 500])
 
     def __enter__(self) -> "NativeStack":
         return self.start()

@@ -94,9 +94,12 @@ def run_dbt(
     cmd = [
         *dbt_command(),
         *args,
-        "--project-dir", str(settings.dbt_project_dir),
-        "--profiles-dir", str(settings.dbt_profiles_dir),
-        "--target", settings.dbt_target,
+        "--project-dir",
+        str(settings.dbt_project_dir),
+        "--profiles-dir",
+        str(settings.dbt_profiles_dir),
+        "--target",
+        settings.dbt_target,
     ]
     lines: list[str] = []
     with subprocess.Popen(
@@ -288,8 +291,9 @@ def _build_lock(settings: Settings, *, wait_s: float, on_wait):
         with held(Path(str(settings.warehouse_path) + ".lock"), shared=True, timeout=wait_s, on_wait=say):
             yield
     except LakeBusyError:
-        raise QueryError(f"a warehouse build still holds {settings.warehouse_path} after {wait_s:.0f} s; "
-                         "try again when it has finished") from None
+        raise QueryError(
+            f"a warehouse build still holds {settings.warehouse_path} after {wait_s:.0f} s; try again when it has finished"
+        ) from None
 
 
 def connect(settings: Settings, read_only: bool = True):

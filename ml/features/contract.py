@@ -329,8 +329,13 @@ def _type_name(node) -> str:
 
 
 _ARROW_TYPES = {
-    "String": pa.string(), "Float64": pa.float64(), "Float32": pa.float32(), "Int64": pa.int64(),
-    "Int32": pa.int32(), "Bool": pa.bool_(), "UnixTimestamp": pa.timestamp("us", tz="UTC"),
+    "String": pa.string(),
+    "Float64": pa.float64(),
+    "Float32": pa.float32(),
+    "Int64": pa.int64(),
+    "Int32": pa.int32(),
+    "Bool": pa.bool_(),
+    "UnixTimestamp": pa.timestamp("us", tz="UTC"),
 }
 
 
@@ -411,9 +416,7 @@ def compare(marts: list[FeatureMart], specs: dict[str, ViewSpec]) -> list[str]:
                 )
         for col in view.fields:
             if col not in expected:
-                problems.append(
-                    f"feature view {view.name!r}: column {col!r} is not in dbt model {m.model} (renamed or dropped in dbt?)"
-                )
+                problems.append(f"feature view {view.name!r}: column {col!r} is not in dbt model {m.model} (renamed or dropped in dbt?)")
     known = {m.feature_view for m in marts}
     for name, view in specs.items():
         if name not in known:
@@ -447,6 +450,4 @@ def check_repo(manifest: dict, repo_dir: Path) -> list[str]:
 def assert_repo_matches(manifest: dict, repo_dir: Path) -> None:
     problems = check_repo(manifest, repo_dir)
     if problems:
-        raise ContractError(
-            "feature_repo/ does not match dbt's manifest:\n  " + "\n  ".join(problems), problems
-        )
+        raise ContractError("feature_repo/ does not match dbt's manifest:\n  " + "\n  ".join(problems), problems)

@@ -111,7 +111,9 @@ def binary(data: np.ndarray, offsets: np.ndarray):
     import pyarrow as pa
 
     data = np.ascontiguousarray(data, dtype=np.uint8)
-    return pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(np.ascontiguousarray(offsets, dtype=np.int64)), pa.py_buffer(data)])
+    return pa.Array.from_buffers(
+        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(np.ascontiguousarray(offsets, dtype=np.int64)), pa.py_buffer(data)]
+    )
 
 
 def rows_of(matrix: np.ndarray, lens: np.ndarray | None = None):
@@ -348,7 +350,9 @@ def encode_entity_keys(table, join_keys: dict[str, Any], version: int = 3):
     keys = list(join_keys)
     return pa.array(
         [
-            serialize_entity_key(EntityKeyProto(join_keys=keys, entity_values=[protos[k][i] for k in keys]), entity_key_serialization_version=version)
+            serialize_entity_key(
+                EntityKeyProto(join_keys=keys, entity_values=[protos[k][i] for k in keys]), entity_key_serialization_version=version
+            )
             for i in range(n)
         ],
         pa.large_binary(),
@@ -627,10 +631,20 @@ class RedisWriter:
             for lo in range(0, n, batch_rows):
                 m = min(n, lo + batch_rows) - lo
                 part = table.slice(lo, m)
-                key = join(encode_entity_keys(part, plan.join_keys, cfg.entity_key_serialization_version), const(cfg.project.encode("utf-8")))
+                key = join(
+                    encode_entity_keys(part, plan.join_keys, cfg.entity_key_serialization_version), const(cfg.project.encode("utf-8"))
+                )
                 key_arg = [ascii_lengths(key), crlf, key, crlf]  # "<len>\r\n<key>\r\n"
                 ts = ts_all.slice(lo, m)
-                parts = [const(b"*%d\r\n$4\r\nHSET\r\n$" % (2 + 2 * (len(features) + 1))), *key_arg, bulk(ts_field), ascii_lengths(ts), crlf, ts, crlf]
+                parts = [
+                    const(b"*%d\r\n$4\r\nHSET\r\n$" % (2 + 2 * (len(features) + 1))),
+                    *key_arg,
+                    bulk(ts_field),
+                    ascii_lengths(ts),
+                    crlf,
+                    ts,
+                    crlf,
+                ]
                 for fname, vt in features:
                     value = encode_column(part.column(fname), vt)
                     parts += [bulk(_mmh3(f"{view_name}:{fname}")), ascii_lengths(value), crlf, value, crlf]
@@ -939,4 +953,3 @@ def materialize_incremental(
     views = views if views is not None else default_views(store)
     starts = {v.name: _utc(v.most_recent_end_time) for v in store._get_feature_views_to_materialize(views)}
     return materialize(store, None, end, views, _starts=starts, **kwargs)
-

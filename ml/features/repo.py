@@ -311,9 +311,7 @@ def run_feast(settings: Settings, args: list[str], echo: Callable[[str], None] |
     """``feast -c <repo> -f <rendered yaml> <args>`` with the settings' environment; its output."""
     cfg = write_config(settings)
     cmd = [*feast_command(), "-c", str(settings.feast_repo_dir), "-f", str(cfg), *args]
-    proc = subprocess.run(
-        cmd, env=feast_env(settings), cwd=str(settings.feast_repo_dir), capture_output=True, text=True
-    )
+    proc = subprocess.run(cmd, env=feast_env(settings), cwd=str(settings.feast_repo_dir), capture_output=True, text=True)
     output = (proc.stdout or "") + (proc.stderr or "")
     if echo is not None:
         for line in output.splitlines():
@@ -347,9 +345,7 @@ def ensure_output_sources(settings: Settings) -> list[Path]:
     return written
 
 
-def apply(
-    settings: Settings, check: bool = True, validate: bool = True, echo: Callable[[str], None] | None = None
-) -> dict:
+def apply(settings: Settings, check: bool = True, validate: bool = True, echo: Callable[[str], None] | None = None) -> dict:
     """``feast apply`` in a subprocess, after the contract check (when a manifest exists) and
     ``validate_sources``. Returns {"seconds", "output", "config"}; raises ContractError,
     SourceValidationError or FeastCommandError."""

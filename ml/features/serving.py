@@ -115,9 +115,7 @@ def _rows(entity_rows: "list[dict] | dict") -> list[Mapping]:
     return rows
 
 
-def entity_columns(
-    needs: dict, entity_rows: "list[dict] | dict", request_time: Any = None
-) -> dict[str, list]:
+def entity_columns(needs: dict, entity_rows: "list[dict] | dict", request_time: Any = None) -> dict[str, list]:
     """Columnar entity data for Feast: the service's join keys (strings, checked) and request fields.
 
     ``request_timestamp`` is taken from each row, else ``request_time``, else now (UTC). Extra keys
@@ -359,8 +357,9 @@ def get_online_features_http(
 
     body = http_request_body(feature_service, entity_rows, request_time, **body_options)
     poster = session or requests
-    resp = poster.post(url.rstrip("/") + "/get-online-features", data=json.dumps(body), timeout=timeout,
-                       headers={"Content-Type": "application/json"})
+    resp = poster.post(
+        url.rstrip("/") + "/get-online-features", data=json.dumps(body), timeout=timeout, headers={"Content-Type": "application/json"}
+    )
     if resp.status_code != 200:
         raise ServingError(f"feature server answered {resp.status_code}: {resp.text[:500]}")
     return parse_http_response(resp.json())

@@ -188,8 +188,7 @@ def reference_training_set(settings: Settings, entity_df: "pd.DataFrame", views:
             value = f"{alias}.{q(feature)}"
             if spec.ttl_days:
                 value = (
-                    f"case when {alias}.{q(EVENT_TIMESTAMP)} + interval {int(spec.ttl_days)} day >= e.{q(EVENT_TIMESTAMP)} "
-                    f"then {value} end"
+                    f"case when {alias}.{q(EVENT_TIMESTAMP)} + interval {int(spec.ttl_days)} day >= e.{q(EVENT_TIMESTAMP)} then {value} end"
                 )
             selects.append(f"{value} as {q(feature)}")
     con = duckdb.connect()

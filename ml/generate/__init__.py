@@ -1,7 +1,7 @@
 """Synthetic e-commerce data with learnable, documented behaviour (see docs/generator.md).
 
-    from ml.generate import generate, SCALES
-    summary = generate(scale="tiny", seed=42, lake_dir=path)
+from ml.generate import generate, SCALES
+summary = generate(scale="tiny", seed=42, lake_dir=path)
 """
 
 from ml.generate.core import generate

@@ -165,7 +165,9 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
 
     # --- what becomes of each add: bought within 24 h (same session or a return), after 24 h, or never
     ps = u["price_sens"][vu[add]]
-    p_w = _sigmoid(beh.purchase24_intercept + beh.purchase24_utility * util[add] + beh.promo_purchase * disc[add] * (0.5 + ps) + intent[add])
+    p_w = _sigmoid(
+        beh.purchase24_intercept + beh.purchase24_utility * util[add] + beh.promo_purchase * disc[add] * (0.5 + ps) + intent[add]
+    )
     p_a = beh.late_conversion_ratio * (p_w.mean() if A else 0.0) * (1.0 - p_w)
     r = rng.random(A)
     within = r < p_w
@@ -213,8 +215,14 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
     r_qty = 1 + rng.poisson(w.item_qty_extra[r_item])
     r_dwell = np.exp(beh.dwell_log_mean + beh.dwell_sigma * rng.standard_normal(NR))
     r_view = r_t - np.minimum(r_dwell, 600.0) - rng.uniform(20, 90, NR)
-    lines = dict(user=np.r_[l_user, r_user], session=np.r_[l_sess, r_sess], item=np.r_[l_item, r_item], t=np.r_[l_t, r_t],
-                 qty=np.r_[l_qty, r_qty].astype(np.int32), requires=np.r_[np.full(len(l_t), -1), r_origin].astype(np.int64))
+    lines = dict(
+        user=np.r_[l_user, r_user],
+        session=np.r_[l_sess, r_sess],
+        item=np.r_[l_item, r_item],
+        t=np.r_[l_t, r_t],
+        qty=np.r_[l_qty, r_qty].astype(np.int32),
+        requires=np.r_[np.full(len(l_t), -1), r_origin].astype(np.int64),
+    )
 
     # --- non-purchase events
     sidx = np.flatnonzero(has_search)
@@ -222,7 +230,15 @@ def simulate(w: World, u: dict, rng: np.random.Generator) -> dict:
         (su[sidx], sidx, np.full(len(sidx), SEARCH), start[sidx], np.full(len(sidx), -1), query[sidx], np.full(len(sidx), np.nan)),
         (vu, vs, np.full(V, VIEW), t_view, item, np.full(V, -1), dwell),
         (su[a_s], a_s, np.full(A, ADD), a_t, a_item, np.full(A, -1), np.full(A, np.nan)),
-        (su[a_s[removed]], a_s[removed], np.full(len(t_remove), REMOVE), t_remove, a_item[removed], np.full(len(t_remove), -1), np.full(len(t_remove), np.nan)),
+        (
+            su[a_s[removed]],
+            a_s[removed],
+            np.full(len(t_remove), REMOVE),
+            t_remove,
+            a_item[removed],
+            np.full(len(t_remove), -1),
+            np.full(len(t_remove), np.nan),
+        ),
         (su[a_s[late_idx]], late_sess, np.full(NL, VIEW), t_late_view, a_item[late_idx], np.full(NL, -1), late_dwell),
         (r_user, r_sess, np.full(NR, VIEW), r_view, r_item, np.full(NR, -1), r_dwell),
     ]

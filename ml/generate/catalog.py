@@ -216,8 +216,7 @@ def _texts(rng: np.random.Generator, items: pd.DataFrame, cats: Categories) -> t
         use = USES[c1][k[i, 6] % 4]
         titles.append(f"{brand} {w[0]} {c3}".title() + f" {k[i, 7] % 90 + 10}")
         descs.append(
-            f"{brand} {w[0]} {c3} with {w[1]} and {w[2]} finish. "
-            f"A {w[3]}, {w[4]} {c3} from our {c2} range, {w[5]} and made for {use}."
+            f"{brand} {w[0]} {c3} with {w[1]} and {w[2]} finish. A {w[3]}, {w[4]} {c3} from our {c2} range, {w[5]} and made for {use}."
         )
     return titles, descs
 
@@ -239,15 +238,23 @@ def build_users(rng: np.random.Generator, scale: Scale, beh: Behaviour, start: d
     before = rng.random(n) < beh.signup_before_share
     signup_day = np.where(before, -rng.integers(1, 1095, n), rng.integers(0, scale.days, n))
     signup_sec = signup_day.astype(np.int64) * 86400 + rng.integers(0, 86400, n)
-    activity = np.exp(rng.normal(-beh.activity_sigma**2 / 2, beh.activity_sigma, n))
-    price_sens = np.exp(rng.normal(-beh.price_sensitivity_sigma**2 / 2, beh.price_sensitivity_sigma, n))
+    activity = np.exp(rng.normal(-(beh.activity_sigma**2) / 2, beh.activity_sigma, n))
+    price_sens = np.exp(rng.normal(-(beh.price_sensitivity_sigma**2) / 2, beh.price_sensitivity_sigma, n))
     fav_brand = rng.integers(0, BRANDS_PER_L1, (n, len(L1))).astype(np.int8)
     intent = rng.normal(0, beh.intent_sigma, n)
     depth = np.exp(rng.normal(-0.08, 0.4, n))
     return dict(
-        region=region.astype(np.int8), gender=gender, birth_year=birth_year, affinity=affinity,
-        signup_day=signup_day, signup_sec=signup_sec, activity=activity, price_sens=price_sens,
-        fav_brand=fav_brand, intent=intent, depth=depth,
+        region=region.astype(np.int8),
+        gender=gender,
+        birth_year=birth_year,
+        affinity=affinity,
+        signup_day=signup_day,
+        signup_sec=signup_sec,
+        activity=activity,
+        price_sens=price_sens,
+        fav_brand=fav_brand,
+        intent=intent,
+        depth=depth,
     )
 
 
@@ -284,7 +291,11 @@ def build_weather(rng: np.random.Generator, start: date, days: int) -> tuple[pd.
         temp = mean + amp * np.cos(2 * np.pi * (doy - peak) / 365.25) + noise
         wet = rng.random(days) < 0.33 + 0.1 * np.cos(2 * np.pi * (doy - peak - 180) / 365.25)
         precip = np.where(wet, rng.gamma(0.8, 6.0, days), 0.0)
-        frames.append(pd.DataFrame({"region": region, "weather_date": dates.date, "temperature_c": temp.round(1), "precipitation_mm": precip.round(1)}))
+        frames.append(
+            pd.DataFrame(
+                {"region": region, "weather_date": dates.date, "temperature_c": temp.round(1), "precipitation_mm": precip.round(1)}
+            )
+        )
         anom.append((temp - mean) / 10.0)
         rain.append(precip)
     return pd.concat(frames, ignore_index=True), np.array(anom), np.array(rain)

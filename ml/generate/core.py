@@ -50,7 +50,8 @@ def _refuse_ingested(lake_dir: Path) -> None:
     if ingested:
         raise ValueError(
             f"the lake {lake_dir} holds {len(ingested)} ingested export(s) (e.g. {ingested[-1].get('source')}); "
-            f"generating would add synthetic rows beside them. Generate into another DATA_DIR or LAKE_DIR")
+            f"generating would add synthetic rows beside them. Generate into another DATA_DIR or LAKE_DIR"
+        )
 
 
 def _bar(it, progress: bool, **kw):
@@ -61,8 +62,15 @@ def _bar(it, progress: bool, **kw):
     return tqdm(it, **kw)
 
 
-def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, progress: bool = False,
-             behaviour: Behaviour | None = None, replicate: int = 0, pseudonymize_key=FROM_SETTINGS) -> dict:
+def generate(
+    scale: str = "tiny",
+    seed: int = 42,
+    lake_dir: Path | None = None,
+    progress: bool = False,
+    behaviour: Behaviour | None = None,
+    replicate: int = 0,
+    pseudonymize_key=FROM_SETTINGS,
+) -> dict:
     """Write a synthetic shop into ``lake_dir`` (every contract table) and return a summary.
 
     Same ``scale`` and ``seed`` give identical tables. The generating parameters and the latent
@@ -121,16 +129,28 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     avail = traffic_cum[reg, D] - traffic_cum[reg, first_day]
     rate = sc.target_events / (EVENTS_PER_SESSION * float((users["activity"] * avail).sum()))
     world = World(
-        beh=beh, days=D, rate=rate, traffic_cum=traffic_cum,
+        beh=beh,
+        days=D,
+        rate=rate,
+        traffic_cum=traffic_cum,
         utc_offset=np.array([w[3] for w in WAREHOUSES], dtype=float),
-        temp_anom=temp_anom, rainy=(precip > beh.rain_threshold_mm).astype(float),
-        l3_l1=cf["l1_code"].to_numpy(), l3_logpop=np.log(cf["popularity"].to_numpy()),
-        l3_temp=cf["temp_coef"].to_numpy(), l3_rain=cf["rain_coef"].to_numpy(),
-        l3_anchor=first_of_l3, q_per_l3=len(cats.queries[0]),
-        item_key=l3 + within_cum, item_l3=l3, item_l1=items["l1_code"].to_numpy(),
-        item_slot=items["brand_slot"].to_numpy(), item_rel_lp=items["rel_log_price"].to_numpy(),
-        item_launch=items["launch_day"].to_numpy(), item_qty_extra=extra[items["l1_code"].to_numpy()],
-        item_replenish_p=rebuy_p[items["l1_code"].to_numpy()], item_cycle_days=cycle[items["l1_code"].to_numpy()],
+        temp_anom=temp_anom,
+        rainy=(precip > beh.rain_threshold_mm).astype(float),
+        l3_l1=cf["l1_code"].to_numpy(),
+        l3_logpop=np.log(cf["popularity"].to_numpy()),
+        l3_temp=cf["temp_coef"].to_numpy(),
+        l3_rain=cf["rain_coef"].to_numpy(),
+        l3_anchor=first_of_l3,
+        q_per_l3=len(cats.queries[0]),
+        item_key=l3 + within_cum,
+        item_l3=l3,
+        item_l1=items["l1_code"].to_numpy(),
+        item_slot=items["brand_slot"].to_numpy(),
+        item_rel_lp=items["rel_log_price"].to_numpy(),
+        item_launch=items["launch_day"].to_numpy(),
+        item_qty_extra=extra[items["l1_code"].to_numpy()],
+        item_replenish_p=rebuy_p[items["l1_code"].to_numpy()],
+        item_cycle_days=cycle[items["l1_code"].to_numpy()],
         promo=promo_grid,
     )
 
@@ -161,8 +181,19 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     ln_wh = users["region"][ln["user"]].astype(np.int64)
     cell = ln["item"].astype(np.int64) * n_wh + ln_wh
     cell_launch = np.repeat(items["launch_day"].to_numpy(), n_wh)
-    stock = simulate_stock(_rng(seed, "inventory"), beh, cell, ln_day, ln["t"], ln["qty"], n_items * n_wh, cell_launch, D, progress,
-                           requires=ln.pop("requires"))
+    stock = simulate_stock(
+        _rng(seed, "inventory"),
+        beh,
+        cell,
+        ln_day,
+        ln["t"],
+        ln["qty"],
+        n_items * n_wh,
+        cell_launch,
+        D,
+        progress,
+        requires=ln.pop("requires"),
+    )
     keep = stock.accepted
     blocked_lines = int((~keep & ~stock.excluded).sum())
     skipped_reorders = int(stock.excluded.sum())
@@ -193,8 +224,13 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     # ---------------------------------------------------------------- purchase events, all events in time order
     NP = len(ln["item"])
     for k, v in {
-        "user": ln["user"].astype(np.int32), "session": ln["session"], "etype": np.full(NP, PURCHASE, np.int8),
-        "t": ln["t"], "item": ln["item"].astype(np.int32), "query": np.full(NP, -1, np.int32), "dwell": np.full(NP, np.nan, np.float32),
+        "user": ln["user"].astype(np.int32),
+        "session": ln["session"],
+        "etype": np.full(NP, PURCHASE, np.int8),
+        "t": ln["t"],
+        "item": ln["item"].astype(np.int32),
+        "query": np.full(NP, -1, np.int32),
+        "dwell": np.full(NP, np.nan, np.float32),
     }.items():
         ev[k] = np.concatenate([ev[k], v])
     order = np.lexsort((ev["etype"], ev["session"], ev["t"]))
@@ -226,24 +262,30 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
         is_p = ev["etype"][a:b] == PURCHASE
         q = ev["query"][a:b]
         dw = ev["dwell"][a:b].astype(np.float64)
-        return pa.table({
-            "event_id": _ids("e", np.arange(a, b), 10),
-            "user_id": user_ids.take(pa.array(ev["user"][a:b])),
-            "session_id": _ids("s", ev["session"][a:b], 10),
-            "event_type": etypes.take(pa.array(ev["etype"][a:b])),
-            "event_timestamp": ts(ev["t"][a:b]),
-            "event_date": _dates(epoch_day0, d),
-            "item_id": item_ids.take(pa.array(itc, mask=~has_item)),
-            "search_query": queries.take(pa.array(np.maximum(q, 0), mask=q < 0)),
-            "dwell_seconds": pa.array(np.round(dw, 1), mask=np.isnan(dw)),
-            "price": pa.array(shown, mask=~has_item),
-            "order_id": pc.if_else(pa.array(is_p), _ids("o", ev["session"][a:b], 10), pa.scalar(None, pa.string())),
-        })
+        return pa.table(
+            {
+                "event_id": _ids("e", np.arange(a, b), 10),
+                "user_id": user_ids.take(pa.array(ev["user"][a:b])),
+                "session_id": _ids("s", ev["session"][a:b], 10),
+                "event_type": etypes.take(pa.array(ev["etype"][a:b])),
+                "event_timestamp": ts(ev["t"][a:b]),
+                "event_date": _dates(epoch_day0, d),
+                "item_id": item_ids.take(pa.array(itc, mask=~has_item)),
+                "search_query": queries.take(pa.array(np.maximum(q, 0), mask=q < 0)),
+                "dwell_seconds": pa.array(np.round(dw, 1), mask=np.isnan(dw)),
+                "price": pa.array(shown, mask=~has_item),
+                "order_id": pc.if_else(pa.array(is_p), _ids("o", ev["session"][a:b], 10), pa.scalar(None, pa.string())),
+            }
+        )
 
     # order-level arrays (one order per checkout session; every line of an order shares its time)
     ords = {
-        "session": ln["session"][order_start], "user": ln["user"][order_start], "t": ln["t"][order_start],
-        "day": ln_day[order_start], "wh": ln_wh[order_start], "status": status,
+        "session": ln["session"][order_start],
+        "user": ln["user"][order_start],
+        "t": ln["t"][order_start],
+        "day": ln_day[order_start],
+        "wh": ln_wh[order_start],
+        "status": status,
     }
     o_sort = np.argsort(ords["day"], kind="stable")
     ords = {k: v[o_sort] for k, v in ords.items()}
@@ -253,27 +295,31 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
     line_number, ret_qty = line_number[l_sort], ret_qty[l_sort]
 
     def orders_table(a, b):
-        return pa.table({
-            "order_id": _ids("o", ords["session"][a:b], 10),
-            "user_id": user_ids.take(pa.array(ords["user"][a:b])),
-            "ordered_at": ts(ords["t"][a:b]),
-            "order_date": _dates(epoch_day0, ords["day"][a:b]),
-            "warehouse_id": wh_ids.take(pa.array(ords["wh"][a:b])),
-            "status": pa.array(ords["status"][a:b]),
-        })
+        return pa.table(
+            {
+                "order_id": _ids("o", ords["session"][a:b], 10),
+                "user_id": user_ids.take(pa.array(ords["user"][a:b])),
+                "ordered_at": ts(ords["t"][a:b]),
+                "order_date": _dates(epoch_day0, ords["day"][a:b]),
+                "warehouse_id": wh_ids.take(pa.array(ords["wh"][a:b])),
+                "status": pa.array(ords["status"][a:b]),
+            }
+        )
 
     def lines_table(a, b):
         q = ln["qty"][a:b]
-        return pa.table({
-            "order_id": _ids("o", ln["session"][a:b], 10),
-            "line_number": pa.array(line_number[a:b].astype(np.int32)),
-            "item_id": item_ids.take(pa.array(ln["item"][a:b])),
-            "quantity": pa.array(q),
-            "unit_price": pa.array(unit_price[a:b]),
-            "order_date": _dates(epoch_day0, ln_day[a:b]),
-            "discount_amount": pa.array(np.round(unit_price[a:b] * q * ln_disc[a:b], 2)),
-            "returned_quantity": pa.array(ret_qty[a:b]),
-        })
+        return pa.table(
+            {
+                "order_id": _ids("o", ln["session"][a:b], 10),
+                "line_number": pa.array(line_number[a:b].astype(np.int32)),
+                "item_id": item_ids.take(pa.array(ln["item"][a:b])),
+                "quantity": pa.array(q),
+                "unit_price": pa.array(unit_price[a:b]),
+                "order_date": _dates(epoch_day0, ln_day[a:b]),
+                "discount_amount": pa.array(np.round(unit_price[a:b] * q * ln_disc[a:b], 2)),
+                "returned_quantity": pa.array(ret_qty[a:b]),
+            }
+        )
 
     cell_item = np.repeat(np.arange(n_items), n_wh)
     cell_wh = np.tile(np.arange(n_wh), n_items)
@@ -282,14 +328,16 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
         days_ = np.arange(a, b)
         m = (cell_launch[None, :] - 1) <= days_[:, None]
         di, ci = np.nonzero(m)
-        return pa.table({
-            "item_id": item_ids.take(pa.array(cell_item[ci])),
-            "warehouse_id": wh_ids.take(pa.array(cell_wh[ci])),
-            "snapshot_date": _dates(epoch_day0, days_[di]),
-            "on_hand_units": pa.array(stock.on_hand[a:b][m]),
-            "lead_time_days": pa.array(stock.lead_time[ci]),
-            "on_order_units": pa.array(stock.on_order[a:b][m]),
-        })
+        return pa.table(
+            {
+                "item_id": item_ids.take(pa.array(cell_item[ci])),
+                "warehouse_id": wh_ids.take(pa.array(cell_wh[ci])),
+                "snapshot_date": _dates(epoch_day0, days_[di]),
+                "on_hand_units": pa.array(stock.on_hand[a:b][m]),
+                "lead_time_days": pa.array(stock.lead_time[ci]),
+                "on_order_units": pa.array(stock.on_order[a:b][m]),
+            }
+        )
 
     # ---------------------------------------------------------------- write: one commit (ml/lake.py)
     from ml.lake import begin
@@ -302,24 +350,44 @@ def generate(scale: str = "tiny", seed: int = 42, lake_dir: Path | None = None, 
 
         # small tables
         signup = start_us + users["signup_sec"].astype(np.int64) * 1_000_000
-        put("users", pa.table({
-            "user_id": user_ids,
-            "signup_at": pa.array(signup, type=TS),
-            "country": pa.array(country_names[users["region"]]),
-            "region": pa.array(region_names[users["region"]]),
-            "gender": pa.array(users["gender"]),
-            "birth_year": pa.array(users["birth_year"]),
-        }), "world")
-        put("items", items.assign(launch_date=items["launch_date"].dt.date)[
-            ["item_id", "title", "description", "category_l1", "category_l2", "category_l3", "brand", "price", "launch_date"]], "world")
+        put(
+            "users",
+            pa.table(
+                {
+                    "user_id": user_ids,
+                    "signup_at": pa.array(signup, type=TS),
+                    "country": pa.array(country_names[users["region"]]),
+                    "region": pa.array(region_names[users["region"]]),
+                    "gender": pa.array(users["gender"]),
+                    "birth_year": pa.array(users["birth_year"]),
+                }
+            ),
+            "world",
+        )
+        put(
+            "items",
+            items.assign(launch_date=items["launch_date"].dt.date)[
+                ["item_id", "title", "description", "category_l1", "category_l2", "category_l3", "brand", "price", "launch_date"]
+            ],
+            "world",
+        )
         put("warehouses", pd.DataFrame(WAREHOUSES, columns=["warehouse_id", "region", "country", "o", "m", "a", "p"]), "world")
-        put("promotions", pd.DataFrame({
-            "promotion_id": promos["promotion_id"], "item_id": promos["item_id"],
-            "start_date": (pd.Timestamp(start) + pd.to_timedelta(promos["start_day"], unit="D")).dt.date,
-            "end_date": (pd.Timestamp(start) + pd.to_timedelta(promos["end_day"], unit="D")).dt.date,
-            "discount_pct": promos["discount_pct"],
-            "warehouse_id": pd.Series(np.array([w[0] for w in WAREHOUSES] + [None], dtype=object)[promos["warehouse_idx"].to_numpy()]),
-        }), "world")
+        put(
+            "promotions",
+            pd.DataFrame(
+                {
+                    "promotion_id": promos["promotion_id"],
+                    "item_id": promos["item_id"],
+                    "start_date": (pd.Timestamp(start) + pd.to_timedelta(promos["start_day"], unit="D")).dt.date,
+                    "end_date": (pd.Timestamp(start) + pd.to_timedelta(promos["end_day"], unit="D")).dt.date,
+                    "discount_pct": promos["discount_pct"],
+                    "warehouse_id": pd.Series(
+                        np.array([w[0] for w in WAREHOUSES] + [None], dtype=object)[promos["warehouse_idx"].to_numpy()]
+                    ),
+                }
+            ),
+            "world",
+        )
         put("weather", weather, "world")
         put("holidays", hol.assign(region=None), "world")
 
@@ -359,45 +427,62 @@ def _save_truth(lake_dir, sc, seed, beh, rate, cats, items, users, user_ids, tra
     out = lake_dir / GEN_DIR
     out.mkdir(parents=True, exist_ok=True)
     L1 = catalog.L1
-    ut = pa.table({
-        "user_id": user_ids,
-        "region": pa.array(np.array([w[1] for w in WAREHOUSES])[users["region"]]),
-        **{f"affinity_{c}": pa.array(users["affinity"][:, i]) for i, c in enumerate(L1)},
-        **{f"favourite_brand_{c}": pa.array(np.array(cats.brands)[i * catalog.BRANDS_PER_L1 + users["fav_brand"][:, i]]) for i, c in enumerate(L1)},
-        "price_sensitivity": pa.array(users["price_sens"]),
-        "activity": pa.array(users["activity"]),
-        "browse_depth": pa.array(users["depth"]),
-        "purchase_intent": pa.array(users["intent"]),
-        "signup_day": pa.array(users["signup_day"]),
-    })
+    ut = pa.table(
+        {
+            "user_id": user_ids,
+            "region": pa.array(np.array([w[1] for w in WAREHOUSES])[users["region"]]),
+            **{f"affinity_{c}": pa.array(users["affinity"][:, i]) for i, c in enumerate(L1)},
+            **{
+                f"favourite_brand_{c}": pa.array(np.array(cats.brands)[i * catalog.BRANDS_PER_L1 + users["fav_brand"][:, i]])
+                for i, c in enumerate(L1)
+            },
+            "price_sensitivity": pa.array(users["price_sens"]),
+            "activity": pa.array(users["activity"]),
+            "browse_depth": pa.array(users["depth"]),
+            "purchase_intent": pa.array(users["intent"]),
+            "signup_day": pa.array(users["signup_day"]),
+        }
+    )
     pq.write_table(ut, out / "users_latent.parquet")
     cf = cats.frame
     l3 = items["l3_code"].to_numpy()
     pop = items["popularity"].to_numpy()
-    it = pd.DataFrame({
-        "item_id": items["item_id"],
-        "category_l1": items["category_l1"], "category_l3": items["category_l3"], "brand": items["brand"],
-        "popularity": pop / pd.Series(pop).groupby(l3).transform("sum").to_numpy(),
-        "weather_temp_coef": cf["temp_coef"].to_numpy()[l3],
-        "weather_rain_coef": cf["rain_coef"].to_numpy()[l3],
-        "rel_log_price": items["rel_log_price"],
-        "launch_day": items["launch_day"],
-    })
+    it = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "category_l1": items["category_l1"],
+            "category_l3": items["category_l3"],
+            "brand": items["brand"],
+            "popularity": pop / pd.Series(pop).groupby(l3).transform("sum").to_numpy(),
+            "weather_temp_coef": cf["temp_coef"].to_numpy()[l3],
+            "weather_rain_coef": cf["rain_coef"].to_numpy()[l3],
+            "rel_log_price": items["rel_log_price"],
+            "launch_day": items["launch_day"],
+        }
+    )
     pq.write_table(pa.Table.from_pandas(it, preserve_index=False), out / "items_latent.parquet")
-    cat = cf.drop(columns=["base_price"]).assign(
-        vocabulary=[" ".join(v) for v in cats.vocab], queries=["|".join(q) for q in cats.queries])
+    cat = cf.drop(columns=["base_price"]).assign(vocabulary=[" ".join(v) for v in cats.vocab], queries=["|".join(q) for q in cats.queries])
     pq.write_table(pa.Table.from_pandas(cat, preserve_index=False), out / "categories.parquet")
     dates = catalog.day_dates(sc.start_date, sc.days).date
-    cal = pd.concat([
-        pd.DataFrame({"region": w[1], "calendar_date": dates, "traffic_multiplier": traffic[r], "temperature_anomaly_10c": temp_anom[r]})
-        for r, w in enumerate(WAREHOUSES)
-    ], ignore_index=True)
+    cal = pd.concat(
+        [
+            pd.DataFrame(
+                {"region": w[1], "calendar_date": dates, "traffic_multiplier": traffic[r], "temperature_anomaly_10c": temp_anom[r]}
+            )
+            for r, w in enumerate(WAREHOUSES)
+        ],
+        ignore_index=True,
+    )
     pq.write_table(pa.Table.from_pandas(cal, preserve_index=False), out / "calendar.parquet")
-    pol = pd.DataFrame({
-        "item_id": np.repeat(items["item_id"].to_numpy(), n_wh),
-        "warehouse_id": np.tile([w[0] for w in WAREHOUSES], len(items)),
-        "lead_time_days": stock.lead_time, "reorder_point": stock.reorder_point, "order_up_to": stock.order_up_to,
-    })
+    pol = pd.DataFrame(
+        {
+            "item_id": np.repeat(items["item_id"].to_numpy(), n_wh),
+            "warehouse_id": np.tile([w[0] for w in WAREHOUSES], len(items)),
+            "lead_time_days": stock.lead_time,
+            "reorder_point": stock.reorder_point,
+            "order_up_to": stock.order_up_to,
+        }
+    )
     pq.write_table(pa.Table.from_pandas(pol, preserve_index=False), out / "inventory_policy.parquet")
     params = {
         "generator": "ml.generate",
@@ -406,11 +491,22 @@ def _save_truth(lake_dir, sc, seed, beh, rate, cats, items, users, user_ids, tra
         "seed": seed,
         "start_date": sc.start_date.isoformat(),
         "end_date": END_DATE.isoformat(),
-        "session_rate": {"value": rate, "meaning": "Base sessions per user per day at traffic multiplier 1 and activity 1 (set from target_events)"},
+        "session_rate": {
+            "value": rate,
+            "meaning": "Base sessions per user per day at traffic multiplier 1 and activity 1 (set from target_events)",
+        },
         "behaviour": beh.to_json(),
         "warehouses": [
-            {"warehouse_id": w[0], "region": w[1], "country": w[2], "utc_offset_hours": w[3], "temperature_mean_c": w[4],
-             "temperature_amplitude_c": w[5], "warmest_day_of_year": w[6]} for w in WAREHOUSES
+            {
+                "warehouse_id": w[0],
+                "region": w[1],
+                "country": w[2],
+                "utc_offset_hours": w[3],
+                "temperature_mean_c": w[4],
+                "temperature_amplitude_c": w[5],
+                "warmest_day_of_year": w[6],
+            }
+            for w in WAREHOUSES
         ],
         "categories": {
             "category_l3_weather": {r.category_l3: {"temp_coef": r.temp_coef, "rain_coef": r.rain_coef} for r in cf.itertuples()},

@@ -27,9 +27,19 @@ class Stock:
     order_up_to: np.ndarray  # [cell]
 
 
-def simulate_stock(rng: np.random.Generator, beh: Behaviour, cell: np.ndarray, day: np.ndarray, t: np.ndarray,
-                   qty: np.ndarray, n_cells: int, cell_launch: np.ndarray, days: int, progress: bool = False,
-                   requires: np.ndarray | None = None) -> Stock:
+def simulate_stock(
+    rng: np.random.Generator,
+    beh: Behaviour,
+    cell: np.ndarray,
+    day: np.ndarray,
+    t: np.ndarray,
+    qty: np.ndarray,
+    n_cells: int,
+    cell_launch: np.ndarray,
+    days: int,
+    progress: bool = False,
+    requires: np.ndarray | None = None,
+) -> Stock:
     """``requires`` (optional, per line): the index of a line on an EARLIER day that must have sold for
     this one to happen at all (a reorder of a purchase), -1 for none; such a line is ``excluded``, not
     blocked, when that one did not sell."""

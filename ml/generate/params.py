@@ -50,19 +50,28 @@ class Behaviour:
     """The behavioural model. Defaults are what every scale uses."""
 
     # --- users
-    affinity_concentration: float = P(3.0, "Dirichlet concentration of a user's category_l1 affinity (sum of alphas; lower = more focused users)")
+    affinity_concentration: float = P(
+        3.0, "Dirichlet concentration of a user's category_l1 affinity (sum of alphas; lower = more focused users)"
+    )
     age_affinity: dict = P(
         {"beauty": 0.0, "electronics": -0.4, "garden": 0.6, "apparel": -0.3, "home": 0.35, "grocery": 0.1, "sports": -0.3},
         "Log-shift of the affinity Dirichlet base per category_l1 per +1 sd of age ((age-38)/12): older users lean garden/home, younger electronics/apparel/sports",
     )
-    gender_effect: float = P(0.0, "Effect of gender on any behaviour: none (fairness audit ground truth: purchase behaviour is independent of gender)")
+    gender_effect: float = P(
+        0.0, "Effect of gender on any behaviour: none (fairness audit ground truth: purchase behaviour is independent of gender)"
+    )
     activity_sigma: float = P(0.9, "Log-normal sigma of a user's session rate (activity level); mean normalised to the scale's rate")
-    price_sensitivity_sigma: float = P(0.6, "Log-normal sigma of per-user price sensitivity (mean 1); utility -= sensitivity * (log price - l3 mean log price) * price_coef")
+    price_sensitivity_sigma: float = P(
+        0.6,
+        "Log-normal sigma of per-user price sensitivity (mean 1); utility -= sensitivity * (log price - l3 mean log price) * price_coef",
+    )
     price_coef: float = P(1.2, "Utility weight of relative log price, multiplied by the user's price sensitivity")
     brand_loyalty: float = P(1.0, "Utility bonus of an item of the user's favourite brand of that category_l1")
     intent_sigma: float = P(0.5, "Sd of a user's purchase-intent logit offset (added to add-to-cart and purchase logits)")
     signup_before_share: float = P(0.7, "Share of users who signed up before the span (the rest sign up uniformly inside it)")
-    region_shares: dict = P({"us_east": 0.45, "de_central": 0.35, "au_east": 0.20}, "Share of users per region (each region has one warehouse)")
+    region_shares: dict = P(
+        {"us_east": 0.45, "de_central": 0.35, "au_east": 0.20}, "Share of users per region (each region has one warehouse)"
+    )
     # --- traffic calendar
     weekly: tuple = P((0.92, 0.88, 0.90, 0.95, 1.02, 1.13, 1.20), "Session-rate multiplier by weekday Mon..Sun (weekly seasonality)")
     yearly_amplitude: float = P(0.25, "Yearly seasonality: multiplier 1 + a*cos(2pi(doy - yearly_peak_doy)/365.25)")
@@ -73,8 +82,13 @@ class Behaviour:
     views_mean: float = P(3.0, "Mean extra views per session (views = 1 + Poisson(views_mean * user browse depth))")
     secondary_view_share: float = P(0.2, "Share of views in the session's secondary category_l3 (the rest are in its target category_l3)")
     candidates: int = P(5, "Items drawn by popularity per view; the user picks the one with the highest utility (+Gumbel noise)")
-    weather_temp_note: str = P("per category_l3, see categories.parquet", "Log-multiplier of a category_l3's session share per +10 C temperature anomaly (temperature - region mean)")
-    rain_threshold_mm: float = P(2.0, "A day with more precipitation than this is rainy: rain-sensitive category_l3 shares shift by their rain coefficient")
+    weather_temp_note: str = P(
+        "per category_l3, see categories.parquet",
+        "Log-multiplier of a category_l3's session share per +10 C temperature anomaly (temperature - region mean)",
+    )
+    rain_threshold_mm: float = P(
+        2.0, "A day with more precipitation than this is rainy: rain-sensitive category_l3 shares shift by their rain coefficient"
+    )
     dwell_log_mean: float = P(3.3, "log dwell seconds of a view at utility 0")
     dwell_utility: float = P(0.7, "Increase of log dwell seconds per unit of item utility (liked items are looked at longer)")
     dwell_sigma: float = P(0.5, "Sd of log dwell seconds")
@@ -87,7 +101,9 @@ class Behaviour:
     purchase24_utility: float = P(0.5, "Purchase-within-24h logit per unit of utility")
     promo_purchase: float = P(3.0, "Purchase-within-24h logit per unit of discount, times (0.5 + price sensitivity)")
     same_session_share: float = P(0.75, "Share of within-24h purchases made in the same session as the add; the rest return 0.5-24 h later")
-    late_conversion_ratio: float = P(0.33, "P(buy after 24 h | not bought within 24 h) / P(buy within 24 h): carts left 24 h convert 67 % less")
+    late_conversion_ratio: float = P(
+        0.33, "P(buy after 24 h | not bought within 24 h) / P(buy within 24 h): carts left 24 h convert 67 % less"
+    )
     late_delay_mean_hours: float = P(72.0, "Mean extra delay (exponential, beyond 24 h, capped at 30 days) of purchases after 24 h")
     remove_share: float = P(0.3, "Share of never-bought cart adds that are explicitly removed (remove_from_cart) later in the session")
     quantity_extra_mean: dict = P({"grocery": 0.9, "default": 0.25}, "Mean of Poisson extra units per order line (quantity = 1 + extra)")
@@ -100,7 +116,9 @@ class Behaviour:
         {"grocery": 12.0, "beauty": 30.0, "home": 45.0, "garden": 40.0, "default": 90.0},
         "Median days between two purchases of the same item by the same customer, by category_l1",
     )
-    replenish_customer_sigma: float = P(0.3, "Log-normal sigma of a customer x item's own cycle around its category's (some use it up faster)")
+    replenish_customer_sigma: float = P(
+        0.3, "Log-normal sigma of a customer x item's own cycle around its category's (some use it up faster)"
+    )
     replenish_jitter_sigma: float = P(0.15, "Log-normal sigma of each interval around the customer x item's own cycle")
     # --- promotions
     promo_every_days: float = P(75.0, "Mean gap between two promotions of the same item (days)")
@@ -109,7 +127,10 @@ class Behaviour:
     promo_warehouse_share: float = P(0.3, "Share of promotions limited to one warehouse (warehouse_id set); the rest apply everywhere")
     # --- orders after the fact
     cancel_prob: float = P(0.03, "Probability an order is cancelled (every unit returned_quantity)")
-    return_prob: dict = P({"apparel": 0.18, "electronics": 0.08, "default": 0.04}, "Probability an order line's item is returned, by category_l1; an order with a returned line has status returned")
+    return_prob: dict = P(
+        {"apparel": 0.18, "electronics": 0.08, "default": 0.04},
+        "Probability an order line's item is returned, by category_l1; an order with a returned line has status returned",
+    )
     # --- inventory
     lead_time_days: tuple = P((2, 14), "Replenishment lead time range per item x warehouse, days")
     late_delivery_prob: float = P(0.1, "Probability a replenishment arrives 3-10 days late")
@@ -131,5 +152,3 @@ WAREHOUSES = [
     ("wh_de_central", "de_central", "DE", 1, 10.0, 9.0, 200),
     ("wh_au_east", "au_east", "AU", 10, 18.0, 5.5, 20),
 ]
-
-

@@ -153,7 +153,11 @@ class ContributionBounds:
     seed: int = 0
 
     def __post_init__(self):
-        if isinstance(self.max_cells_per_user, bool) or int(self.max_cells_per_user) != self.max_cells_per_user or self.max_cells_per_user < 1:
+        if (
+            isinstance(self.max_cells_per_user, bool)
+            or int(self.max_cells_per_user) != self.max_cells_per_user
+            or self.max_cells_per_user < 1
+        ):
             raise ValueError(f"max_cells_per_user must be an integer >= 1, got {self.max_cells_per_user!r}")
         if not math.isfinite(float(self.revenue_cap)) or self.revenue_cap <= 0:
             raise ValueError(f"revenue_cap must be finite and > 0, got {self.revenue_cap!r}")
@@ -341,7 +345,8 @@ class BudgetLedger:
             raise ValueError(
                 f"the privacy ledger {self.path} was created with a total epsilon of {recorded:g} per dataset; "
                 f"PRIVACY_TOTAL_EPSILON={self.total_epsilon:g} would raise it. A ledger's total is fixed: keep the "
-                f"setting at {recorded:g} (or lower), or start a new ledger (PRIVACY_LEDGER_PATH) for a new budget")
+                f"setting at {recorded:g} (or lower), or start a new ledger (PRIVACY_LEDGER_PATH) for a new budget"
+            )
         self.total_epsilon = min(self.total_epsilon, recorded)  # a lower setting is stricter: it applies
 
     @classmethod

@@ -22,25 +22,52 @@ from pathlib import Path
 
 from ml.contract import finalize_lake
 from ml.ingest.mapping import PRESETS, IngestError, Mapping, load_mapping
-from ml.ingest.pseudonymize import (FROM_SETTINGS, USER_TABLES, IdSpaceError, Pseudonymizer, check_id_space,
-                                    pseudonymizer_for, record_id_space)
+from ml.ingest.pseudonymize import (
+    FROM_SETTINGS,
+    USER_TABLES,
+    IdSpaceError,
+    Pseudonymizer,
+    check_id_space,
+    pseudonymizer_for,
+    record_id_space,
+)
 from ml.ingest.quarantine import IngestReport, append_ledger, read_ledger, write_quarantine
 from ml.ingest.readers import READABLE_SUFFIXES, read_source, sha256_of
 from ml.ingest.lake_lines import earlier_lines
 from ml.ingest.transform import check_columns, transform
 from ml.lake import begin, committed_files, read_commits
 
-__all__ = ["ingest_file", "ingest_landing", "landing_files", "load_mapping", "PRESETS", "IngestError", "IdSpaceError",
-           "IngestReport", "LandingError", "Mapping", "Pseudonymizer", "QuarantineShareError"]
+__all__ = [
+    "ingest_file",
+    "ingest_landing",
+    "landing_files",
+    "load_mapping",
+    "PRESETS",
+    "IngestError",
+    "IdSpaceError",
+    "IngestReport",
+    "LandingError",
+    "Mapping",
+    "Pseudonymizer",
+    "QuarantineShareError",
+]
 
 
 class QuarantineShareError(IngestError):
     """A file quarantined more of its rows than allowed; nothing of it was committed."""
 
 
-def ingest_file(path: Path, mapping: "str | Path | Mapping", *, lake_dir: Path, quarantine_dir: Path,
-                force: bool = False, pseudonymize_key=FROM_SETTINGS, max_quarantine_share: float | None = None,
-                accept_quarantine: bool = False) -> IngestReport:
+def ingest_file(
+    path: Path,
+    mapping: "str | Path | Mapping",
+    *,
+    lake_dir: Path,
+    quarantine_dir: Path,
+    force: bool = False,
+    pseudonymize_key=FROM_SETTINGS,
+    max_quarantine_share: float | None = None,
+    accept_quarantine: bool = False,
+) -> IngestReport:
     """Ingest one export file into the lake as one commit (ml/lake.py); returns its report
     (``skipped=True`` if already ingested).
 
@@ -76,8 +103,14 @@ def ingest_file(path: Path, mapping: "str | Path | Mapping", *, lake_dir: Path, 
         return _skipped(previous, path)
     raw = read_source(path, spec)  # a file that cannot be read or lacks a column leaves the lake untouched
     check_columns(raw, spec, path)
-    with begin(lake_dir, kind="ingest", source=str(path), sha256=sha, mapping=spec.name,
-               wait_message=f"{path.name}: waiting for the lake (another ingest or a warehouse build holds it)") as commit:
+    with begin(
+        lake_dir,
+        kind="ingest",
+        source=str(path),
+        sha256=sha,
+        mapping=spec.name,
+        wait_message=f"{path.name}: waiting for the lake (another ingest or a warehouse build holds it)",
+    ) as commit:
         previous = already(read_commits(lake_dir))  # again, under the lock
         check_ids(previous)
         if previous:
@@ -86,10 +119,17 @@ def ingest_file(path: Path, mapping: "str | Path | Mapping", *, lake_dir: Path, 
         if "demand_history" in result.tables:
             _drop_known_dimension_rows(result, lake_dir, own=mine)
         report = IngestReport(
-            file=str(path), sha256=sha, mapping=spec.name, read=result.read, accepted=result.accepted,
-            quarantined=result.quarantined, by_reason=result.by_reason,
-            tables={name: int(len(frame)) for name, frame in sorted(result.tables.items())}, notes=result.notes,
-            pseudonymized=pz.fingerprint if pz else None, expected_reasons=list(spec.expected_reasons),
+            file=str(path),
+            sha256=sha,
+            mapping=spec.name,
+            read=result.read,
+            accepted=result.accepted,
+            quarantined=result.quarantined,
+            by_reason=result.by_reason,
+            tables={name: int(len(frame)) for name, frame in sorted(result.tables.items())},
+            notes=result.notes,
+            pseudonymized=pz.fingerprint if pz else None,
+            expected_reasons=list(spec.expected_reasons),
         )
         limit = spec.max_quarantine_share if spec.max_quarantine_share is not None else max_quarantine_share
         share = report.bad_share
@@ -99,7 +139,8 @@ def ingest_file(path: Path, mapping: "str | Path | Mapping", *, lake_dir: Path, 
                 f"{path}: {share:.1%} of {report.read:,} rows quarantined for bad data (limit {limit:.0%}); "
                 f"top reasons: {report.top_reasons()}. Nothing was written to the lake; the rows are in "
                 f"{Path(quarantine_dir) / sha[:12]}. Fix the mapping, or pass --accept-quarantine "
-                f"(or set max_quarantine_share in the mapping)")
+                f"(or set max_quarantine_share in the mapping)"
+            )
         # everything is computed; now write (id space, quarantine, lake files, then the commit)
         from ml.contract import conform
 
@@ -163,15 +204,26 @@ def landing_files(landing_dir: Path, spec: Mapping) -> list[Path]:
     side = {s.suffix for s in (spec.items_file, spec.users_file) if s is not None}
     root = Path(landing_dir)
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-        and p.suffix.lower() in READABLE_SUFFIXES and p.suffix not in side
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+        and p.suffix.lower() in READABLE_SUFFIXES
+        and p.suffix not in side
     )
 
 
-def ingest_landing(landing_dir: Path, mapping: "str | Path | Mapping", *, lake_dir: Path,
-                   quarantine_dir: Path, pseudonymize_key=FROM_SETTINGS, max_quarantine_share: float | None = None,
-                   accept_quarantine: bool = False, progress=None) -> list[IngestReport]:
+def ingest_landing(
+    landing_dir: Path,
+    mapping: "str | Path | Mapping",
+    *,
+    lake_dir: Path,
+    quarantine_dir: Path,
+    pseudonymize_key=FROM_SETTINGS,
+    max_quarantine_share: float | None = None,
+    accept_quarantine: bool = False,
+    progress=None,
+) -> list[IngestReport]:
     """Ingest every export in ``landing_dir`` not ingested before, one commit each, in name order
     (the order exports arrived in, for a folder named by date); returns their reports.
 
@@ -186,8 +238,15 @@ def ingest_landing(landing_dir: Path, mapping: "str | Path | Mapping", *, lake_d
     reports, failed = [], []
     for path in landing_files(landing_dir, spec):
         try:
-            report = ingest_file(path, spec, lake_dir=lake_dir, quarantine_dir=quarantine_dir, pseudonymize_key=pz,
-                                 max_quarantine_share=max_quarantine_share, accept_quarantine=accept_quarantine)
+            report = ingest_file(
+                path,
+                spec,
+                lake_dir=lake_dir,
+                quarantine_dir=quarantine_dir,
+                pseudonymize_key=pz,
+                max_quarantine_share=max_quarantine_share,
+                accept_quarantine=accept_quarantine,
+            )
         except IdSpaceError:
             raise  # the same for every file: one clear error, not one per file
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
@@ -208,7 +267,9 @@ def ingest_landing(landing_dir: Path, mapping: "str | Path | Mapping", *, lake_d
         raise LandingError(
             f"{len(failed)} of {len(failed) + len(reports)} new file(s) in {landing_dir} failed and moved to "
             f"{landing_dir / FAILED_DIR} (fix and move them back to retry); {len(reports)} ingested:\n{lines}",
-            reports, failed)
+            reports,
+            failed,
+        )
     return reports
 
 

@@ -98,8 +98,9 @@ def _returned(lake_dir: Path, orders: set[str], skip_cancellations: set[str]) ->
         con.close()
 
 
-def remaining_units(lake_dir: Path, items: list[str], *, skip_orders: set[str] = frozenset(),
-                    skip_cancellations: set[str] = frozenset()) -> pd.DataFrame:
+def remaining_units(
+    lake_dir: Path, items: list[str], *, skip_orders: set[str] = frozenset(), skip_cancellations: set[str] = frozenset()
+) -> pd.DataFrame:
     """Per lake order x item among ``items``: the customer, the order time and the units not returned
     yet (``left`` > 0). Orders in ``skip_orders`` (the new export re-sends them) and returns recorded
     by cancellation orders in ``skip_cancellations`` (the new export re-matches them) are left out."""
@@ -107,8 +108,9 @@ def remaining_units(lake_dir: Path, items: list[str], *, skip_orders: set[str] =
     if not items or not lines or not orders:
         return pd.DataFrame(columns=COLUMNS)
     returns = committed_files(lake_dir, "returns")
-    con = _connect(lake_dir, wanted=pd.DataFrame({"item_id": list(items)}), skip_orders=_ids(skip_orders),
-                   skip_canc=_ids(skip_cancellations))
+    con = _connect(
+        lake_dir, wanted=pd.DataFrame({"item_id": list(items)}), skip_orders=_ids(skip_orders), skip_canc=_ids(skip_cancellations)
+    )
     try:
         files = _paths
         returned = "select null::varchar as order_id, null::varchar as item_id, 0 as units where false"

@@ -23,21 +23,58 @@ PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"
 # The canonical fields a source column can feed (the lake's vocabulary, plus a few inputs such as
 # ``timestamp``, ``category`` (a dotted path split into levels) and ``age``).
 FieldName = Literal[
-    "user_id", "order_id", "item_id", "timestamp", "quantity", "price", "event_type", "session_id",
-    "search_query", "rating", "dwell_seconds", "title", "description", "category", "category_l1",
-    "category_l2", "category_l3", "brand", "country", "region", "warehouse_id", "gender", "age",
-    "birth_year", "signup_at",
+    "user_id",
+    "order_id",
+    "item_id",
+    "timestamp",
+    "quantity",
+    "price",
+    "event_type",
+    "session_id",
+    "search_query",
+    "rating",
+    "dwell_seconds",
+    "title",
+    "description",
+    "category",
+    "category_l1",
+    "category_l2",
+    "category_l3",
+    "brand",
+    "country",
+    "region",
+    "warehouse_id",
+    "gender",
+    "age",
+    "birth_year",
+    "signup_at",
     # demand_history (a planner's pre-aggregated export)
-    "demand_date", "units", "is_promoted", "discount_pct", "markdown_amount", "temperature_c",
-    "precipitation_mm", "is_holiday",
+    "demand_date",
+    "units",
+    "is_promoted",
+    "discount_pct",
+    "markdown_amount",
+    "temperature_c",
+    "precipitation_mm",
+    "is_holiday",
 ]
 ID_FIELDS = ("user_id", "order_id", "item_id", "session_id", "warehouse_id")
-NUMERIC_FIELDS = ("quantity", "price", "rating", "dwell_seconds", "age", "birth_year", "units", "discount_pct",
-                  "markdown_amount", "temperature_c", "precipitation_mm")
+NUMERIC_FIELDS = (
+    "quantity",
+    "price",
+    "rating",
+    "dwell_seconds",
+    "age",
+    "birth_year",
+    "units",
+    "discount_pct",
+    "markdown_amount",
+    "temperature_c",
+    "precipitation_mm",
+)
 FLAG_FIELDS = ("is_promoted", "is_holiday")
 ORDER_TABLES = {"orders", "order_lines"}
-DEMAND_REGRESSORS = ("is_promoted", "discount_pct", "markdown_amount", "price", "temperature_c", "precipitation_mm",
-                     "is_holiday")
+DEMAND_REGRESSORS = ("is_promoted", "discount_pct", "markdown_amount", "price", "temperature_c", "precipitation_mm", "is_holiday")
 
 
 class IngestError(Exception):
@@ -103,8 +140,7 @@ class DemandSpec(_Strict):
     duplicate_keys: Literal["quarantine", "sum"] = "quarantine"  # rows repeating an item x warehouse x date
     units_scale: float = Field(1.0, gt=0)  # units = exported value x this (100: dollars with cents -> cents)
     fractional_units: bool = False  # round fractional units (after units_scale) instead of quarantining them
-    convert: dict[Literal["discount_pct", "temperature_c", "precipitation_mm"],
-                  Literal["percent", "fahrenheit", "inches"]] = {}
+    convert: dict[Literal["discount_pct", "temperature_c", "precipitation_mm"], Literal["percent", "fahrenheit", "inches"]] = {}
     # extra numeric regressors by name -> lake table demand_regressors (name: source column, or
     # {column, missing: zero} where an empty cell means 0, e.g. a markdown not run that week)
     regressors: dict[str, str | ExtraRegressor] = {}
@@ -117,13 +153,25 @@ class DemandSpec(_Strict):
         for name, unit in self.convert.items():
             if allowed[name] != unit:
                 raise ValueError(f"demand.convert.{name} can only be {allowed[name]!r}, not {unit!r}")
-        reserved = {"item_id", "warehouse_id", "ds", "y", "demand_date", "units", "period", "category_l1",
-                    "on_hand_units", *DEMAND_REGRESSORS}
+        reserved = {
+            "item_id",
+            "warehouse_id",
+            "ds",
+            "y",
+            "demand_date",
+            "units",
+            "period",
+            "category_l1",
+            "on_hand_units",
+            *DEMAND_REGRESSORS,
+        }
         for kind, names in (("regressors", self.regressors), ("attributes", self.attributes)):
             for name in names:
                 if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name) or name in reserved:
-                    raise ValueError(f"demand.{kind}: {name!r} must be a lower_snake_case name (a-z, 0-9, _) and not "
-                                     f"one of the contract's columns {sorted(reserved)}")
+                    raise ValueError(
+                        f"demand.{kind}: {name!r} must be a lower_snake_case name (a-z, 0-9, _) and not "
+                        f"one of the contract's columns {sorted(reserved)}"
+                    )
         both = sorted(set(self.regressors) & set(self.attributes))
         if both:
             raise ValueError(f"demand: {both} named both as a regressor and as an attribute")
@@ -131,7 +179,6 @@ class DemandSpec(_Strict):
 
     def regressor_specs(self) -> dict[str, ExtraRegressor]:
         return {n: ExtraRegressor(column=v) if isinstance(v, str) else v for n, v in self.regressors.items()}
-
 
 
 class SideFile(_Strict):
@@ -222,8 +269,9 @@ class Mapping(_Strict):
             if not (has("warehouse_id") or self.warehouse_from):
                 raise ValueError("demand_history needs a location: columns/constants.warehouse_id or warehouse_from")
             if produces & (ORDER_TABLES | {"events"}):
-                raise ValueError("demand_history rows are pre-aggregated demand: a file producing them cannot "
-                                 "also produce events or orders")
+                raise ValueError(
+                    "demand_history rows are pre-aggregated demand: a file producing them cannot also produce events or orders"
+                )
         if (self.demand.regressors or self.demand.attributes) and "demand_history" not in produces:
             raise ValueError("demand.regressors / demand.attributes belong to a demand export: produces needs demand_history")
         for field, values in self.value_maps.items():

@@ -68,8 +68,7 @@ class Pseudonymizer:
         text = key.get_secret_value() if isinstance(key, SecretStr) else key
         if not isinstance(text, str) or len(text) < PSEUDONYMIZE_KEY_MIN_CHARS:
             length = len(text) if isinstance(text, str) else type(text).__name__
-            raise ValueError(f"pseudonymisation key too short or not text ({length}; at least "
-                             f"{PSEUDONYMIZE_KEY_MIN_CHARS} characters)")
+            raise ValueError(f"pseudonymisation key too short or not text ({length}; at least {PSEUDONYMIZE_KEY_MIN_CHARS} characters)")
         self._key = text.encode("utf-8")
         self.fingerprint = hmac.new(self._key, b"fingerprint", hashlib.sha256).hexdigest()[:FINGERPRINT_HEX]
 
@@ -128,8 +127,7 @@ def holds_user_rows(lake_dir: Path, replacing: Callable[[Path], bool] | None = N
     return False
 
 
-def check_id_space(lake_dir: Path, pz: Pseudonymizer | None, *,
-                   replacing: Callable[[Path], bool] | None = None) -> None:
+def check_id_space(lake_dir: Path, pz: Pseudonymizer | None, *, replacing: Callable[[Path], bool] | None = None) -> None:
     """Raise IdSpaceError when writing user ids under ``pz`` (None: raw ids) would mix id spaces
     with the user rows the lake keeps (files that ``replacing`` matches are about to be rewritten).
 
@@ -143,17 +141,20 @@ def check_id_space(lake_dir: Path, pz: Pseudonymizer | None, *,
     if marker is None and pz is not None:
         raise IdSpaceError(
             f"lake {lake_dir} holds raw user ids (written without PSEUDONYMIZE_KEY); writing pseudonymised ids "
-            f"into it would mix raw and pseudonymised ids. To pseudonymise, {fresh}")
+            f"into it would mix raw and pseudonymised ids. To pseudonymise, {fresh}"
+        )
     if marker is not None and pz is None:
         raise IdSpaceError(
             f"lake {lake_dir} holds pseudonymised user ids (key fingerprint {marker.get('key_fingerprint')}) but "
             f"PSEUDONYMIZE_KEY is not set: raw ids would be mixed with pseudonyms. Set the key this lake was "
-            f"written with, or {fresh}")
+            f"written with, or {fresh}"
+        )
     if marker is not None and marker.get("key_fingerprint") != pz.fingerprint:
         raise IdSpaceError(
             f"lake {lake_dir} holds user ids pseudonymised with another key (fingerprint "
             f"{marker.get('key_fingerprint')}; PSEUDONYMIZE_KEY has fingerprint {pz.fingerprint}): the same customer "
-            f"would get two ids. Set the key this lake was written with, or (a new key is a new id space) {fresh}")
+            f"would get two ids. Set the key this lake was written with, or (a new key is a new id space) {fresh}"
+        )
 
 
 def record_id_space(lake_dir: Path, pz: Pseudonymizer | None, writer: str) -> None:
@@ -170,12 +171,18 @@ def record_id_space(lake_dir: Path, pz: Pseudonymizer | None, writer: str) -> No
     if marker is not None and marker.get("key_fingerprint") == pz.fingerprint:
         return
     lake_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "user_ids": "pseudonymized",
-        "method": f"prefix + first {DIGEST_HEX} hex digits of HMAC-SHA256(key, normalised id)",
-        "prefixes": PREFIXES,
-        "key_fingerprint": pz.fingerprint,
-        "fingerprint": f"first {FINGERPRINT_HEX} hex digits of HMAC-SHA256(key, 'fingerprint')",
-        "recorded_by": writer,
-        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "user_ids": "pseudonymized",
+                "method": f"prefix + first {DIGEST_HEX} hex digits of HMAC-SHA256(key, normalised id)",
+                "prefixes": PREFIXES,
+                "key_fingerprint": pz.fingerprint,
+                "fingerprint": f"first {FINGERPRINT_HEX} hex digits of HMAC-SHA256(key, 'fingerprint')",
+                "recorded_by": writer,
+                "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )

@@ -62,8 +62,7 @@ class IngestReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> "IngestReport":
-        keys = {"file", "sha256", "mapping", "read", "accepted", "quarantined", "by_reason", "tables", "notes",
-                "skipped", "pseudonymized"}
+        keys = {"file", "sha256", "mapping", "read", "accepted", "quarantined", "by_reason", "tables", "notes", "skipped", "pseudonymized"}
         return cls(**{k: v for k, v in data.items() if k in keys})
 
 
@@ -90,7 +89,6 @@ def read_ledger(lake_dir: Path) -> dict[str, dict]:
 def append_ledger(lake_dir: Path, report: IngestReport) -> None:
     path = Path(lake_dir) / LEDGER
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"sha256": report.sha256, "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "report": report.to_dict()}
+    entry = {"sha256": report.sha256, "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "report": report.to_dict()}
     with open(path, "a") as fh:
         fh.write(json.dumps(entry) + "\n")

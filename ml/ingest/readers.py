@@ -39,7 +39,7 @@ def _first_bad_byte(path: Path, encoding: str) -> tuple[int | None, int | None]:
                 lines += decoder.decode(block).count("\n")
             except UnicodeDecodeError as exc:
                 pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
-                good = block[:exc.start]
+                good = block[: exc.start]
                 return offset + exc.start - pending, lines + good.count(b"\n")
             offset += len(block)
     return None, None

@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ml.contract import EVENT_TYPES
-from ml.ingest.mapping import (DEMAND_REGRESSORS, FLAG_FIELDS, ID_FIELDS, NUMERIC_FIELDS, ORDER_TABLES, IngestError,
-                               Mapping)
+from ml.ingest.mapping import DEMAND_REGRESSORS, FLAG_FIELDS, ID_FIELDS, NUMERIC_FIELDS, ORDER_TABLES, IngestError, Mapping
 from ml.ingest.pseudonymize import PREFIXES
 from ml.ingest.readers import read_source
 
@@ -50,8 +49,20 @@ REASON_ORDER = (
     "cancellation_matched",
     "cancellation_unmatched",
 )
-TEXT_FIELDS = ("title", "description", "category", "category_l1", "category_l2", "category_l3", "brand",
-               "country", "region", "gender", "search_query", "event_type")
+TEXT_FIELDS = (
+    "title",
+    "description",
+    "category",
+    "category_l1",
+    "category_l2",
+    "category_l3",
+    "brand",
+    "country",
+    "region",
+    "gender",
+    "search_query",
+    "event_type",
+)
 _INT_STRING = re.compile(r"^(-?\d+)\.0+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in an id: a quarantine reason
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # text keeps tabs and line breaks
@@ -64,8 +75,7 @@ _CONVERT = {
     "fahrenheit": lambda x: (x - 32.0) * 5.0 / 9.0,
     "inches": lambda x: x * 25.4,
 }
-_RANGES = {"discount_pct": (0.0, 1.0), "markdown_amount": (0.0, None), "precipitation_mm": (0.0, None),
-           "temperature_c": (-90.0, 60.0)}
+_RANGES = {"discount_pct": (0.0, 1.0), "markdown_amount": (0.0, None), "precipitation_mm": (0.0, None), "temperature_c": (-90.0, 60.0)}
 
 
 @dataclass
@@ -254,8 +264,9 @@ class Reasons:
 
 
 # ----------------------------------------------------------------------------------------- main
-def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime | None = None,
-              pseudonymizer=None, earlier_lines=None) -> Transformed:
+def transform(
+    raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime | None = None, pseudonymizer=None, earlier_lines=None
+) -> Transformed:
     """The lake tables and the quarantine of one source frame. ``pseudonymizer``: see the module doc.
 
     ``earlier_lines(items, skip_orders, skip_cancellations)``: the order lines the lake already holds
@@ -440,8 +451,7 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
         raw = _pseudonymize_source(raw, mapping, source_ids, pseudonymizer)
     notes: dict[str, int] = {}
     notes.update(parse_notes)
-    tables = _build_tables(accepted, raw, ok, mapping, path, period=period, notes=notes,
-                           pseudonymizer=pseudonymizer)
+    tables = _build_tables(accepted, raw, ok, mapping, path, period=period, notes=notes, pseudonymizer=pseudonymizer)
     if returns is not None and "order_lines" in produces:
         tables["returns"] = returns
 
@@ -452,14 +462,14 @@ def transform(raw: pd.DataFrame, mapping: Mapping, *, path: Path, now: datetime 
             quarantine[col] = quarantine[col].astype("string")
     quarantine.insert(0, "reason", pd.array(r.values[~ok].astype(str), dtype="string"))
     quarantine.insert(0, "source_row", np.flatnonzero(~ok))
-    result = Transformed(tables=tables, quarantine=quarantine.reset_index(drop=True), read=n,
-                         accepted=int(ok.sum()), by_reason=by_reason, notes=notes)
+    result = Transformed(
+        tables=tables, quarantine=quarantine.reset_index(drop=True), read=n, accepted=int(ok.sum()), by_reason=by_reason, notes=notes
+    )
     assert result.read == result.accepted + result.quarantined, "every row is accepted or quarantined"
     return result
 
 
-def _pseudonymize_source(raw: pd.DataFrame, mapping: Mapping, source_ids: dict[str, pd.Series],
-                         pseudonymizer) -> pd.DataFrame:
+def _pseudonymize_source(raw: pd.DataFrame, mapping: Mapping, source_ids: dict[str, pd.Series], pseudonymizer) -> pd.DataFrame:
     """A copy of the source rows whose identifier columns hold pseudonyms of their normalised ids
     (what ``event_id`` hashes and the quarantine keeps). A column feeding both fields keeps the user's."""
     out = raw.copy()
@@ -474,12 +484,11 @@ def check_columns(raw: pd.DataFrame, mapping: Mapping, path: Path) -> None:
     have = set(raw.columns)
     for name, column in mapping.columns.items():
         if column not in have and name not in mapping.optional_columns:
-            raise IngestError(
-                f"{path}: required column {column!r} (mapped to {name}) is missing; "
-                f"the file has columns {list(raw.columns)}"
-            )
-    extra = {**{f"demand.regressors.{n}": r.column for n, r in mapping.demand.regressor_specs().items()},
-             **{f"demand.attributes.{n}": c for n, c in mapping.demand.attributes.items()}}
+            raise IngestError(f"{path}: required column {column!r} (mapped to {name}) is missing; the file has columns {list(raw.columns)}")
+    extra = {
+        **{f"demand.regressors.{n}": r.column for n, r in mapping.demand.regressor_specs().items()},
+        **{f"demand.attributes.{n}": c for n, c in mapping.demand.attributes.items()},
+    }
     for where, column in extra.items():
         if column not in have:
             raise IngestError(f"{path}: column {column!r} ({where}) is missing; the file has columns {list(raw.columns)}")
@@ -509,7 +518,8 @@ def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping, lake_p
                 f"the 1st of a month: monthly demand, which the warehouse and the forecasters do not model (they take "
                 f"days and weeks; as daily rows each month would read as one day of sales and 27-30 days of none). "
                 f"Nothing was written. An export of daily or weekly rows works; set demand.period: day to load "
-                f"these rows as single days anyway")
+                f"these rows as single days anyway"
+            )
     if period == "week":
         if spec.week_date == "end":
             f["demand_date"] = dates = dates - pd.Timedelta(days=6)
@@ -520,8 +530,7 @@ def _demand_period(f: dict[str, pd.Series], r: Reasons, mapping: Mapping, lake_p
     if spec.duplicate_keys == "quarantine":
         keys = pd.DataFrame({k: f[k] for k in ("item_id", "warehouse_id", "demand_date")})
         open_rows = pd.Series(r.open, index=keys.index)
-        r.flag(open_rows & keys[open_rows].duplicated(keep="first").reindex(keys.index, fill_value=False),
-               "duplicate_key")
+        r.flag(open_rows & keys[open_rows].duplicated(keep="first").reindex(keys.index, fill_value=False), "duplicate_key")
     return period
 
 
@@ -543,8 +552,9 @@ def _keep(values: pd.Series, op: str, value) -> pd.Series:
     return pd.Series(keep, index=values.index).fillna(op in ("ne", "not_in", "not_regex")).astype(bool)
 
 
-def _returns(f, r: Reasons, cancel: pd.Series, line_rows: pd.Series, mapping: Mapping, earlier_lines,
-             pseudonymizer) -> tuple[pd.DataFrame | None, np.ndarray]:
+def _returns(
+    f, r: Reasons, cancel: pd.Series, line_rows: pd.Series, mapping: Mapping, earlier_lines, pseudonymizer
+) -> tuple[pd.DataFrame | None, np.ndarray]:
     """Match the open cancellation lines to original lines of the same customer and item: this
     export's, and (with ``earlier_lines``) the lake's from earlier exports. Returns the returns table
     rows (one per matched cancellation line) and the matched cancellation rows."""
@@ -586,13 +596,15 @@ def _returns(f, r: Reasons, cancel: pd.Series, line_rows: pd.Series, mapping: Ma
     if pairs.empty:
         return None, np.array([], dtype=int)
     pairs = pairs.merge(canc[["row_c", "order_id", "item_id", "n", "timestamp"]], on="row_c")
-    out = pd.DataFrame({
-        "return_id": pairs["order_id"] + "|" + pairs["item_id"] + "|" + pairs["n"].astype(str),
-        "order_id": pairs["order_id_o"].values,
-        "item_id": pairs["item_id"].values,
-        "quantity": pairs["need"].astype("int64").values,
-        "returned_at": pairs["timestamp"].values,
-    })
+    out = pd.DataFrame(
+        {
+            "return_id": pairs["order_id"] + "|" + pairs["item_id"] + "|" + pairs["n"].astype(str),
+            "order_id": pairs["order_id_o"].values,
+            "item_id": pairs["item_id"].values,
+            "quantity": pairs["need"].astype("int64").values,
+            "returned_at": pairs["timestamp"].values,
+        }
+    )
     return out, pairs["row_c"].to_numpy()
 
 
@@ -615,7 +627,8 @@ def _match_cancellations(canc: pd.DataFrame, orig: pd.DataFrame) -> pd.DataFrame
     if canc.empty or orig.empty:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
     orig = orig.groupby(["user_id", "item_id", "order_id"], as_index=False, sort=False).agg(
-        timestamp=("timestamp", "min"), left=("left", "sum"))
+        timestamp=("timestamp", "min"), left=("left", "sum")
+    )
     wanted = canc.set_index(["user_id", "item_id"]).index
     orig = orig[orig.set_index(["user_id", "item_id"]).index.isin(wanted)]
     orig = orig.sort_values(["timestamp", "order_id"], ascending=False)
@@ -624,7 +637,8 @@ def _match_cancellations(canc: pd.DataFrame, orig: pd.DataFrame) -> pd.DataFrame
         candidates.setdefault((user, item), []).append([ts, order, left])
     matches = []
     for row, user, item, ts, order, need in canc.sort_values(["timestamp", "row_c"])[
-            ["row_c", "user_id", "item_id", "timestamp", "order_id", "need"]].itertuples(index=False):
+        ["row_c", "user_id", "item_id", "timestamp", "order_id", "need"]
+    ].itertuples(index=False):
         for cand in candidates.get((user, item), ()):
             if cand[0] <= ts and cand[1] != order and cand[2] >= need:
                 cand[2] -= need
@@ -638,9 +652,17 @@ def _dates(ts: pd.Series) -> pd.Series:
     return ts.dt.tz_convert("UTC").dt.date
 
 
-def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: Mapping, path: Path, *,
-                  period: str | None = None, notes: dict[str, int] | None = None,
-                  pseudonymizer=None) -> dict[str, pd.DataFrame]:
+def _build_tables(
+    a: pd.DataFrame,
+    raw: pd.DataFrame,
+    ok: np.ndarray,
+    mapping: Mapping,
+    path: Path,
+    *,
+    period: str | None = None,
+    notes: dict[str, int] | None = None,
+    pseudonymizer=None,
+) -> dict[str, pd.DataFrame]:
     produces = set(mapping.produces)
     notes = {} if notes is None else notes
     out: dict[str, pd.DataFrame] = {}
@@ -688,7 +710,8 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
             lines["quantity"] = 1
         lines["unit_price"] = lines["price"] if "price" in lines else np.nan
         head = lines.groupby("order_id", sort=False).agg(
-            user_id=("user_id", "first"), ordered_at=("timestamp", "min"),
+            user_id=("user_id", "first"),
+            ordered_at=("timestamp", "min"),
             **({"warehouse_id": ("warehouse_id", "first")} if "warehouse_id" in lines else {}),
         )
         head["order_date"] = _dates(head["ordered_at"])
@@ -701,8 +724,9 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
         if "orders" in produces:
             out["orders"] = head.reset_index()
         if "order_lines" in produces:
-            out["order_lines"] = lines[["order_id", "line_number", "item_id", "quantity", "unit_price", "order_date",
-                                        "discount_amount", "returned_quantity"]].reset_index(drop=True)
+            out["order_lines"] = lines[
+                ["order_id", "line_number", "item_id", "quantity", "unit_price", "order_date", "discount_amount", "returned_quantity"]
+            ].reset_index(drop=True)
 
     # --- demand_history --------------------------------------------------------------------------
     if "demand_history" in produces:
@@ -712,14 +736,16 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
     # --- events ----------------------------------------------------------------------------------
     if "events" in produces:
         hashes = pd.util.hash_pandas_object(raw, index=False).to_numpy()[a["_row"].to_numpy()]
-        ev = pd.DataFrame({
-            "event_id": [f"{h:016x}" for h in hashes],
-            "user_id": a["user_id"].values,
-            "session_id": a["session_id"].values,
-            "event_type": a["event_type"].values,
-            "event_timestamp": a["timestamp"].values,
-            "event_date": a["_date"].values,
-        })
+        ev = pd.DataFrame(
+            {
+                "event_id": [f"{h:016x}" for h in hashes],
+                "user_id": a["user_id"].values,
+                "session_id": a["session_id"].values,
+                "event_type": a["event_type"].values,
+                "event_timestamp": a["timestamp"].values,
+                "event_date": a["_date"].values,
+            }
+        )
         for name in ("item_id", "search_query", "dwell_seconds", "price", "rating"):
             if has(name):
                 ev[name] = a[name].values
@@ -766,7 +792,9 @@ def _build_tables(a: pd.DataFrame, raw: pd.DataFrame, ok: np.ndarray, mapping: M
     # --- warehouses ------------------------------------------------------------------------------
     if "warehouses" in produces and has("warehouse_id"):
         wh = pd.DataFrame(index=pd.Index(a["warehouse_id"].dropna().unique(), name="warehouse_id"))
-        region_src = "region" if has("region") else (mapping.warehouse_from if mapping.warehouse_from and has(mapping.warehouse_from) else None)
+        region_src = (
+            "region" if has("region") else (mapping.warehouse_from if mapping.warehouse_from and has(mapping.warehouse_from) else None)
+        )
         wh["region"] = mode_by(a["warehouse_id"], a[region_src]) if region_src else pd.NA
         wh["region"] = wh["region"].fillna(pd.Series(wh.index, index=wh.index))
         if has("country"):
@@ -786,9 +814,16 @@ def _demand_rows(a: pd.DataFrame, mapping: Mapping, period: str, notes: dict[str
         notes["negative_units"] = negative
     if mapping.demand.duplicate_keys == "sum" and d.duplicated(key).any():
         notes["duplicate_keys_summed"] = int(d.duplicated(key).sum())
-        how = {"units": "sum", "is_promoted": "max", "is_holiday": "max", "discount_pct": "max",
-               "markdown_amount": lambda s: s.sum(min_count=1), "price": "mean", "temperature_c": "mean",
-               "precipitation_mm": "mean"}
+        how = {
+            "units": "sum",
+            "is_promoted": "max",
+            "is_holiday": "max",
+            "discount_pct": "max",
+            "markdown_amount": lambda s: s.sum(min_count=1),
+            "price": "mean",
+            "temperature_c": "mean",
+            "precipitation_mm": "mean",
+        }
         d = d.groupby(key, sort=False, as_index=False).agg({c: how[c] for c in cols if c not in key})
     d["units"] = d["units"].astype("int64")
     d["demand_date"] = d["demand_date"].dt.date
@@ -830,15 +865,23 @@ def _demand_extras(a: pd.DataFrame, raw: pd.DataFrame, mapping: Mapping, notes: 
             if len(frame):
                 series = pd.Series(list(zip(frame["item_id"], frame["warehouse_id"])), index=frame.index)
                 value = mode_by(series, frame["value"])
-                parts.append(pd.DataFrame({"item_id": [k[0] for k in value.index], "warehouse_id": [k[1] for k in value.index],
-                                           "name": name, "value": value.to_numpy()}))
-        out["series_attributes"] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-            columns=["item_id", "warehouse_id", "name", "value"])
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "item_id": [k[0] for k in value.index],
+                            "warehouse_id": [k[1] for k in value.index],
+                            "name": name,
+                            "value": value.to_numpy(),
+                        }
+                    )
+                )
+        out["series_attributes"] = (
+            pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["item_id", "warehouse_id", "name", "value"])
+        )
     return out
 
 
-def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: str,
-                pseudonymizer=None) -> pd.DataFrame:
+def _merge_side(frame: pd.DataFrame, side, path: Path, mapping: Mapping, key: str, pseudonymizer=None) -> pd.DataFrame:
     """Add a sibling file's columns (side values win; keys only in the side file are added).
     With a pseudonymizer, a users file's ids become pseudonyms like the frame's."""
     if side is None:

@@ -43,8 +43,7 @@ FORECAST_COLUMNS = ["model", "origin", *KEYS, "ds", "y", "yhat", "yhat_p10", "yh
 METRICS = ["wape", "mase", "bias", "coverage"]
 
 
-def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: int, freq: str,
-                     min_train: int = 1) -> list[pd.Timestamp]:
+def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: int, freq: str, min_train: int = 1) -> list[pd.Timestamp]:
     """The origins, oldest first: the last one's window ends on the frame's last date. An origin
     with fewer than ``min_train`` periods of history before it is dropped (logged): a short history
     gets fewer origins rather than models fitted on almost nothing. None left: ValueError."""
@@ -60,8 +59,12 @@ def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: in
             f"{frame['ds'].min().date()}..{frame['ds'].max().date()}"
         )
     if len(kept) < n_origins:
-        log.warning("backtest: %d of %d origins kept (the others have fewer than %d periods of history before them)",
-                    len(kept), n_origins, min_train)
+        log.warning(
+            "backtest: %d of %d origins kept (the others have fewer than %d periods of history before them)",
+            len(kept),
+            n_origins,
+            min_train,
+        )
     return kept
 
 
@@ -145,22 +148,32 @@ def metrics(
         rows = rows.loc[shared]
     error = rows["yhat"].to_numpy(float) - rows["y"].to_numpy(float)
     rows = rows.assign(
-        abs_error=np.abs(error), error=error,
+        abs_error=np.abs(error),
+        error=error,
         scaled=np.abs(error) / _mase_scale(rows, history, freq),
         covered=((rows["y"] >= rows["yhat_p10"]) & (rows["y"] <= rows["yhat_p90"])).astype(float),
     )
     with np.errstate(invalid="ignore", divide="ignore"):
         sums = rows.groupby(["model", *KEYS], sort=True).agg(
-            abs_error=("abs_error", "sum"), error=("error", "sum"), y=("y", "sum"),
-            mase=("scaled", "mean"), coverage=("covered", "mean"), n_rows=("y", "size"),
+            abs_error=("abs_error", "sum"),
+            error=("error", "sum"),
+            y=("y", "sum"),
+            mase=("scaled", "mean"),
+            coverage=("covered", "mean"),
+            n_rows=("y", "size"),
         )
         per_series = sums.assign(wape=sums["abs_error"] / sums["y"], bias=sums["error"] / sums["y"])
         totals = sums.groupby("model").agg(
-            abs_error=("abs_error", "sum"), error=("error", "sum"), y=("y", "sum"), mase=("mase", "mean"),
-            n_series=("n_rows", "size"), n_rows=("n_rows", "sum"),
+            abs_error=("abs_error", "sum"),
+            error=("error", "sum"),
+            y=("y", "sum"),
+            mase=("mase", "mean"),
+            n_series=("n_rows", "size"),
+            n_rows=("n_rows", "sum"),
         )
         overall = totals.assign(
-            wape=totals["abs_error"] / totals["y"], bias=totals["error"] / totals["y"],
+            wape=totals["abs_error"] / totals["y"],
+            bias=totals["error"] / totals["y"],
             coverage=rows.groupby("model")["covered"].mean(),
         )
     overall = overall.reset_index()[["model", *METRICS, "n_series", "n_rows"]].sort_values("wape", kind="stable")
@@ -168,8 +181,9 @@ def metrics(
     return overall.reset_index(drop=True), per_series
 
 
-def _keep_fallback_unless_clearly_beaten(seen: pd.DataFrame, selection: pd.DataFrame, mae: pd.DataFrame, fallback: str,
-                                        margin: float, min_wins: int) -> pd.DataFrame:
+def _keep_fallback_unless_clearly_beaten(
+    seen: pd.DataFrame, selection: pd.DataFrame, mae: pd.DataFrame, fallback: str, margin: float, min_wins: int
+) -> pd.DataFrame:
     """``selection`` with the fallback restored for every series whose chosen model does not beat it
     by ``margin`` on ``min_wins`` validation origins (series the fallback never forecast keep theirs)."""
     per = (seen["yhat"] - seen["y"]).abs().groupby([seen[k] for k in (*KEYS, "model", "origin")]).mean().rename("mae").reset_index()
@@ -184,9 +198,7 @@ def _keep_fallback_unless_clearly_beaten(seen: pd.DataFrame, selection: pd.DataF
     return pd.concat([keep, restored[selection.columns]], ignore_index=True).sort_values(KEYS, kind="stable").reset_index(drop=True)
 
 
-def combine(
-    forecasts: pd.DataFrame, selection: pd.DataFrame, fallback: str | None = None, name: str = "demand_best"
-) -> pd.DataFrame:
+def combine(forecasts: pd.DataFrame, selection: pd.DataFrame, fallback: str | None = None, name: str = "demand_best") -> pd.DataFrame:
     """Forecasts of the selected model(s) per series: the weight-averaged yhat / p10 / p90 of the
     selection's models (weights renormalised over those present on a row); a series or row without any
     selected model takes the ``fallback`` model's forecast. ``selection``: item_id, warehouse_id, model, weight.

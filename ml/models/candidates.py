@@ -46,8 +46,13 @@ from ml.models.hyperparams import as_config
 from ml.models.rank_metrics import ranking_metrics
 
 ALL = "__all__"  # the overall popularity list in a pop table (users without a known segment)
-SOURCES = {"covis": "covis_score", "knn": "knn_score", "repeat": "repeat_score", "content": "content_score",
-           "popularity": "pop_score"}  # priority order
+SOURCES = {
+    "covis": "covis_score",
+    "knn": "knn_score",
+    "repeat": "repeat_score",
+    "content": "content_score",
+    "popularity": "pop_score",
+}  # priority order
 EVENT_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 6.0}
 DAY = pd.Timedelta(days=1)
 
@@ -230,8 +235,16 @@ def item_knn_weights(r, k: int = 100, shrink: float = 0.0, cells_per_block: int 
     return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
 
 
-def knn_scores(pairs: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int | None = None,
-               exclude_own: bool = True, batch_users: int = 1024) -> pd.DataFrame:
+def knn_scores(
+    pairs: pd.DataFrame,
+    users,
+    n: int,
+    *,
+    neighbours: int = 100,
+    max_items: int | None = None,
+    exclude_own: bool = True,
+    batch_users: int = 1024,
+) -> pd.DataFrame:
     """Item-kNN over the binary user x item matrix of ``pairs`` [user_id, item_id] (the ``max_items``
     items with the most users; None: all): W = item_knn_weights, score(u, j) = sum over the user's
     items i of W[i, j], the best ``n`` per user of ``users`` that ``pairs`` knows (positive scores);
@@ -252,19 +265,23 @@ def knn_scores(pairs: pd.DataFrame, users, n: int, *, neighbours: int = 100, max
     wanted = wanted[wanted >= 0]
     parts = []
     for lo in range(0, len(wanted), batch_users):
-        idx = wanted[lo:lo + batch_users]
+        idx = wanted[lo : lo + batch_users]
         scores = (r[idx] @ w).tocsr()
         if exclude_own:
             scores = scores - scores.multiply(r[idx])
         coo = scores.tocoo()
         keep = coo.data > 0
-        parts.append(pd.DataFrame({"user_id": user_ids[idx[coo.row[keep]]], "item_id": item_ids[coo.col[keep]],
-                                   "score": coo.data[keep].astype(float)}))
+        parts.append(
+            pd.DataFrame(
+                {"user_id": user_ids[idx[coo.row[keep]]], "item_id": item_ids[coo.col[keep]], "score": coo.data[keep].astype(float)}
+            )
+        )
     return _best(pd.concat(parts, ignore_index=True), "user_id", n) if parts else empty
 
 
-def knn_candidates(history: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int = 20000,
-                   event_weights: dict | None = None) -> pd.DataFrame:
+def knn_candidates(
+    history: pd.DataFrame, users, n: int, *, neighbours: int = 100, max_items: int = 20000, event_weights: dict | None = None
+) -> pd.DataFrame:
     """Item-kNN candidates (``knn_scores``) over the users' weighted interactions; items the user
     already has are not proposed (the repeat source covers them)."""
     return knn_scores(_weighted(history, event_weights), users, n, neighbours=neighbours, max_items=max_items)
@@ -273,7 +290,7 @@ def knn_candidates(history: pd.DataFrame, users, n: int, *, neighbours: int = 10
 def repeat_candidates(
     history: pd.DataFrame, now, n: int, *, half_life_days: float = 90.0, event_weights: dict | None = None
 ) -> pd.DataFrame:
-    """"Buy again": each user's own items, score = sum over the user's events on the item of event
+    """ "Buy again": each user's own items, score = sum over the user's events on the item of event
     weight x 0.5 ** (age in days / half_life_days), so an item bought often and lately scores highest;
     the best n per user. ``history`` is the user's whole history before ``now`` (not only recent items)."""
     now = _utc(now)
@@ -354,9 +371,7 @@ def content_candidates(
     if not len(users) or n < 1:
         empty = {"user_id": [], "item_id": [], "score": []}
         return pd.DataFrame(empty).astype({"user_id": object, "item_id": object, "score": float})
-    weights = sparse.csr_matrix(
-        (profile["weight"].to_numpy(np.float32), (user, pos[pos >= 0])), shape=(len(users), len(ids))
-    )
+    weights = sparse.csr_matrix((profile["weight"].to_numpy(np.float32), (user, pos[pos >= 0])), shape=(len(users), len(ids)))
     vectors = np.asarray(weights @ matrix)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     parts = []
@@ -404,12 +419,14 @@ def generate(
     if covis is not None:
         sources["covis"] = covisit_candidates(history, covis, cfg.n_covis, **shared)
     if cfg.n_knn > 0:
-        sources["knn"] = knn_candidates(history, users, cfg.n_knn, neighbours=cfg.knn_neighbours, max_items=cfg.knn_max_items,
-                                        event_weights=cfg.event_weights)
+        sources["knn"] = knn_candidates(
+            history, users, cfg.n_knn, neighbours=cfg.knn_neighbours, max_items=cfg.knn_max_items, event_weights=cfg.event_weights
+        )
     if cfg.n_repeat > 0:
         own = history if own_history is None else own_history[own_history["user_id"].isin(users)]
-        sources["repeat"] = repeat_candidates(own, now, cfg.n_repeat, half_life_days=cfg.repeat_half_life_days,
-                                              event_weights=cfg.event_weights)
+        sources["repeat"] = repeat_candidates(
+            own, now, cfg.n_repeat, half_life_days=cfg.repeat_half_life_days, event_weights=cfg.event_weights
+        )
     if item_matrix is not None:
         sources["content"] = content_candidates(history, item_matrix, cfg.n_content, **shared)
     priority = {name: i for i, name in enumerate(SOURCES)}

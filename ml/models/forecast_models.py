@@ -79,8 +79,6 @@ def load_config(path: str | Path | None = None) -> dict:
     return yaml.safe_load(Path(path or CONFIG_PATH).read_text()) or {}
 
 
-
-
 def _positive(config, *names):
     for name in names:
         value = getattr(config, name)
@@ -207,7 +205,7 @@ class MovingAverage(_Baseline):
         rows = np.arange(len(panel.y))
         self.mean = np.nan_to_num((csum[rows, end] - csum[rows, start]) / np.maximum(cnt[rows, end] - cnt[rows, start], 1))
         with np.errstate(invalid="ignore", divide="ignore"):
-            before = (csum[:, w:-1] - csum[:, :-w - 1]) / (cnt[:, w:-1] - cnt[:, :-w - 1])  # mean of the w periods before t
+            before = (csum[:, w:-1] - csum[:, : -w - 1]) / (cnt[:, w:-1] - cnt[:, : -w - 1])  # mean of the w periods before t
         return panel.y[:, w:] - before
 
     def _point(self, horizon: int) -> np.ndarray:
@@ -221,9 +219,18 @@ class MovingAverage(_Baseline):
 class LightGBMConfig:
     params: dict = field(
         default_factory=lambda: {
-            "learning_rate": 0.1, "num_leaves": 31, "min_data_in_leaf": 50, "max_bin": 127, "feature_fraction": 0.8,
-            "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "verbosity": -1, "num_threads": 1,
-            "seed": 42, "deterministic": True,
+            "learning_rate": 0.1,
+            "num_leaves": 31,
+            "min_data_in_leaf": 50,
+            "max_bin": 127,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+            "verbosity": -1,
+            "num_threads": 1,
+            "seed": 42,
+            "deterministic": True,
         }
     )
     num_boost_round: int = 500
@@ -248,10 +255,16 @@ class LightGBMConfig:
 
     def objectives(self) -> list[dict]:
         """The boosters' objectives, in the order P10, point, P90."""
-        point = ({"objective": "tweedie", "tweedie_variance_power": self.tweedie_variance_power, "metric": "tweedie"}
-                 if self.point == "mean" else {"objective": "quantile", "alpha": QUANTILES[1], "metric": "quantile"})
-        return [{"objective": "quantile", "alpha": QUANTILES[0], "metric": "quantile"}, point,
-                {"objective": "quantile", "alpha": QUANTILES[-1], "metric": "quantile"}]
+        point = (
+            {"objective": "tweedie", "tweedie_variance_power": self.tweedie_variance_power, "metric": "tweedie"}
+            if self.point == "mean"
+            else {"objective": "quantile", "alpha": QUANTILES[1], "metric": "quantile"}
+        )
+        return [
+            {"objective": "quantile", "alpha": QUANTILES[0], "metric": "quantile"},
+            point,
+            {"objective": "quantile", "alpha": QUANTILES[-1], "metric": "quantile"},
+        ]
 
 
 class GlobalLightGBM(Forecaster):
@@ -265,8 +278,15 @@ class GlobalLightGBM(Forecaster):
         cfg = self.config
         self.scale = self._series_scale(frame)
         rows = fd.make_features(
-            frame, self.horizon, self.freq, regressors=self.regressors, lags=cfg.lags, windows=cfg.windows,
-            scale=self.scale, max_rows=cfg.max_train_rows, seed=cfg.seed,
+            frame,
+            self.horizon,
+            self.freq,
+            regressors=self.regressors,
+            lags=cfg.lags,
+            windows=cfg.windows,
+            scale=self.scale,
+            max_rows=cfg.max_train_rows,
+            seed=cfg.seed,
         )
         if rows.empty:
             shortest = min(cfg.windows or fd.default_windows(self.freq)) + 1
@@ -276,11 +296,11 @@ class GlobalLightGBM(Forecaster):
         valid = (rows["ds"] > cutoff).to_numpy()
         X, y = rows[self.features], rows["y"]
         w = {"scale": rows["scale"].to_numpy(float), "sqrt": np.sqrt(rows["scale"].to_numpy(float))}.get(
-            getattr(cfg, "weight", "none"), np.ones(len(rows)))
+            getattr(cfg, "weight", "none"), np.ones(len(rows))
+        )
         w = w / w.mean()
         everything = lgb.Dataset(X, y, weight=w, params=cfg.params, free_raw_data=False)
-        train = (lgb.Dataset(X[~valid], y[~valid], weight=w[~valid], params=cfg.params)
-                 if valid.any() and (~valid).any() else None)
+        train = lgb.Dataset(X[~valid], y[~valid], weight=w[~valid], params=cfg.params) if valid.any() and (~valid).any() else None
         checks = [lgb.Dataset(X[valid], y[valid], weight=w[valid], reference=train)] if train is not None else []
         self.boosters, self.best_iterations = [], []
         for objective in cfg.objectives():
@@ -288,7 +308,10 @@ class GlobalLightGBM(Forecaster):
             rounds = cfg.num_boost_round
             if train is not None:
                 booster = lgb.train(
-                    params, train, num_boost_round=rounds, valid_sets=checks,
+                    params,
+                    train,
+                    num_boost_round=rounds,
+                    valid_sets=checks,
                     callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
                 )
                 rounds = booster.best_iteration or rounds
@@ -296,9 +319,7 @@ class GlobalLightGBM(Forecaster):
                 booster = lgb.train(params, everything, num_boost_round=rounds)
             self.boosters.append(booster)
             self.best_iterations.append(rounds)
-        self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(
-            fd.lookback(self.horizon, self.freq, cfg.lags, cfg.windows)
-        )
+        self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(fd.lookback(self.horizon, self.freq, cfg.lags, cfg.windows))
         return self
 
     def _series_scale(self, frame: pd.DataFrame) -> pd.Series:
@@ -320,16 +341,22 @@ class GlobalLightGBM(Forecaster):
         if missing:
             raise ValueError(f"{self.name} was fitted with regressors {missing} that the history lacks: retrain")
         self.scale = self._series_scale(frame)
-        self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(
-            fd.lookback(self.horizon, self.freq, self.config.lags, self.config.windows)
+        self.tail = (
+            frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(fd.lookback(self.horizon, self.freq, self.config.lags, self.config.windows))
         )
         return self
 
     def predict(self, horizon: int | None = None, future: pd.DataFrame | None = None) -> pd.DataFrame:
         horizon = self._horizon(horizon)
         rows = fd.make_features(
-            self.tail, horizon, self.freq, future=self._future(self.tail, horizon, future), regressors=self.regressors,
-            lags=self.config.lags, windows=self.config.windows, scale=self.scale,
+            self.tail,
+            horizon,
+            self.freq,
+            future=self._future(self.tail, horizon, future),
+            regressors=self.regressors,
+            lags=self.config.lags,
+            windows=self.config.windows,
+            scale=self.scale,
         )
         X = rows[self.features]
         q = np.column_stack([b.predict(X, num_iteration=n) for b, n in zip(self.boosters, self.best_iterations)])
@@ -351,8 +378,16 @@ class PlainLightGBMConfig:
 
     params: dict = field(
         default_factory=lambda: {
-            "objective": "regression", "metric": "l2", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20,
-            "feature_fraction": 0.9, "verbosity": -1, "num_threads": 1, "seed": 42, "deterministic": True,
+            "objective": "regression",
+            "metric": "l2",
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 20,
+            "feature_fraction": 0.9,
+            "verbosity": -1,
+            "num_threads": 1,
+            "seed": 42,
+            "deterministic": True,
         }
     )
     num_boost_round: int = 1000
@@ -425,8 +460,12 @@ def _prophet(rows: pd.DataFrame, spec: dict, mode: str):
     from prophet import Prophet
 
     model = Prophet(
-        growth=spec["growth"], seasonality_mode=mode, holidays=spec["holidays"], interval_width=0.8,
-        uncertainty_samples=spec["uncertainty_samples"], changepoint_prior_scale=spec["changepoint_prior_scale"],
+        growth=spec["growth"],
+        seasonality_mode=mode,
+        holidays=spec["holidays"],
+        interval_width=0.8,
+        uncertainty_samples=spec["uncertainty_samples"],
+        changepoint_prior_scale=spec["changepoint_prior_scale"],
     )
     for r in spec["regressors"]:
         model.add_regressor(r)
@@ -491,8 +530,12 @@ class ProphetPerSeries(Forecaster):
         head = volume.index[dense.to_numpy()]
         head = head[: cfg.max_series] if cfg.max_series else head
         spec = dict(
-            mode=cfg.seasonality_mode, growth=cfg.growth, regressors=self.regressors, horizon=self.horizon,
-            uncertainty_samples=cfg.uncertainty_samples, changepoint_prior_scale=cfg.changepoint_prior_scale,
+            mode=cfg.seasonality_mode,
+            growth=cfg.growth,
+            regressors=self.regressors,
+            horizon=self.horizon,
+            uncertainty_samples=cfg.uncertainty_samples,
+            changepoint_prior_scale=cfg.changepoint_prior_scale,
         )
         _quiet_prophet()
         import prophet  # noqa: F401 - loaded once here, inherited by forked workers
@@ -510,7 +553,8 @@ class ProphetPerSeries(Forecaster):
         served = "served by the global model"
         failed = [(*key, "prophet_failed", sizes[key], f"{error}: {served}") for key, _, _, error in results if error]
         why = f"outside the head of {cfg.max_series} by volume" + (
-            f" among series selling >= {cfg.min_mean_demand} per period" if cfg.min_mean_demand > 0 else "")
+            f" among series selling >= {cfg.min_mean_demand} per period" if cfg.min_mean_demand > 0 else ""
+        )
         outside = [(*key, "prophet_not_selected", sizes[key], f"{why}: {served}") for key in volume.index.difference(head)]
         self.report = pd.DataFrame(failed + outside, columns=fd.REPORT_COLUMNS)
         if failed:
@@ -536,15 +580,13 @@ class ProphetPerSeries(Forecaster):
         if not self.models:
             return pd.DataFrame(columns=FORECAST_COLUMNS)
         future = self._future(self.tail, horizon, future)
-        tasks = [(key, self.models[key], rows[["ds", *self.regressors]])
-                 for key, rows in future.groupby(KEYS) if key in self.models]
+        tasks = [(key, self.models[key], rows[["ds", *self.regressors]]) for key, rows in future.groupby(KEYS) if key in self.models]
         try:
             results = _pool_map(_predict_prophet, tasks, self.config.max_workers, self.config.start_method)
         except BrokenProcessPool as exc:
             results = [(key, None, f"worker crashed: {exc}") for key, _, _ in tasks]
         done = [(key, q) for key, q, _ in results if q is not None]
-        failed = [(*key, "prophet_failed", horizon, f"predict {error}: served by the global model")
-                  for key, _, error in results if error]
+        failed = [(*key, "prophet_failed", horizon, f"predict {error}: served by the global model") for key, _, error in results if error]
         if failed:
             self.report = pd.concat([self.report, pd.DataFrame(failed, columns=fd.REPORT_COLUMNS)], ignore_index=True)
         if not done:
@@ -734,8 +776,12 @@ MODELS: dict[str, type[Forecaster]] = {
     cls.name: cls for cls in (SeasonalNaive, MovingAverage, GlobalLightGBM, PlainLightGBM, ProphetPerSeries, GlobalLSTM)
 }
 SECTIONS = {  # config section of each model in configs/demand.yaml
-    "demand_seasonal_naive": "seasonal_naive", "demand_moving_average": "moving_average", "demand_lgbm": "lgbm",
-    "demand_lgbm_plain": "lgbm_plain", "demand_prophet": "prophet", "demand_lstm": "lstm",
+    "demand_seasonal_naive": "seasonal_naive",
+    "demand_moving_average": "moving_average",
+    "demand_lgbm": "lgbm",
+    "demand_lgbm_plain": "lgbm_plain",
+    "demand_prophet": "prophet",
+    "demand_lstm": "lstm",
 }
 
 

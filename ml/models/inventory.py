@@ -49,10 +49,29 @@ KEY = ["item_id", "warehouse_id"]
 P90_Z = NormalDist().inv_cdf(0.9)  # 1.2816: a normal's P10..P90 spans 2 * P90_Z standard deviations
 FORECAST_COLUMNS = ["item_id", "warehouse_id", "ds", "yhat", "yhat_p10", "yhat_p90"]
 POLICY_COLUMNS = [
-    "item_id", "warehouse_id", "forecast_start", "horizon_days", "lead_time_days", "lead_time_source",
-    "review_period_days", "service_level", "z", "mean_daily_demand_lt", "demand_lt", "sigma_lt",
-    "safety_stock", "reorder_point", "order_up_to", "horizon_extended", "on_hand_units", "on_order_units",
-    "inventory_position", "order_needed", "suggested_order_units", "projected_stockout_date", "days_of_cover",
+    "item_id",
+    "warehouse_id",
+    "forecast_start",
+    "horizon_days",
+    "lead_time_days",
+    "lead_time_source",
+    "review_period_days",
+    "service_level",
+    "z",
+    "mean_daily_demand_lt",
+    "demand_lt",
+    "sigma_lt",
+    "safety_stock",
+    "reorder_point",
+    "order_up_to",
+    "horizon_extended",
+    "on_hand_units",
+    "on_order_units",
+    "inventory_position",
+    "order_needed",
+    "suggested_order_units",
+    "projected_stockout_date",
+    "days_of_cover",
 ]
 
 
@@ -96,7 +115,9 @@ def _resolve_lead_times(series: "pd.DataFrame", lead_times: "pd.DataFrame", defa
         raise ValueError("lead_times: lead_time_days must be >= 0 and not null")
     item_rows = lt[lt["item_id"].notna()]
     if item_rows.duplicated(KEY).any():
-        raise ValueError(f"lead_times: duplicate item x warehouse rows: {_names(item_rows.loc[item_rows.duplicated(KEY), KEY].itertuples(index=False))}")
+        raise ValueError(
+            f"lead_times: duplicate item x warehouse rows: {_names(item_rows.loc[item_rows.duplicated(KEY), KEY].itertuples(index=False))}"
+        )
     wh_rows = lt[lt["item_id"].isna()]
     if wh_rows["warehouse_id"].duplicated().any():
         raise ValueError("lead_times: duplicate warehouse-level rows (item_id null) for one warehouse")
@@ -130,7 +151,7 @@ def _daily(group: "pd.DataFrame") -> tuple["np.ndarray", "np.ndarray", int]:
     if len(steps) and (steps.min() != steps.max() or steps.min() <= 0):
         raise ValueError("forecast dates of a series must be regular (one step: daily or weekly)")
     p = int(steps[0]) if len(steps) else 1
-    spread = (group["yhat_p90"].to_numpy(float) - group["yhat_p10"].to_numpy(float))
+    spread = group["yhat_p90"].to_numpy(float) - group["yhat_p10"].to_numpy(float)
     sigma = np.maximum(spread, 0.0) / (2.0 * P90_Z)
     mean = np.repeat(group["yhat"].to_numpy(float) / p, p)
     var = np.repeat(sigma**2 / p, p)
@@ -215,14 +236,28 @@ def policy(
         safety = z * sigma_lt
         order_up_to = _cum_at(mean, LR) + z * math.sqrt(_cum_at(var, LR))
         row = {
-            "item_id": item, "warehouse_id": wh, "forecast_start": g["ds"].iloc[0], "horizon_days": n,
-            "lead_time_days": L, "lead_time_source": source, "review_period_days": float(review_period_days),
-            "service_level": float(service_level), "z": z,
+            "item_id": item,
+            "warehouse_id": wh,
+            "forecast_start": g["ds"].iloc[0],
+            "horizon_days": n,
+            "lead_time_days": L,
+            "lead_time_source": source,
+            "review_period_days": float(review_period_days),
+            "service_level": float(service_level),
+            "z": z,
             "mean_daily_demand_lt": demand_lt / L if L > 0 else float(mean[0]),
-            "demand_lt": demand_lt, "sigma_lt": sigma_lt, "safety_stock": safety,
-            "reorder_point": demand_lt + safety, "order_up_to": order_up_to, "horizon_extended": bool(LR > n),
-            "on_hand_units": np.nan, "on_order_units": np.nan, "inventory_position": np.nan,
-            "order_needed": None, "suggested_order_units": np.nan, "projected_stockout_date": pd.NaT,
+            "demand_lt": demand_lt,
+            "sigma_lt": sigma_lt,
+            "safety_stock": safety,
+            "reorder_point": demand_lt + safety,
+            "order_up_to": order_up_to,
+            "horizon_extended": bool(LR > n),
+            "on_hand_units": np.nan,
+            "on_order_units": np.nan,
+            "inventory_position": np.nan,
+            "order_needed": None,
+            "suggested_order_units": np.nan,
+            "projected_stockout_date": pd.NaT,
             "days_of_cover": np.nan,
         }
         if stock is not None and (item, wh) in stock.index:
@@ -233,7 +268,10 @@ def policy(
             out = np.flatnonzero(projected <= 1e-9)
             daily_rate = mean.mean()
             row.update(
-                on_hand_units=float(oh), on_order_units=float(oo), inventory_position=position, order_needed=bool(needed),
+                on_hand_units=float(oh),
+                on_order_units=float(oo),
+                inventory_position=position,
+                order_needed=bool(needed),
                 suggested_order_units=float(max(math.ceil(order_up_to - position - 1e-9), 0)) if needed else 0.0,
                 projected_stockout_date=g["ds"].iloc[0] + pd.Timedelta(days=int(out[0])) if len(out) else pd.NaT,
                 days_of_cover=position / daily_rate if daily_rate > 0 else math.inf,
@@ -249,8 +287,15 @@ def policy(
 # ----------------------------------------------------------------------------- turnover
 
 
-def _simulate_many(demand: "np.ndarray", length: "np.ndarray", reorder_point: "np.ndarray", order_up_to: "np.ndarray",
-                   lead_time_days: "np.ndarray", review_period_days: float, opening_stock: "np.ndarray") -> dict:
+def _simulate_many(
+    demand: "np.ndarray",
+    length: "np.ndarray",
+    reorder_point: "np.ndarray",
+    order_up_to: "np.ndarray",
+    lead_time_days: "np.ndarray",
+    review_period_days: float,
+    opening_stock: "np.ndarray",
+) -> dict:
     """``simulate_policy`` for many series at once: demand[series, day], each series' own day 0 in
     column 0 and ``length`` days long (later columns ignored). One pass over the days, vectorised
     over the series."""
@@ -285,8 +330,14 @@ def _simulate_many(demand: "np.ndarray", length: "np.ndarray", reorder_point: "n
     return {"on_hand": on_hand, "sales": sales, "orders": orders}
 
 
-def simulate_policy(demand, reorder_point: float, order_up_to: float, lead_time_days: float,
-                    review_period_days: float = 1, opening_stock: float | None = None) -> dict:
+def simulate_policy(
+    demand,
+    reorder_point: float,
+    order_up_to: float,
+    lead_time_days: float,
+    review_period_days: float = 1,
+    opening_stock: float | None = None,
+) -> dict:
     """Replay a periodic-review (R, s, S) policy over a daily demand path (lost sales).
 
     Day t: deliveries due on t arrive first; then sales = min(demand[t], stock) (the rest is lost);
@@ -299,8 +350,15 @@ def simulate_policy(demand, reorder_point: float, order_up_to: float, lead_time_
 
     d = np.asarray(demand, dtype=float)
     opening = order_up_to if opening_stock is None else opening_stock
-    out = _simulate_many(d[None, :], np.array([len(d)]), np.array([reorder_point]), np.array([order_up_to]),
-                         np.array([lead_time_days]), review_period_days, np.array([opening]))
+    out = _simulate_many(
+        d[None, :],
+        np.array([len(d)]),
+        np.array([reorder_point]),
+        np.array([order_up_to]),
+        np.array([lead_time_days]),
+        review_period_days,
+        np.array([opening]),
+    )
     on_hand, sales = out["on_hand"][0], out["sales"][0]
     return {"on_hand": on_hand, "sales": sales, "lost_units": float((d - sales).sum()), "orders": int(out["orders"][0])}
 
@@ -363,24 +421,39 @@ def turnover(history: "pd.DataFrame", policy_frame: "pd.DataFrame", review_every
     hand = np.full((n, T), np.nan)
     hand[row, col] = h["on_hand_units"].to_numpy(float)
     first_hand = np.where(np.isfinite(hand[:, 0]), hand[:, 0], 0.0)
-    sim = _simulate_many(y, length, series["reorder_point"].to_numpy(float), series["order_up_to"].to_numpy(float),
-                         series["lead_time_days"].to_numpy(float), review_every_days, first_hand + y[:, 0])
+    sim = _simulate_many(
+        y,
+        length,
+        series["reorder_point"].to_numpy(float),
+        series["order_up_to"].to_numpy(float),
+        series["lead_time_days"].to_numpy(float),
+        review_every_days,
+        first_hand + y[:, 0],
+    )
     valid = np.arange(T)[None, :] < length[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         hist_mean = np.nanmean(np.where(valid, hand, np.nan), axis=1)
         sim_mean = np.where(valid, sim["on_hand"], 0.0).sum(1) / length
         sold = y.sum(1)
         served = np.where(valid, sim["sales"], 0.0).sum(1)
-        table = pd.DataFrame({
-            "item_id": series["item_id"], "warehouse_id": series["warehouse_id"], "days": length, "units_sold": sold,
-            "history_mean_on_hand": hist_mean,
-            "history_turnover": np.where(hist_mean > 0, sold / hist_mean, np.nan),
-            "history_stockout_days": (np.where(valid, hand, np.inf) <= 0).sum(1),
-            "policy_mean_on_hand": sim_mean, "policy_units_sold": served,
-            "policy_turnover": np.where(sim_mean > 0, served / sim_mean, np.nan),
-            "policy_lost_units": sold - served, "policy_fill_rate": np.where(sold > 0, served / sold, np.nan),
-            "policy_stockout_days": (np.where(valid, sim["on_hand"], np.inf) <= 0).sum(1), "policy_orders": sim["orders"],
-        })
+        table = pd.DataFrame(
+            {
+                "item_id": series["item_id"],
+                "warehouse_id": series["warehouse_id"],
+                "days": length,
+                "units_sold": sold,
+                "history_mean_on_hand": hist_mean,
+                "history_turnover": np.where(hist_mean > 0, sold / hist_mean, np.nan),
+                "history_stockout_days": (np.where(valid, hand, np.inf) <= 0).sum(1),
+                "policy_mean_on_hand": sim_mean,
+                "policy_units_sold": served,
+                "policy_turnover": np.where(sim_mean > 0, served / sim_mean, np.nan),
+                "policy_lost_units": sold - served,
+                "policy_fill_rate": np.where(sold > 0, served / sold, np.nan),
+                "policy_stockout_days": (np.where(valid, sim["on_hand"], np.inf) <= 0).sum(1),
+                "policy_orders": sim["orders"],
+            }
+        )
     for c in ("history_turnover", "policy_turnover"):
         table[f"{c}_annual"] = table[c] * 365.0 / table["days"]
     hist_inv, pol_inv = float(np.nansum(hist_mean)), float(sim_mean.sum())

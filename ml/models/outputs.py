@@ -36,8 +36,9 @@ def atomic_parquet(frame: "pd.DataFrame", path: Path) -> None:
     tmp.replace(path)
 
 
-def write_partition(settings: Settings, model_name: str, frame: "pd.DataFrame", scoring_date: date,
-                    key: str = "scoring_date", source: bool = True) -> Path:
+def write_partition(
+    settings: Settings, model_name: str, frame: "pd.DataFrame", scoring_date: date, key: str = "scoring_date", source: bool = True
+) -> Path:
     """Overwrite the date's partition, then (``source``) rebuild the Feast source from all partitions."""
     import pandas as pd
 

@@ -43,8 +43,17 @@ AUDIT_COLUMNS = ("gender", "age_band", "region")
 KEYS = ("user_id", "event_timestamp", "cutoff_date")
 # RFM segments, best first: the fixed category order of the rfm_segment feature.
 RFM_SEGMENTS = (
-    "champions", "loyal_customers", "potential_loyalists", "new_customers", "promising", "need_attention",
-    "about_to_sleep", "at_risk", "cannot_lose_them", "hibernating", "lost",
+    "champions",
+    "loyal_customers",
+    "potential_loyalists",
+    "new_customers",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "at_risk",
+    "cannot_lose_them",
+    "hibernating",
+    "lost",
 )
 
 
@@ -233,9 +242,21 @@ def logistic_fit(x: "pd.DataFrame", y):
     numeric = [c for c in x.columns if c not in categorical and x[c].notna().any()]
     signed_log = FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")
     columns = ColumnTransformer(
-        [("num", make_pipeline(signed_log, SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
-         *([("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
-                                  OneHotEncoder(handle_unknown="ignore")), categorical)] if categorical else [])])
+        [
+            ("num", make_pipeline(signed_log, SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
+            *(
+                [
+                    (
+                        "cat",
+                        make_pipeline(SimpleImputer(strategy="constant", fill_value="none"), OneHotEncoder(handle_unknown="ignore")),
+                        categorical,
+                    )
+                ]
+                if categorical
+                else []
+            ),
+        ]
+    )
     model = make_pipeline(columns, LogisticRegression(C=1.0, max_iter=2000))
     return model.fit(_plain_categories(x), np.asarray(y, dtype=int))
 
@@ -275,8 +296,9 @@ class LogisticModel:
         owners = []
         for name in names:
             body = name.split("__", 1)[1].removeprefix("missingindicator_")
-            owners.append(next(i for i, f in sorted(enumerate(self.features), key=lambda t: -len(t[1]))
-                               if body == f or body.startswith(f + "_")))
+            owners.append(
+                next(i for i, f in sorted(enumerate(self.features), key=lambda t: -len(t[1])) if body == f or body.startswith(f + "_"))
+            )
         return np.asarray(owners)
 
     def predict(self, x: "pd.DataFrame", num_iteration=None, pred_contrib: bool = False) -> "np.ndarray":
@@ -306,8 +328,17 @@ def _plain_categories(x: "pd.DataFrame") -> "pd.DataFrame":
     return x.assign(**{c: x[c].astype(object) for c in x.columns if str(x[c].dtype) == "category"})
 
 
-def reference_losses(y, p, references: dict, metric: str = "roc_auc", margin: float = 0.0, higher_is_better: bool = True,
-                     confidence: float = 0.95, n_boot: int = 200, seed: int = 0) -> list[str]:
+def reference_losses(
+    y,
+    p,
+    references: dict,
+    metric: str = "roc_auc",
+    margin: float = 0.0,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> list[str]:
     """The gate: one line per plain reference (name -> its predictions on the same rows) the model
     falls behind. The paired difference model - reference on ``metric`` (roc_auc, pr_auc or log_loss)
     must not be below ``margin`` beyond the noise of the test rows: a loss is a difference below
@@ -337,8 +368,7 @@ def reference_losses(y, p, references: dict, metric: str = "roc_auc", margin: fl
         diff = sign * (fn(y, p) - fn(y, np.asarray(ref, dtype=float)))
         se = float(np.std(boots[name])) if boots[name] else 0.0
         if diff < margin - z * se:
-            losses.append(f"{metric} {'+' if diff >= 0 else ''}{diff:.4f} vs {name} (paired bootstrap s.e. {se:.4f}, "
-                          f"margin {margin:g})")
+            losses.append(f"{metric} {'+' if diff >= 0 else ''}{diff:.4f} vs {name} (paired bootstrap s.e. {se:.4f}, margin {margin:g})")
     return losses
 
 
@@ -400,7 +430,9 @@ def training_frames(settings: Settings, config: dict, horizon: int) -> tuple[Any
         n_test=int(split_cfg.get("n_test", 1)),
         gap_days=horizon,
     )
-    check_labels(split.train["label"], min_positives=int(config.get("min_positives", 20)), min_negatives=int(config.get("min_positives", 20)))
+    check_labels(
+        split.train["label"], min_positives=int(config.get("min_positives", 20)), min_negatives=int(config.get("min_positives", 20))
+    )
     store = get_store(settings)
     service = config["feature_service"]
     features = service_requirements(store, service)["features"]
@@ -449,16 +481,28 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     l_test = logistic_predict(logistic, x["test"])
     logistic_metrics = binary_metrics(y["test"], l_test)
     promotion = config["promotion"]
-    gate = (promotion["metric"], float(promotion.get("reference_margin", 0.0)), bool(promotion.get("higher_is_better", True)),
-            float(promotion.get("reference_confidence", 0.95)))
+    gate = (
+        promotion["metric"],
+        float(promotion.get("reference_margin", 0.0)),
+        bool(promotion.get("higher_is_better", True)),
+        float(promotion.get("reference_confidence", 0.95)),
+    )
     losses = reference_losses(y["test"], p_test, {"rfm_baseline": b_test, "logistic": l_test}, *gate)
-    say(f"{MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} vs RFM baseline {baseline_metrics['roc_auc']:.4f}, "
-        f"logistic regression {logistic_metrics['roc_auc']:.4f}")
+    say(
+        f"{MODEL_NAME}: test ROC AUC {metrics['roc_auc']:.4f} vs RFM baseline {baseline_metrics['roc_auc']:.4f}, "
+        f"logistic regression {logistic_metrics['roc_auc']:.4f}"
+    )
     lightgbm_metrics, served_type = metrics, "lightgbm"
-    if config.get("serve_logistic_when_better", True) and reference_losses(y["test"], p_test, {"logistic": l_test}, gate[0], 0.0,
-                                                                           *gate[2:]):
+    if config.get("serve_logistic_when_better", True) and reference_losses(
+        y["test"], p_test, {"logistic": l_test}, gate[0], 0.0, *gate[2:]
+    ):
         # the reference is the better model on these rows: the family serves it (still gated by the RFM rule)
-        served_type, model, p_test, metrics = "logistic_regression", LogisticModel(logistic, list(x["train"].columns)), l_test, logistic_metrics
+        served_type, model, p_test, metrics = (
+            "logistic_regression",
+            LogisticModel(logistic, list(x["train"].columns)),
+            l_test,
+            logistic_metrics,
+        )
         losses = reference_losses(y["test"], p_test, {"rfm_baseline": b_test}, *gate)
         say(f"{MODEL_NAME}: the logistic regression beats LightGBM on the test rows beyond the noise: it is this version's model")
 
@@ -492,8 +536,9 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         if served_type == "lightgbm":
             version = registry.log_model(serving, MODEL_NAME, flavor="lightgbm", tags={**refit_tags, "model_type": served_type})
         else:
-            version = registry.log_model(serving, MODEL_NAME, flavor="sklearn", serialization_format="cloudpickle",
-                                         tags={**refit_tags, "model_type": served_type})
+            version = registry.log_model(
+                serving, MODEL_NAME, flavor="sklearn", serialization_format="cloudpickle", tags={**refit_tags, "model_type": served_type}
+            )
         champion_value = _champion_on(settings, split.test, features, y["test"], config)
         decision = registry.promote_if_not_worse(
             settings,
@@ -511,22 +556,36 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         report.text(
             f"Trained on {rows['train']:,} user-weeks, early-stopped on {rows['valid']:,}, tested on {rows['test']:,} "
             f"(time split: {json.dumps(split.boundaries)}). Features: service `{config['feature_service']}`. "
-            + ("The logistic regression beat LightGBM on the test rows beyond the noise "
-               f"(ROC AUC {logistic_metrics['roc_auc']:.4f} vs {lightgbm_metrics['roc_auc']:.4f}), so this version is the logistic "
-               "regression (explanations: coefficient x standardised value). " if served_type != "lightgbm" else "")
-            + (f"The registered version is refit with the same parameters"
-               + (f" and {model.best_iteration} rounds" if served_type == "lightgbm" else "") + " on all "
-               f"{sum(rows.values()):,} labelled user-weeks (cutoffs through {refit_tags['labelled_through']}), so it "
-               f"scores with the newest labels; the test metrics are those of the model fitted before the test cutoffs. "
-               if refit_tags else "")
+            + (
+                "The logistic regression beat LightGBM on the test rows beyond the noise "
+                f"(ROC AUC {logistic_metrics['roc_auc']:.4f} vs {lightgbm_metrics['roc_auc']:.4f}), so this version is the logistic "
+                "regression (explanations: coefficient x standardised value). "
+                if served_type != "lightgbm"
+                else ""
+            )
+            + (
+                f"The registered version is refit with the same parameters"
+                + (f" and {model.best_iteration} rounds" if served_type == "lightgbm" else "")
+                + " on all "
+                f"{sum(rows.values()):,} labelled user-weeks (cutoffs through {refit_tags['labelled_through']}), so it "
+                f"scores with the newest labels; the test metrics are those of the model fitted before the test cutoffs. "
+                if refit_tags
+                else ""
+            )
             + f"Promotion: {decision.reason}"
         )
-        report.metrics(f"Test metrics (the served model: {served_type}; LightGBM and its plain references: the RFM-score rule, "
-                       "a logistic regression)",
-                       {"propensity_lgbm (LightGBM)": lightgbm_metrics, "rfm_baseline": baseline_metrics, "logistic": logistic_metrics})
-        report.text(f"Reference gate ({promotion['metric']}, paired bootstrap on the test rows): " + (
-            "passed, the model is not behind the RFM rule or the logistic regression beyond the noise." if not losses
-            else "failed, not promoted: " + "; ".join(losses) + "."))
+        report.metrics(
+            f"Test metrics (the served model: {served_type}; LightGBM and its plain references: the RFM-score rule, a logistic regression)",
+            {"propensity_lgbm (LightGBM)": lightgbm_metrics, "rfm_baseline": baseline_metrics, "logistic": logistic_metrics},
+        )
+        report.text(
+            f"Reference gate ({promotion['metric']}, paired bootstrap on the test rows): "
+            + (
+                "passed, the model is not behind the RFM rule or the logistic regression beyond the noise."
+                if not losses
+                else "failed, not promoted: " + "; ".join(losses) + "."
+            )
+        )
         scores = {"propensity_lgbm": p_test, "rfm_baseline": b_test} | ({"logistic": l_test} if served_type == "lightgbm" else {})
         if sequence is not None:
             scores = {**scores, "propensity_gru": sequence["p_test"]}
@@ -558,9 +617,20 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         mlflow.log_artifacts(str(path.parent), artifact_path="report")
         mlflow.set_tag("report", str(path))
     say(f"{MODEL_NAME}: version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason}); report {path}")
-    return TrainResult(run_id, str(version.version), metrics, baseline_metrics, decision, path, horizon, rows,
-                       sequence={k: v for k, v in (sequence or {}).items() if k not in ("model", "p_test")} or None,
-                       logistic_metrics=logistic_metrics, lightgbm_metrics=lightgbm_metrics, model_type=served_type)
+    return TrainResult(
+        run_id,
+        str(version.version),
+        metrics,
+        baseline_metrics,
+        decision,
+        path,
+        horizon,
+        rows,
+        sequence={k: v for k, v in (sequence or {}).items() if k not in ("model", "p_test")} or None,
+        logistic_metrics=logistic_metrics,
+        lightgbm_metrics=lightgbm_metrics,
+        model_type=served_type,
+    )
 
 
 def train_sequence_model(settings: Settings, split, config: dict, horizon: int, say: Callable[[str], None]) -> dict | None:
@@ -580,7 +650,7 @@ def train_sequence_model(settings: Settings, split, config: dict, horizon: int, 
     train_rows = split.train
     limit = options.get("max_train_rows")
     if limit and len(train_rows) > int(limit):  # the most recent rows: the GRU costs CPU per row
-        train_rows = train_rows.sort_values("event_timestamp", kind="stable").iloc[-int(limit):]
+        train_rows = train_rows.sort_values("event_timestamp", kind="stable").iloc[-int(limit) :]
     cols = ["user_id", "event_timestamp", "label"]
     started = time.perf_counter()
     train = seq.build_sequences(events, train_rows[cols], gru_config.n_last, label_col="label")
@@ -598,21 +668,42 @@ def train_sequence_model(settings: Settings, split, config: dict, horizon: int, 
         champion_value = float(binary_metrics(split.test["label"].to_numpy(), champion_p)["roc_auc"])
     except (registry.ModelLoadError, ValueError) as exc:
         log.info("no comparable %s champion: %s", seq.MODEL_NAME, exc)
-    params = {**{f"gru_{k}": v for k, v in gru_config.to_dict().items()}, "horizon_days": horizon,
-              "rows_train": len(train_rows), "rows_valid": len(split.valid), "rows_test": len(split.test),
-              "epochs_run": len(history), **{f"split_{k}": v for k, v in split.boundaries.items()}}
+    params = {
+        **{f"gru_{k}": v for k, v in gru_config.to_dict().items()},
+        "horizon_days": horizon,
+        "rows_train": len(train_rows),
+        "rows_valid": len(split.valid),
+        "rows_test": len(split.test),
+        "epochs_run": len(history),
+        **{f"split_{k}": v for k, v in split.boundaries.items()},
+    }
     features = ["event_type", "category_l1", "price_band", "gap_to_cutoff", "gap_prev", "n_events"]
-    with registry.training_run(settings, seq.MODEL_NAME, params=params, feature_service="export:seq_user_events",
-                               features=features, snapshot=_snapshot(settings)):
+    with registry.training_run(
+        settings, seq.MODEL_NAME, params=params, feature_service="export:seq_user_events", features=features, snapshot=_snapshot(settings)
+    ):
         registry.log_metrics(metrics, prefix="test_")
         version = registry.log_model(model, seq.MODEL_NAME, flavor="pytorch")
         decision = registry.promote_if_not_worse(
-            settings, seq.MODEL_NAME, version.version, metric="roc_auc", value=metrics["roc_auc"],
-            tolerance=float(config["promotion"].get("tolerance", 0.0)), champion_value=champion_value,
+            settings,
+            seq.MODEL_NAME,
+            version.version,
+            metric="roc_auc",
+            value=metrics["roc_auc"],
+            tolerance=float(config["promotion"].get("tolerance", 0.0)),
+            champion_value=champion_value,
         )
-    return {"model": model, "p_test": p_test, "metrics": metrics, "version": str(version.version),
-            "promoted": bool(decision.promoted), "decision": decision.reason, "epochs": len(history),
-            "seconds": round(seconds, 1), "rows_train": len(train_rows), "n_last": gru_config.n_last}
+    return {
+        "model": model,
+        "p_test": p_test,
+        "metrics": metrics,
+        "version": str(version.version),
+        "promoted": bool(decision.promoted),
+        "decision": decision.reason,
+        "epochs": len(history),
+        "seconds": round(seconds, 1),
+        "rows_train": len(train_rows),
+        "n_last": gru_config.n_last,
+    }
 
 
 def _importance(model) -> "pd.Series":
@@ -662,9 +753,11 @@ def _pca(x: "pd.DataFrame", segments, config: dict) -> dict | None:
     pca = PCA(n_components=min(5, z.shape[1]), random_state=0).fit(z)
     coords = pca.transform(z)[:, :2]
     variance = pd.DataFrame(
-        {"component": [f"PC{i + 1}" for i in range(len(pca.explained_variance_ratio_))],
-         "variance_explained": pca.explained_variance_ratio_.round(4),
-         "cumulative": np.cumsum(pca.explained_variance_ratio_).round(4)}
+        {
+            "component": [f"PC{i + 1}" for i in range(len(pca.explained_variance_ratio_))],
+            "variance_explained": pca.explained_variance_ratio_.round(4),
+            "cumulative": np.cumsum(pca.explained_variance_ratio_).round(4),
+        }
     )
     import matplotlib
 

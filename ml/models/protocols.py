@@ -97,15 +97,10 @@ def random_split_per_user(
     position[order] = np.arange(len(pairs)) - first[user[order]]
     ends = np.cumsum(split_counts(totals, ratios), axis=1)[user]
     part = (position[:, None] >= ends[:, :2]).sum(axis=1)
-    return tuple(
-        pairs[part == p].sort_values(["user_id", "event_timestamp"], kind="stable").reset_index(drop=True)
-        for p in range(3)
-    )
+    return tuple(pairs[part == p].sort_values(["user_id", "event_timestamp"], kind="stable").reset_index(drop=True) for p in range(3))
 
 
-def time_split(
-    inter: pd.DataFrame, test_days: float, valid_days: float
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def time_split(inter: pd.DataFrame, test_days: float, valid_days: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Global time split: test = the last ``test_days`` of the log, valid = the ``valid_days`` before,
     train = earlier. Each part is deduplicated to user x item, and valid/test keep only pairs new to
     the user (not in an earlier part): masked items can never be hit, as in RecBole's full ranking.

@@ -120,9 +120,17 @@ class LambdaRankConfig:
 
     params: dict = field(
         default_factory=lambda: {
-            "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.9,
-            "bagging_fraction": 0.9, "bagging_freq": 1, "lambda_l2": 1.0, "verbosity": -1,
-            "num_threads": 2, "seed": 42, "deterministic": True,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 50,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.9,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+            "verbosity": -1,
+            "num_threads": 2,
+            "seed": 42,
+            "deterministic": True,
         }
     )
     num_boost_round: int = 500
@@ -158,8 +166,6 @@ def _check_positive(config, *names):
     for name in names:
         if getattr(config, name) < 1:
             raise ValueError(f"{type(config).__name__}.{name} must be >= 1, not {getattr(config, name)}")
-
-
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -353,9 +359,7 @@ class WideDeepModel:
         return self.predict_heads(frame) @ np.asarray(self.config.score_weights)
 
 
-def fit_widedeep(
-    train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, config: WideDeepConfig | dict | None = None
-) -> WideDeepModel:
+def fit_widedeep(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, config: WideDeepConfig | dict | None = None) -> WideDeepModel:
     """Wide & Deep on ``train`` plus ``random_negatives`` sampled negatives per positive
     (``sample_negatives``), Adam on the weighted head BCEs, seeded mini-batches; early stopping on
     ``valid`` NDCG@10 (``patience`` epochs), best epoch restored. history: epoch, train_loss,

@@ -99,14 +99,17 @@ def embeddings_path(settings: Settings) -> Path:
     return Path(settings.scores_dir) / EMBEDDINGS_FILE
 
 
-def embed_items(settings: Settings, items: "pd.DataFrame | None" = None, progress: bool = True,
-                echo: Callable[[str], None] | None = print) -> dict:
+def embed_items(
+    settings: Settings, items: "pd.DataFrame | None" = None, progress: bool = True, echo: Callable[[str], None] | None = print
+) -> dict:
     """Embed every item text (cached by text hash) and rewrite the Feast source of ``item_embeddings``."""
     from ml.models import embeddings
 
     say = echo or (lambda _m: None)
     items = load_items(settings) if items is None else items
-    frame, stats = embeddings.item_embeddings(items[["item_id", "item_text"]], Path(settings.data_dir) / "cache" / "item_text_embeddings.parquet", progress=progress)
+    frame, stats = embeddings.item_embeddings(
+        items[["item_id", "item_text"]], Path(settings.data_dir) / "cache" / "item_text_embeddings.parquet", progress=progress
+    )
     path = embeddings.write_embeddings(frame, embeddings_path(settings), datetime.now(timezone.utc))
     say(f"item embeddings: {len(frame):,} items ({stats}) -> {path}")
     return {"path": str(path), "rows": len(frame), **stats}
@@ -185,8 +188,9 @@ class CutoffFrames:
     own_history: "pd.DataFrame | None" = None  # the users' whole history before the cutoff (repeat source, rebuy features)
 
 
-def cutoff_candidates(inter: "pd.DataFrame", items: "pd.DataFrame", users, cutoff: "pd.Timestamp", config: dict,
-                      item_matrix=None) -> CutoffFrames:
+def cutoff_candidates(
+    inter: "pd.DataFrame", items: "pd.DataFrame", users, cutoff: "pd.Timestamp", config: dict, item_matrix=None
+) -> CutoffFrames:
     """Candidates for ``users`` from the interactions strictly before ``cutoff``: co-visitation,
     popularity and content read the last ``split.history_days``; the repeat source ("buy again")
     and the rebuy features read each user's whole history."""
@@ -199,12 +203,24 @@ def cutoff_candidates(inter: "pd.DataFrame", items: "pd.DataFrame", users, cutof
     own = before[before["user_id"].isin(users)]
     t = {}
     t0 = time.perf_counter()
-    covis = cand.covisitation(history, event_weights=cfg.event_weights, max_items_per_session=cfg.max_items_per_session,
-                              order_window_days=cfg.order_window_days, top_n_per_item=cfg.top_n_per_item)
+    covis = cand.covisitation(
+        history,
+        event_weights=cfg.event_weights,
+        max_items_per_session=cfg.max_items_per_session,
+        order_window_days=cfg.order_window_days,
+        top_n_per_item=cfg.top_n_per_item,
+    )
     t["covisitation"] = time.perf_counter() - t0
     segments = user_segments(history, items)
-    pop_table = cand.popularity(history, cutoff, half_life_days=cfg.half_life_days, segments=segments, n=max(cfg.n_popular * 3, cfg.n_total),
-                                segment_prior=cfg.segment_prior, event_weights=cfg.event_weights)
+    pop_table = cand.popularity(
+        history,
+        cutoff,
+        half_life_days=cfg.half_life_days,
+        segments=segments,
+        n=max(cfg.n_popular * 3, cfg.n_total),
+        segment_prior=cfg.segment_prior,
+        event_weights=cfg.event_weights,
+    )
     t0 = time.perf_counter()
     cands = cand.generate(users, history, cutoff, cfg, covis, pop_table, segments, item_matrix, own_history=own)
     t["generate"] = time.perf_counter() - t0
@@ -214,8 +230,14 @@ def cutoff_candidates(inter: "pd.DataFrame", items: "pd.DataFrame", users, cutof
 ITEM_ATTRS = ("category_l1", "brand", "price_band")
 
 
-def pair_features(cands: "pd.DataFrame", history: "pd.DataFrame", items: "pd.DataFrame", cutoff: "pd.Timestamp",
-                  item_matrix=None, own_history: "pd.DataFrame | None" = None) -> "pd.DataFrame":
+def pair_features(
+    cands: "pd.DataFrame",
+    history: "pd.DataFrame",
+    items: "pd.DataFrame",
+    cutoff: "pd.Timestamp",
+    item_matrix=None,
+    own_history: "pd.DataFrame | None" = None,
+) -> "pd.DataFrame":
     """Candidate pairs plus features known at ``cutoff``: item attributes, the user's history with the
     item, its category and brand (shares), the user's top category and brand (wide crosses), item age,
     the rebuy features (``rebuy_features`` over ``own_history``, default ``history``) and the item's
@@ -230,13 +252,20 @@ def pair_features(cands: "pd.DataFrame", history: "pd.DataFrame", items: "pd.Dat
     launch = pd.to_datetime(frame.pop("launch_date"), utc=True)
     frame["item_age_days"] = ((cutoff - launch).dt.total_seconds() / DAY).astype(float)
 
-    hist = history[["user_id", "item_id", "event_type", "event_timestamp"]].merge(items[["item_id", "category_l1", "brand"]], on="item_id", how="left")
+    hist = history[["user_id", "item_id", "event_type", "event_timestamp"]].merge(
+        items[["item_id", "category_l1", "brand"]], on="item_id", how="left"
+    )
     n_user = hist.groupby("user_id").size().rename("user_history_count")
-    ui = hist.assign(is_purchase=(hist["event_type"] == "purchase").astype(float)).groupby(["user_id", "item_id"]).agg(
-        user_item_count=("item_id", "size"),
-        user_item_purchased=("is_purchase", "max"),
-        user_item_last=("event_timestamp", "max"),
-    ).reset_index()
+    ui = (
+        hist.assign(is_purchase=(hist["event_type"] == "purchase").astype(float))
+        .groupby(["user_id", "item_id"])
+        .agg(
+            user_item_count=("item_id", "size"),
+            user_item_purchased=("is_purchase", "max"),
+            user_item_last=("event_timestamp", "max"),
+        )
+        .reset_index()
+    )
     frame = frame.merge(ui, on=["user_id", "item_id"], how="left")
     frame["days_since_user_item"] = (cutoff - frame.pop("user_item_last")).dt.total_seconds() / DAY
     frame[["user_item_count", "user_item_purchased"]] = frame[["user_item_count", "user_item_purchased"]].fillna(0.0)
@@ -313,9 +342,24 @@ def add_feast_features(settings: Settings, pairs: "pd.DataFrame", service: str, 
 
 # Pair-level features (the user x item relation), neither a user nor an item attribute: a random
 # negative (ranking.sample_negatives) does not copy them.
-PAIR_COLUMNS = ("source", "n_sources", "covis_score", "knn_score", "repeat_score", "content_score", "pop_score", "user_item_count",
-                "user_item_purchased", "days_since_user_item", "user_category_share", "user_brand_share",
-                "user_item_purchase_days", "days_since_user_item_purchase", "user_item_cycle_days", "user_item_cycle_ratio")
+PAIR_COLUMNS = (
+    "source",
+    "n_sources",
+    "covis_score",
+    "knn_score",
+    "repeat_score",
+    "content_score",
+    "pop_score",
+    "user_item_count",
+    "user_item_purchased",
+    "days_since_user_item",
+    "user_category_share",
+    "user_brand_share",
+    "user_item_purchase_days",
+    "days_since_user_item_purchase",
+    "user_item_cycle_days",
+    "user_item_cycle_ratio",
+)
 ITEM_COLUMNS = (*ITEM_ATTRS, "price", "item_age_days", "has_text")
 
 
@@ -330,15 +374,24 @@ def feature_spec(pairs: "pd.DataFrame", config: dict):
 
     skip = {"user_id", "item_id", "group_id", "label", "event_timestamp", "rank", "item_embedding"}
     categorical = [c for c in config["features"]["categorical"] if c in pairs.columns]
-    numeric = [c for c in pairs.columns if c not in skip and c not in categorical
-               and (pd.api.types.is_numeric_dtype(pairs[c]) or pd.api.types.is_bool_dtype(pairs[c]))]
+    numeric = [
+        c
+        for c in pairs.columns
+        if c not in skip and c not in categorical and (pd.api.types.is_numeric_dtype(pairs[c]) or pd.api.types.is_bool_dtype(pairs[c]))
+    ]
     used = set(numeric) | set(categorical)
     items = [c for c in used if c in ITEM_COLUMNS or c.startswith("item_")]
     users = [c for c in used if c.startswith("user_") and c not in PAIR_COLUMNS]
     crosses = [tuple(x) for x in config["features"]["crosses"] if all(c in pairs.columns for c in x)]
     embedding = "item_embedding" if "item_embedding" in pairs.columns else None
-    return FeatureSpec(numeric=numeric, categorical=categorical, crosses=crosses, embedding=embedding,
-                       item_columns=sorted(items), user_columns=sorted(users))
+    return FeatureSpec(
+        numeric=numeric,
+        categorical=categorical,
+        crosses=crosses,
+        embedding=embedding,
+        item_columns=sorted(items),
+        user_columns=sorted(users),
+    )
 
 
 def fm_spec(pairs: "pd.DataFrame", config: dict):
@@ -350,8 +403,12 @@ def fm_spec(pairs: "pd.DataFrame", config: dict):
     categorical = [c for c in fm["categorical"] if c in pairs.columns]
     numeric = [c for c in fm["numeric"] if c in pairs.columns]
     used = categorical + numeric
-    return FeatureSpec(numeric=numeric, categorical=categorical, item_columns=[c for c in used if c in ITEM_COLUMNS],
-                       user_columns=[c for c in used if c.startswith("user_")])
+    return FeatureSpec(
+        numeric=numeric,
+        categorical=categorical,
+        item_columns=[c for c in used if c in ITEM_COLUMNS],
+        user_columns=[c for c in used if c.startswith("user_")],
+    )
 
 
 def categorize(pairs: "pd.DataFrame", categorical: list[str]) -> "pd.DataFrame":
@@ -361,8 +418,17 @@ def categorize(pairs: "pd.DataFrame", categorical: list[str]) -> "pd.DataFrame":
     return pairs
 
 
-def cutoff_pairs(inter: "pd.DataFrame", items: "pd.DataFrame", cutoff: "pd.Timestamp", config: dict, item_matrix=None,
-                 *, max_users: int | None = None, only_positive_groups: bool = True, seed: int = 0):
+def cutoff_pairs(
+    inter: "pd.DataFrame",
+    items: "pd.DataFrame",
+    cutoff: "pd.Timestamp",
+    config: dict,
+    item_matrix=None,
+    *,
+    max_users: int | None = None,
+    only_positive_groups: bool = True,
+    seed: int = 0,
+):
     """One cutoff's labelled pair frame: users with interactions in the window after ``cutoff`` (at
     most ``max_users``, sampled), their candidates and features, ``label`` = the window's grade (0 when
     not interacted). Returns (pairs, truth of those users, CutoffFrames)."""
@@ -425,8 +491,9 @@ class Evaluation:
     purchases: dict | None = None  # purchase_evaluation: served lists vs the plain references
 
 
-def evaluate_rankings(rankings: dict[str, "pd.DataFrame"], truth: "pd.DataFrame", history: "pd.DataFrame", n_items: int,
-                      ks=(10, 20)) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+def evaluate_rankings(
+    rankings: dict[str, "pd.DataFrame"], truth: "pd.DataFrame", history: "pd.DataFrame", n_items: int, ks=(10, 20)
+) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Full ranking of each model's scored pairs against the test week's truth (users without any
     ranked item count as misses). Returns (metrics per model, cold-start metrics per model): cold
     users have no history before the cutoff; cold items had no interaction before it."""
@@ -445,8 +512,14 @@ def evaluate_rankings(rankings: dict[str, "pd.DataFrame"], truth: "pd.DataFrame"
         for cut, cut_truth in (("cold_users", cold_user_truth), ("cold_items", cold_item_truth)):
             if len(cut_truth):
                 m = ranking_metrics(top[top["user_id"].isin(cut_truth["user_id"])], cut_truth, ks=ks)
-                cold.append({"model": name, "cut": cut, "n_users": m.get("n_users"),
-                             **{k: m[k] for k in (f"recall@{ks[0]}", f"recall@{ks[-1]}", f"ndcg@{ks[0]}") if k in m}})
+                cold.append(
+                    {
+                        "model": name,
+                        "cut": cut,
+                        "n_users": m.get("n_users"),
+                        **{k: m[k] for k in (f"recall@{ks[0]}", f"recall@{ks[-1]}", f"ndcg@{ks[0]}") if k in m},
+                    }
+                )
     return pd.DataFrame(rows).set_index("model"), pd.DataFrame(cold)
 
 
@@ -507,7 +580,9 @@ class TrainResult:
             "promoted": {k: bool(getattr(d, "promoted", False)) for k, d in self.decisions.items()},
             "rows": self.rows,
             "test": {m: {c: round(float(metrics.loc[m, c]), 4) for c in cols if c in metrics.columns} for m in metrics.index},
-            "candidate_recall@100": {r["source"]: round(float(r["recall@100"]), 4) for r in self.evaluation.candidate_recall.to_dict("records")},
+            "candidate_recall@100": {
+                r["source"]: round(float(r["recall@100"]), 4) for r in self.evaluation.candidate_recall.to_dict("records")
+            },
             "search": None if self.evaluation.search is None else self.evaluation.search.round(4).to_dict("index"),
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
             "report": str(self.report),
@@ -520,17 +595,26 @@ def training_frames(settings: Settings, config: dict, inter, items, item_matrix,
     cuts = split_cutoffs(lake_end(inter), config)
     first = inter["event_timestamp"].min()
     if cuts["train"][0] - first < _days(int(config["split"]["window_days"])):
-        raise RecsError(f"the interactions span {first:%Y-%m-%d}..{lake_end(inter):%Y-%m-%d} is too short for "
-                        f"{len(cuts['train'])} training weeks + validation + test; lower split.n_train")
+        raise RecsError(
+            f"the interactions span {first:%Y-%m-%d}..{lake_end(inter):%Y-%m-%d} is too short for "
+            f"{len(cuts['train'])} training weeks + validation + test; lower split.n_train"
+        )
     split = config["split"]
     out: dict[str, Any] = {"cutoffs": cuts}
     for name, cutoffs in (("train", cuts["train"]), ("valid", [cuts["valid"]]), ("test", [cuts["test"]])):
         parts = []
         for i, c in enumerate(cutoffs):
             test = name == "test"
-            pairs, truth, cf = cutoff_pairs(inter, items, c, config, item_matrix,
-                                            max_users=None if test else int(split["max_users_per_cutoff"]),
-                                            only_positive_groups=not test, seed=int(split.get("seed", 0)) + i)
+            pairs, truth, cf = cutoff_pairs(
+                inter,
+                items,
+                c,
+                config,
+                item_matrix,
+                max_users=None if test else int(split["max_users_per_cutoff"]),
+                only_positive_groups=not test,
+                seed=int(split.get("seed", 0)) + i,
+            )
             parts.append(pairs)
             if test:
                 out["test_truth"], out["test_cf"] = truth, cf
@@ -608,8 +692,9 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     search_table = evaluate_search(settings, config)
     seconds["search_eval"] = time.perf_counter() - t
     t = time.perf_counter()
-    purchases = purchase_evaluation(settings, config, inter, items, models, frames["cutoffs"]["test"], frames["cutoffs"]["window_days"],
-                                    item_matrix)
+    purchases = purchase_evaluation(
+        settings, config, inter, items, models, frames["cutoffs"]["test"], frames["cutoffs"]["window_days"], item_matrix
+    )
     seconds["purchase_eval"] = time.perf_counter() - t
     evaluation = Evaluation(metrics, recall, cold, search_table, purchases)
     say("recs test metrics:\n" + metrics[["recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@20"]].round(4).to_string())
@@ -625,14 +710,22 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     report_run = None
     for name, model in models.items():
         model_spec = specs[name]
-        params = {**{f"{k}": v for k, v in config[{MODEL_NAME: 'widedeep', LGBM_NAME: 'lambdarank', FM_NAME: 'fm'}[name]].items()},
-                  **{f"rows_{k}": v for k, v in rows.items()},
-                  **{f"cutoff_{k}": str(v) for k, v in frames["cutoffs"].items() if k != "train"},
-                  "train_cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in frames["cutoffs"]["train"]),
-                  "fit_seconds": round(fit_seconds[name], 1)}
+        params = {
+            **{f"{k}": v for k, v in config[{MODEL_NAME: "widedeep", LGBM_NAME: "lambdarank", FM_NAME: "fm"}[name]].items()},
+            **{f"rows_{k}": v for k, v in rows.items()},
+            **{f"cutoff_{k}": str(v) for k, v in frames["cutoffs"].items() if k != "train"},
+            "train_cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in frames["cutoffs"]["train"]),
+            "fit_seconds": round(fit_seconds[name], 1),
+        }
         features = list(model_spec.numeric) + list(model_spec.categorical) + ([model_spec.embedding] if model_spec.embedding else [])
-        with registry.training_run(settings, name, params=params, feature_service=config["feature_service"], features=features,
-                                   snapshot={"interactions_rows": len(inter), "items": n_items}) as run:
+        with registry.training_run(
+            settings,
+            name,
+            params=params,
+            feature_service=config["feature_service"],
+            features=features,
+            snapshot={"interactions_rows": len(inter), "items": n_items},
+        ) as run:
             registry.log_metrics({k: v for k, v in metrics.loc[name].items() if v == v}, prefix="test_")
             for base in ("popularity", "item_knn"):
                 registry.log_metrics({k: v for k, v in metrics.loc[base].items() if v == v}, prefix=f"{base}_test_")
@@ -646,8 +739,13 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
             # scalers and categories): pickled whole, loaded back as the same class from ml.models.ranking
             version = registry.log_model(model, name, flavor="sklearn", serialization_format="cloudpickle")
             decision = registry.promote_if_not_worse(
-                settings, name, version.version, metric=promotion["metric"],
-                value=float(metrics.loc[name, "ndcg@10"]), higher_is_better=True, tolerance=float(promotion.get("tolerance", 0.0)),
+                settings,
+                name,
+                version.version,
+                metric=promotion["metric"],
+                value=float(metrics.loc[name, "ndcg@10"]),
+                higher_is_better=True,
+                tolerance=float(promotion.get("tolerance", 0.0)),
                 champion_value=_champion_ndcg(settings, name, test_pairs, eval_truth, cf.history, n_items),
                 losses=purchases["losses"].get(name),
             )
@@ -690,15 +788,23 @@ def _report(settings, config, evaluation: Evaluation, frames, rows, models, vers
             f"before), returning, heavy (>= {purchases['heavy_days']} purchase days before, the top fifth). References: popularity "
             f"(distinct buyers, last 90 days), item-kNN (cosine over customers' purchases), own history (buy again, by purchase "
             f"days then recency); every list is completed with popular items. Served coverage (customers with a list of their own): "
-            + ", ".join(f"{m} {v:.1%}" for m, v in purchases["coverage"].items()) + ".")
+            + ", ".join(f"{m} {v:.1%}" for m, v in purchases["coverage"].items())
+            + "."
+        )
         report.table("Purchase protocols: recall per segment (served lists and plain references)", pivot(purchases["table"]).round(4))
         report.table("Purchase protocols: users per cell", pivot(purchases["table"], "n_users"))
         lost = {m: "; ".join(v) for m, v in purchases["losses"].items() if v}
         if not purchases.get("gate_applied", True):
             report.text("Reference gate: not applied (too few buyers in the test window to tell).")
         else:
-            report.text("Reference gate: " + ("every model beats every reference on both protocols." if not lost else
-                                              " / ".join(f"{m} not promoted: {v}" for m, v in lost.items())))
+            report.text(
+                "Reference gate: "
+                + (
+                    "every model beats every reference on both protocols."
+                    if not lost
+                    else " / ".join(f"{m} not promoted: {v}" for m, v in lost.items())
+                )
+            )
     elif purchases.get("note"):
         report.text(f"Purchase protocols: {purchases['note']}.")
     if evaluation.search is not None:
@@ -711,19 +817,27 @@ def _report(settings, config, evaluation: Evaluation, frames, rows, models, vers
             report.table(f"{name}: training history", pd.DataFrame(history).round(4))
         elif history:  # LambdaRank: the validation NDCG per boosting round
             best = max(range(len(history)), key=history.__getitem__)
-            report.text(f"{name}: validation NDCG@{config['lambdarank'].get('eval_at', 10)} {history[best]:.4f} at round {best + 1} "
-                        f"of {len(history)} (early stopping).")
-    report.text(f"Served: `recs score` ranks with the champion of {config['serving']['model']}. " + "; ".join(
-        f"{n}: version {versions[n]}, fit {fit_seconds[n]:.0f} s, "
-        f"{'promoted' if decisions[n].promoted else 'not promoted'} ({decisions[n].reason})" for n in models))
+            report.text(
+                f"{name}: validation NDCG@{config['lambdarank'].get('eval_at', 10)} {history[best]:.4f} at round {best + 1} "
+                f"of {len(history)} (early stopping)."
+            )
+    report.text(
+        f"Served: `recs score` ranks with the champion of {config['serving']['model']}. "
+        + "; ".join(
+            f"{n}: version {versions[n]}, fit {fit_seconds[n]:.0f} s, "
+            f"{'promoted' if decisions[n].promoted else 'not promoted'} ({decisions[n].reason})"
+            for n in models
+        )
+    )
     return report.write(report_dir(settings, MODEL_NAME, run_id), model=MODEL_NAME, run_id=run_id)
 
 
 # --- batch scoring ---------------------------------------------------------------------------------
 
 
-def apply_rules(scored: "pd.DataFrame", items: "pd.DataFrame", history: "pd.DataFrame", now: "pd.Timestamp", rules: dict,
-                k: int) -> "pd.DataFrame":
+def apply_rules(
+    scored: "pd.DataFrame", items: "pd.DataFrame", history: "pd.DataFrame", now: "pd.Timestamp", rules: dict, k: int
+) -> "pd.DataFrame":
     """Business rules after ranking, then the top ``k`` per user: drop items the user bought in the
     last ``exclude_purchased_days``, items out of stock (is_in_stock false; unknown stock is kept),
     and keep at most ``max_per_brand`` items per brand. Input [user_id, item_id, score, ...]."""
@@ -763,8 +877,15 @@ class Served:
     cf: CutoffFrames
 
 
-def serving_pairs(inter: "pd.DataFrame", items: "pd.DataFrame", now: "pd.Timestamp", config: dict, item_matrix=None,
-                  settings: Settings | None = None, users=None) -> "tuple[pd.DataFrame, CutoffFrames]":
+def serving_pairs(
+    inter: "pd.DataFrame",
+    items: "pd.DataFrame",
+    now: "pd.Timestamp",
+    config: dict,
+    item_matrix=None,
+    settings: Settings | None = None,
+    users=None,
+) -> "tuple[pd.DataFrame, CutoffFrames]":
     """The candidates of ``users`` (default ``serving_users``) at ``now`` with their pair features
     (and the Feast features when ``settings`` is given and the config names a feature service)."""
     users = serving_users(inter, now, config["serving"].get("active_days")) if users is None else sorted(users)
@@ -789,8 +910,16 @@ def serve_lists(model, pairs: "pd.DataFrame", cf: CutoffFrames, items: "pd.DataF
     return Served(apply_rules(scored, items, own, now, serve["rules"], k), apply_rules(fresh, items, own, now, serve["rules"], k), cf)
 
 
-def purchase_evaluation(settings: Settings | None, config: dict, inter: "pd.DataFrame", items: "pd.DataFrame", models: dict,
-                        cutoff: "pd.Timestamp", horizon_days: int, item_matrix=None) -> dict:
+def purchase_evaluation(
+    settings: Settings | None,
+    config: dict,
+    inter: "pd.DataFrame",
+    items: "pd.DataFrame",
+    models: dict,
+    cutoff: "pd.Timestamp",
+    horizon_days: int,
+    item_matrix=None,
+) -> dict:
     """The served lists of every model at ``cutoff`` (history before it only; the FM re-ranks the
     served model's lists, as ``Reranker`` does at request time) against the plain
     references (``ml.models.recs_eval``: popularity, item-kNN, own history) on the purchases of the
@@ -804,8 +933,15 @@ def purchase_evaluation(settings: Settings | None, config: dict, inter: "pd.Data
     promotion = config.get("promotion", {})
     min_users = int(promotion.get("min_reference_users", 50))
     refs = promotion.get("references", ("popularity", "item_knn", "own_history"))
-    out: dict[str, Any] = {"table": None, "coverage": {}, "losses": {name: [] for name in models}, "buyers": buyers,
-                           "cutoff": f"{cutoff:%Y-%m-%d}", "horizon_days": int(horizon_days), "heavy_days": split.heavy_days}
+    out: dict[str, Any] = {
+        "table": None,
+        "coverage": {},
+        "losses": {name: [] for name in models},
+        "buyers": buyers,
+        "cutoff": f"{cutoff:%Y-%m-%d}",
+        "horizon_days": int(horizon_days),
+        "heavy_days": split.heavy_days,
+    }
     if not buyers:
         out["note"] = f"no purchases in the {horizon_days} days after {cutoff:%Y-%m-%d}: no purchase evaluation, no reference gate"
         return out
@@ -833,8 +969,10 @@ def purchase_evaluation(settings: Settings | None, config: dict, inter: "pd.Data
     for name in models:
         _, losses = recs_eval.beats(table, name, refs, margin=float(promotion.get("reference_margin", 0.0)))
         out["losses"][name] = losses if gate else []
-    out["note"] = (f"served lists at {cutoff:%Y-%m-%d} vs the plain references on the purchases of the next {horizon_days} days "
-                   f"({buyers:,} buyers)" + ("" if gate else f"; fewer than {min_users} buyers: the reference gate is not applied"))
+    out["note"] = (
+        f"served lists at {cutoff:%Y-%m-%d} vs the plain references on the purchases of the next {horizon_days} days "
+        f"({buyers:,} buyers)" + ("" if gate else f"; fewer than {min_users} buyers: the reference gate is not applied")
+    )
     return out
 
 
@@ -879,9 +1017,17 @@ def score(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     lists["model_name"] = serve["model"]
     lists["model_version"] = str(version.version)
     path = outputs.write_partition(settings, MODEL_NAME, lists, now.date())
-    say(f"recs: {len(lists) - 1:,} users + fallback, top {k} (and top {k} new items), scored with {serve['model']} version "
-        f"{version.version} for {now:%Y-%m-%d} -> {path}")
-    return {"users": int(len(lists) - 1), "scoring_date": f"{now:%Y-%m-%d}", "model": serve["model"], "model_version": str(version.version), "path": str(path)}
+    say(
+        f"recs: {len(lists) - 1:,} users + fallback, top {k} (and top {k} new items), scored with {serve['model']} version "
+        f"{version.version} for {now:%Y-%m-%d} -> {path}"
+    )
+    return {
+        "users": int(len(lists) - 1),
+        "scoring_date": f"{now:%Y-%m-%d}",
+        "model": serve["model"],
+        "model_version": str(version.version),
+        "path": str(path),
+    }
 
 
 # --- online ----------------------------------------------------------------------------------------
@@ -900,16 +1046,23 @@ def recommend(settings: Settings, user_id: str, store=None, new_only: bool = Fal
     if not isinstance(user_id, str) or not user_id.strip():
         raise ValueError(f"user_id must be a non-empty string, got {user_id!r}")
     store = store or get_store(settings)
-    rows = store.get_online_features(features=[f"{SCORE_VIEW}:{f}" for f in REC_FIELDS],
-                                     entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]).to_dict()
+    rows = store.get_online_features(
+        features=[f"{SCORE_VIEW}:{f}" for f in REC_FIELDS], entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]
+    ).to_dict()
     pick = 0 if rows["rec_item_ids"][0] else 1
     ids_col, scores_col = ("new_item_ids", "new_scores") if new_only else ("rec_item_ids", "rec_scores")
     ids = rows[ids_col][pick] or []
     sources = [""] * len(ids) if new_only else (rows["rec_sources"][pick] or [])
-    return pd.DataFrame({
-        "rank": range(1, len(ids) + 1), "item_id": ids, "score": rows[scores_col][pick] or [],
-        "source": sources, "is_fallback": pick == 1, "model_version": rows["model_version"][pick],
-    })
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(ids) + 1),
+            "item_id": ids,
+            "score": rows[scores_col][pick] or [],
+            "source": sources,
+            "is_fallback": pick == 1,
+            "model_version": rows["model_version"][pick],
+        }
+    )
 
 
 class Reranker:
@@ -938,14 +1091,17 @@ class Reranker:
         import numpy as np
         import pandas as pd
 
-        online = self.store.get_online_features(features=self.features,
-                                                entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]).to_dict()
+        online = self.store.get_online_features(
+            features=self.features, entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]
+        ).to_dict()
         if item_ids is None:
             item_ids = online["rec_item_ids"][0] or online["rec_item_ids"][1] or []
         user_row = {field: online[ref.split(":", 1)[1]][0] for field, ref in self.refs.items()}
         scores = np.asarray(self.model.score(user_row, list(item_ids)), dtype=float)
         order = np.argsort(-scores, kind="stable")
-        return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "item_id": np.asarray(item_ids, dtype=object)[order], "score": scores[order]})
+        return pd.DataFrame(
+            {"rank": np.arange(1, len(order) + 1), "item_id": np.asarray(item_ids, dtype=object)[order], "score": scores[order]}
+        )
 
 
 def _prefixed(name: str, prefix: str) -> str:
@@ -974,8 +1130,10 @@ def search_items(settings: Settings, query: str, k: int = 10, method: str = "sem
             raise RecsError(f"no item embeddings at {embeddings_path(settings)}: run `ecomml recs embed` first")
         embeddings = pd.read_parquet(embeddings_path(settings))
         if embeddings.empty:
-            raise RecsError(f"no item in {ITEMS_MART} has text, so there is nothing to search: map a title or description "
-                            "column to item text in the ingestion mapping")
+            raise RecsError(
+                f"no item in {ITEMS_MART} has text, so there is nothing to search: map a title or description "
+                "column to item text in the ingestion mapping"
+            )
         result = search.SemanticIndex(embeddings).search(query, k).assign(method="semantic")
     if method == "bm25" or result.empty or bool(result["is_low_confidence"].all()):
         keyword = search.BM25Index(items["item_id"].tolist(), items["item_text"].tolist()).search(query, k).assign(method="bm25")

@@ -76,8 +76,9 @@ def purchase_split(inter: pd.DataFrame, cutoff, horizon_days: int = 28) -> Purch
 
 def popularity(split: PurchaseSplit, popular_days: int = 90, n: int = 500) -> pd.DataFrame:
     """[item_id, score]: distinct buyers per item in the ``popular_days`` before the cutoff."""
-    buys = split.history[split.history["event_type"].eq("purchase")
-                         & (split.history["event_timestamp"] >= split.cutoff - pd.Timedelta(days=popular_days))]
+    buys = split.history[
+        split.history["event_type"].eq("purchase") & (split.history["event_timestamp"] >= split.cutoff - pd.Timedelta(days=popular_days))
+    ]
     counts = buys.groupby("item_id")["user_id"].nunique().rename("score").reset_index()
     return counts.sort_values(["score", "item_id"], ascending=[False, True]).head(n).reset_index(drop=True)
 
@@ -89,9 +90,13 @@ def complete(lists: pd.DataFrame, users, popular: pd.DataFrame, k: int) -> pd.Da
     own = lists.loc[lists["user_id"].isin(users), [*KEYS, "score"]]
     floor = float(own["score"].min()) if len(own) else 0.0
     fill = popular.head(k * 2)
-    filler = pd.DataFrame({"user_id": np.repeat(users.to_numpy(dtype=object), len(fill)),
-                           "item_id": np.tile(fill["item_id"].to_numpy(dtype=object), len(users)),
-                           "score": np.tile(floor - 1.0 - np.arange(len(fill), dtype=float), len(users))})
+    filler = pd.DataFrame(
+        {
+            "user_id": np.repeat(users.to_numpy(dtype=object), len(fill)),
+            "item_id": np.tile(fill["item_id"].to_numpy(dtype=object), len(users)),
+            "score": np.tile(floor - 1.0 - np.arange(len(fill), dtype=float), len(users)),
+        }
+    )
     both = pd.concat([own, filler], ignore_index=True).drop_duplicates(KEYS)
     return top_k(both, k)[[*KEYS, "score"]]
 
@@ -107,8 +112,11 @@ def references(split: PurchaseSplit, users=None, k: int = 100, popular_days: int
     own = own.assign(score=own["score"] + 0.5 * latest)[[*KEYS, "score"]]
     knn = itemknn_rankings(split.bought[KEYS], users, k=k, neighbours=neighbours)
     pop_lists = popular.head(k).assign(_k=1).merge(pd.DataFrame({"user_id": users, "_k": 1}), on="_k")[[*KEYS, "score"]]
-    return {"popularity": complete(pop_lists, users, popular, k), "item_knn": complete(knn, users, popular, k),
-            "own_history": complete(own, users, popular, k)}
+    return {
+        "popularity": complete(pop_lists, users, popular, k),
+        "item_knn": complete(knn, users, popular, k),
+        "own_history": complete(own, users, popular, k),
+    }
 
 
 def _without(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -122,8 +130,7 @@ def coverage(lists: pd.DataFrame, split: PurchaseSplit) -> float:
     return float(customers.isin(lists["user_id"].unique()).mean()) if len(customers) else float("nan")
 
 
-def evaluate(lists: dict[str, pd.DataFrame], split: PurchaseSplit, popular: pd.DataFrame | None = None,
-             segments=SEGMENTS) -> pd.DataFrame:
+def evaluate(lists: dict[str, pd.DataFrame], split: PurchaseSplit, popular: pd.DataFrame | None = None, segments=SEGMENTS) -> pd.DataFrame:
     """Every model's lists under both protocols, per segment (module doc); a model's lists may be one
     frame or {protocol: frame} (a served list and a served new-items list). Lists are completed with
     ``popular`` (default: the popularity reference's items) before they are cut, so a user without a
@@ -147,13 +154,24 @@ def evaluate(lists: dict[str, pd.DataFrame], split: PurchaseSplit, popular: pd.D
                 if seg_truth.empty:
                     continue
                 m = ranking_metrics(top[top["user_id"].isin(seg_truth["user_id"])], seg_truth, ks=(k,))
-                rows.append({"model": name, "protocol": protocol, "segment": seg, "n_users": int(m["n_users"]),
-                             "recall": m[f"recall@{k}"], "ndcg": m[f"ndcg@{k}"], "hit_rate": m[f"hit_rate@{k}"], "k": k})
+                rows.append(
+                    {
+                        "model": name,
+                        "protocol": protocol,
+                        "segment": seg,
+                        "n_users": int(m["n_users"]),
+                        "recall": m[f"recall@{k}"],
+                        "ndcg": m[f"ndcg@{k}"],
+                        "hit_rate": m[f"hit_rate@{k}"],
+                        "k": k,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def beats(table: pd.DataFrame, model: str, references=("popularity", "item_knn", "own_history"), metric: str = "recall",
-          margin: float = 0.0) -> tuple[bool, list[str]]:
+def beats(
+    table: pd.DataFrame, model: str, references=("popularity", "item_knn", "own_history"), metric: str = "recall", margin: float = 0.0
+) -> tuple[bool, list[str]]:
     """Whether ``model`` is at least ``margin`` above every reference on both protocols (segment
     ``all``; equal passes at margin 0), and one line per lost comparison."""
     at = table[table["segment"].eq("all")].set_index(["protocol", "model"])[metric]

@@ -41,10 +41,15 @@ KEYS = ["user_id", "item_id"]
 # reads a user's whole train history with equal weights and popularity undecayed (half-life of
 # ~270 years), and co-visitation keeps longer sessions and more neighbours per item. The protocol masks
 # every item a user has, so the repeat source ("buy again") has nothing to offer there.
-UNORDERED_CANDIDATES = {"half_life_days": 1e5, "recency_decay": 1.0, "recent_items": 100, "max_items_per_session": 100,
-                        "top_n_per_item": 100, "n_repeat": 0}
-FITS = {recs.MODEL_NAME: ("fit_widedeep", "widedeep"), recs.LGBM_NAME: ("fit_lambdarank", "lambdarank"),
-        recs.FM_NAME: ("fit_fm", "fm")}
+UNORDERED_CANDIDATES = {
+    "half_life_days": 1e5,
+    "recency_decay": 1.0,
+    "recent_items": 100,
+    "max_items_per_session": 100,
+    "top_n_per_item": 100,
+    "n_repeat": 0,
+}
+FITS = {recs.MODEL_NAME: ("fit_widedeep", "widedeep"), recs.LGBM_NAME: ("fit_lambdarank", "lambdarank"), recs.FM_NAME: ("fit_fm", "fm")}
 
 
 def grades(frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,8 +63,15 @@ def _anti_join(frame: pd.DataFrame, exclude: pd.DataFrame) -> pd.DataFrame:
     return marked[marked.pop("_merge").eq("left_only")]
 
 
-def candidate_pairs(history: pd.DataFrame, users, items: pd.DataFrame, config: dict, item_matrix=None,
-                    exclude: pd.DataFrame | None = None, oversample: int = 3) -> tuple[pd.DataFrame, recs.CutoffFrames]:
+def candidate_pairs(
+    history: pd.DataFrame,
+    users,
+    items: pd.DataFrame,
+    config: dict,
+    item_matrix=None,
+    exclude: pd.DataFrame | None = None,
+    oversample: int = 3,
+) -> tuple[pd.DataFrame, recs.CutoffFrames]:
     """Candidates and pair features for ``users`` from the whole of ``history`` (a random split has
     no time cut: the cutoff is the day after its last interaction and the look-back covers it all).
     ``exclude``: pairs that may not be candidates (items the protocol masks); the sources are asked
@@ -103,9 +115,18 @@ def _recall(pairs: pd.DataFrame, truth: pd.DataFrame) -> float:
     return float(truth[KEYS].merge(pairs[KEYS], on=KEYS).shape[0] / len(truth))
 
 
-def candidate_ranker(items: pd.DataFrame, config: dict | None = None, model: str = recs.LGBM_NAME, item_matrix=None, *,
-                     candidates: dict | None = UNORDERED_CANDIDATES, stop_share: float = 0.2, seed: int = 0,
-                     test_history: str = "train+valid", info: dict | None = None) -> Callable[[pd.DataFrame, pd.DataFrame, IndexMap], ScoreFn]:
+def candidate_ranker(
+    items: pd.DataFrame,
+    config: dict | None = None,
+    model: str = recs.LGBM_NAME,
+    item_matrix=None,
+    *,
+    candidates: dict | None = UNORDERED_CANDIDATES,
+    stop_share: float = 0.2,
+    seed: int = 0,
+    test_history: str = "train+valid",
+    info: dict | None = None,
+) -> Callable[[pd.DataFrame, pd.DataFrame, IndexMap], ScoreFn]:
     """A builder for ``protocols.evaluate_recbole(extra={name: builder})``.
 
     Stage 1 (fit): candidates for the users with valid pairs from the train part (train pairs
@@ -140,8 +161,14 @@ def candidate_ranker(items: pd.DataFrame, config: dict | None = None, model: str
         t1 = time.perf_counter()
         ranker = fit_ranker(model, pairs[~is_stop].reset_index(drop=True), pairs[is_stop].reset_index(drop=True), config)
         t2 = time.perf_counter()
-        info.update(fit_rows=int((~is_stop).sum()), stop_rows=int(is_stop.sum()), fit_positives=int((pairs["label"] > 0).sum()),
-                    fit_users=int(len(labelled)), frames_seconds=round(t1 - t0, 1), fit_seconds=round(t2 - t1, 1))
+        info.update(
+            fit_rows=int((~is_stop).sum()),
+            stop_rows=int(is_stop.sum()),
+            fit_positives=int((pairs["label"] > 0).sum()),
+            fit_users=int(len(labelled)),
+            frames_seconds=round(t1 - t0, 1),
+            fit_seconds=round(t2 - t1, 1),
+        )
         info["history"] = getattr(ranker, "history", None)
 
         seen = pd.concat([train[KEYS], valid[KEYS]], ignore_index=True)
@@ -151,8 +178,10 @@ def candidate_ranker(items: pd.DataFrame, config: dict | None = None, model: str
         raw = np.asarray(ranker.predict(scored), dtype=np.float64)
         lo, hi = (raw.min(), raw.max()) if len(raw) else (0.0, 1.0)
         values = 2.0 + (raw - lo) / max(hi - lo, 1e-12)  # candidates in [2, 3] ...
-        candidates = sp.csr_matrix((values, (mapping.user_index(scored["user_id"]), mapping.item_index(scored["item_id"]))),
-                                   shape=(mapping.n_users, mapping.n_items))
+        candidates = sp.csr_matrix(
+            (values, (mapping.user_index(scored["user_id"]), mapping.item_index(scored["item_id"]))),
+            shape=(mapping.n_users, mapping.n_items),
+        )
         counts = np.asarray(mapping.matrix(history).sum(axis=0), dtype=np.float64).ravel()
         fallback = counts / (counts.max() + 1.0)  # ... every other item in [0, 1), by popularity
         info.update(score_rows=int(len(scored)), score_seconds=round(time.perf_counter() - t2, 1), test_history=test_history)
@@ -172,8 +201,15 @@ def scored_recall(info: dict, test: pd.DataFrame) -> float:
     return _recall(info["_scored"], test)
 
 
-def source_recall(train: pd.DataFrame, valid: pd.DataFrame, items: pd.DataFrame, config: dict | None = None,
-                  item_matrix=None, candidates: dict | None = UNORDERED_CANDIDATES, k: int = 100) -> pd.DataFrame:
+def source_recall(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    items: pd.DataFrame,
+    config: dict | None = None,
+    item_matrix=None,
+    candidates: dict | None = UNORDERED_CANDIDATES,
+    k: int = 100,
+) -> pd.DataFrame:
     """candidate_ranker's stage-1 candidates (train history, train pairs excluded) scored against the
     valid pairs: recall@k of each source alone and merged (candidates.recall_by_source)."""
     from ml.models import candidates as cand
@@ -218,8 +254,14 @@ class TimeSplitResult:
     seconds: dict = field(default_factory=dict)
 
 
-def time_split_evaluation(inter: pd.DataFrame, items: pd.DataFrame, config: dict | None = None, item_matrix=None,
-                          models=(recs.LGBM_NAME, recs.MODEL_NAME), say: Callable[[str], None] | None = None) -> TimeSplitResult:
+def time_split_evaluation(
+    inter: pd.DataFrame,
+    items: pd.DataFrame,
+    config: dict | None = None,
+    item_matrix=None,
+    models=(recs.LGBM_NAME, recs.MODEL_NAME),
+    say: Callable[[str], None] | None = None,
+) -> TimeSplitResult:
     """recs.train's split and test, frame-level: ``recs.training_frames`` without the Feast service
     (pair features only), ``models`` fitted on the train cutoffs with early stopping on the valid
     one, then the test window's full ranking of the candidate set against recs.baselines

@@ -464,10 +464,16 @@ def promote_if_not_worse(
 
 def _record(mlflow_client: "MlflowClient", version: "ModelVersion", decision: Decision) -> None:
     label = "promoted" if decision.promoted else "rejected"
-    tags = {"decision": label, "decision.reason": decision.reason[:5000], "decision.metric": decision.metric,
-            "decision.champion_version": decision.champion_version or ""}
+    tags = {
+        "decision": label,
+        "decision.reason": decision.reason[:5000],
+        "decision.metric": decision.metric,
+        "decision.champion_version": decision.champion_version or "",
+    }
     if decision.challenger_value is not None:
-        mlflow_client.set_model_version_tag(decision.model_name, decision.version, f"metric.{decision.metric}", repr(decision.challenger_value))
+        mlflow_client.set_model_version_tag(
+            decision.model_name, decision.version, f"metric.{decision.metric}", repr(decision.challenger_value)
+        )
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(decision.model_name, decision.version, key, value)
     if version.run_id:

@@ -155,9 +155,11 @@ class Report:
         created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         subtitle = f'<p class="subtitle">{html.escape(self.subtitle)}</p>' if self.subtitle else ""
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{html.escape(self.title)}</h1>{subtitle}\n" + "\n".join(self._sections) + f"\n<footer>Generated {created} by ecomml</footer></body></html>\n"
+            f"<h1>{html.escape(self.title)}</h1>{subtitle}\n"
+            + "\n".join(self._sections)
+            + f"\n<footer>Generated {created} by ecomml</footer></body></html>\n"
         )
 
     def write(self, directory: Path | str, model: str | None = None, run_id: str | None = None) -> Path:

@@ -36,7 +36,14 @@ if TYPE_CHECKING:  # pragma: no cover
 # "jogging sneakers" 0.64) and 0.09-0.24 to gibberish, emoji, single stop words and Chinese, Russian
 # or German queries.
 DEFAULT_MIN_SCORE = 0.25
-RESULT_COLUMNS = {"query_index": "int64", "query": object, "item_id": object, "score": "float64", "rank": "int64", "is_low_confidence": bool}
+RESULT_COLUMNS = {
+    "query_index": "int64",
+    "query": object,
+    "item_id": object,
+    "score": "float64",
+    "rank": "int64",
+    "is_low_confidence": bool,
+}
 SIMILAR_COLUMNS = {"item_id": object, "similar_item_id": object, "score": "float64", "rank": "int64"}
 QUERY_BATCH = 128  # queries scored per matrix product (bounds memory at QUERY_BATCH x n_items floats)
 
@@ -91,14 +98,18 @@ class _Index:
             for row, query in enumerate(batch):
                 keep = np.isfinite(top_scores[row])  # BM25 marks non-matching items -inf
                 idx, sc = top[row][keep], top_scores[row][keep]
-                parts.append(pd.DataFrame({
-                    "query_index": start + row,
-                    "query": query,
-                    "item_id": self._ids[idx],
-                    "score": sc.astype(np.float64),
-                    "rank": np.arange(1, len(idx) + 1),
-                    "is_low_confidence": bool(len(sc) == 0 or sc[0] < self.min_score),
-                }))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "query_index": start + row,
+                            "query": query,
+                            "item_id": self._ids[idx],
+                            "score": sc.astype(np.float64),
+                            "rank": np.arange(1, len(idx) + 1),
+                            "is_low_confidence": bool(len(sc) == 0 or sc[0] < self.min_score),
+                        }
+                    )
+                )
         return pd.concat(parts, ignore_index=True) if parts else _empty(RESULT_COLUMNS)
 
 
@@ -159,12 +170,16 @@ class SemanticIndex(_Index):
             scores[np.arange(len(batch)), batch] = -np.inf  # never the item itself
             top, top_scores = _top_k(scores, k)
             keep = np.isfinite(top_scores)
-            parts.append(pd.DataFrame({
-                "item_id": np.repeat(np.asarray(known[start : start + len(batch)], dtype=object), keep.sum(axis=1)),
-                "similar_item_id": self._ids[top[keep]],
-                "score": top_scores[keep].astype(np.float64),
-                "rank": np.tile(np.arange(1, top.shape[1] + 1), (len(batch), 1))[keep],
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "item_id": np.repeat(np.asarray(known[start : start + len(batch)], dtype=object), keep.sum(axis=1)),
+                        "similar_item_id": self._ids[top[keep]],
+                        "score": top_scores[keep].astype(np.float64),
+                        "rank": np.tile(np.arange(1, top.shape[1] + 1), (len(batch), 1))[keep],
+                    }
+                )
+            )
         return pd.concat(parts, ignore_index=True) if parts else _empty(SIMILAR_COLUMNS)
 
 
@@ -216,9 +231,7 @@ def evaluate(index: _Index, pairs: "pd.DataFrame", k: int = 10, max_rank: int = 
 
     blank = pairs["search_query"].isna() | pairs["search_query"].astype("string").str.strip().fillna("").eq("")
     grouped = (
-        pairs[~blank].astype({"item_id": str})
-        .groupby("search_id", sort=True)
-        .agg(query=("search_query", "first"), items=("item_id", set))
+        pairs[~blank].astype({"item_id": str}).groupby("search_id", sort=True).agg(query=("search_query", "first"), items=("item_id", set))
     )
     result = {"n_searches": int(len(grouped)), "n_skipped_empty_query": int(pairs.loc[blank, "search_id"].nunique())}
     names = ("mrr", f"recall_at_{k}", f"hit_rate_at_{k}")
@@ -238,8 +251,9 @@ def evaluate(index: _Index, pairs: "pd.DataFrame", k: int = 10, max_rank: int = 
     return {"mrr": float(np.mean(rr)), f"recall_at_{k}": float(np.mean(recall)), f"hit_rate_at_{k}": float(np.mean(hit)), **result}
 
 
-def compare(pairs: "pd.DataFrame", embeddings: "pd.DataFrame", items: "pd.DataFrame", k: int = 10, max_rank: int = 100,
-            encode: Encode | None = None) -> "pd.DataFrame":
+def compare(
+    pairs: "pd.DataFrame", embeddings: "pd.DataFrame", items: "pd.DataFrame", k: int = 10, max_rank: int = 100, encode: Encode | None = None
+) -> "pd.DataFrame":
     """Semantic search against the BM25 baseline on the same pairs: one row per method with
     evaluate()'s metrics. ``items`` needs item_id and item_text."""
     import pandas as pd

@@ -259,22 +259,29 @@ class PropensityGRU(nn.Module):
         self.vocab = {f: list(vocab[f]) for f in FIELDS}
         self.n_last = int(n_last)
         self.hparams = dict(
-            n_last=n_last, type_dim=type_dim, category_dim=category_dim, price_dim=price_dim,
-            hidden_size=hidden_size, dropout=dropout,
+            n_last=n_last,
+            type_dim=type_dim,
+            category_dim=category_dim,
+            price_dim=price_dim,
+            hidden_size=hidden_size,
+            dropout=dropout,
         )
         self.type_emb = nn.Embedding(len(self.vocab["event_type"]), type_dim, padding_idx=PAD_ID)
         self.category_emb = nn.Embedding(len(self.vocab["category_l1"]), category_dim, padding_idx=PAD_ID)
         self.price_emb = nn.Embedding(len(self.vocab["price_band"]), price_dim, padding_idx=PAD_ID)
         self.gru = nn.GRU(type_dim + category_dim + price_dim + 2, hidden_size, batch_first=True)
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(hidden_size + 2, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1)
-        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size + 2, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
 
     @classmethod
     def from_config(cls, vocab: dict[str, list[str]], config: SequenceConfig) -> "PropensityGRU":
         return cls(
-            vocab, n_last=config.n_last, type_dim=config.type_dim, category_dim=config.category_dim,
-            price_dim=config.price_dim, hidden_size=config.hidden_size, dropout=config.dropout,
+            vocab,
+            n_last=config.n_last,
+            type_dim=config.type_dim,
+            category_dim=config.category_dim,
+            price_dim=config.price_dim,
+            hidden_size=config.hidden_size,
+            dropout=config.dropout,
         )
 
     def forward(self, event_type, category_l1, price_band, gap_to_cutoff, gap_prev, lengths, n_events):
@@ -289,9 +296,7 @@ class PropensityGRU(nn.Module):
             ],
             dim=-1,
         )
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         _, hidden = self.gru(packed)
         has_events = (lengths > 0).float().unsqueeze(1)
         last = hidden[-1] * has_events  # no history: a zero state

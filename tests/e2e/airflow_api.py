@@ -41,8 +41,9 @@ def task(client, dag_id: str, run_id: str, task_id: str) -> dict | None:
     return next((t for t in client.task_instances(dag_id, run_id) if t["task_id"] == task_id), None)
 
 
-def clear_tasks(client, dag_id: str, run_id: str, task_ids: list[str] | None = None, downstream: bool = False,
-                only_failed: bool = False) -> list[dict]:
+def clear_tasks(
+    client, dag_id: str, run_id: str, task_ids: list[str] | None = None, downstream: bool = False, only_failed: bool = False
+) -> list[dict]:
     """An operator's "Clear" through POST /dags/{dag}/clearTaskInstances; the cleared task instances."""
     body = {"dry_run": False, "dag_run_id": run_id, "only_failed": only_failed, "reset_dag_runs": True}
     if task_ids:
@@ -77,9 +78,16 @@ def writer_intervals(client, runs: list[tuple[str, str]]) -> list[tuple[str, dat
 
 def clear_failed(client, dag_id: str, run_id: str) -> None:
     """The documented re-run ("Clear" the failed tasks of a run), through the API."""
-    client.request("POST", f"/dags/{dag_id}/clearTaskInstances", {
-        "dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True,
-    })
+    client.request(
+        "POST",
+        f"/dags/{dag_id}/clearTaskInstances",
+        {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "only_failed": True,
+            "reset_dag_runs": True,
+        },
+    )
 
 
 def run_chain_clearing_once(client, conf: dict, timeout: float = 300) -> dict:

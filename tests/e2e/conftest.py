@@ -38,11 +38,13 @@ def shared_airflow(tmp_path_factory):
     settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, dbt_execution_mode="watcher", airflow_port=0)
     airflow = orchestration.LocalAirflow(settings)
     # a task whose process died with the old scheduler is detected in seconds, not the default 5 min
-    airflow.env.update({
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-    })
+    airflow.env.update(
+        {
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+        }
+    )
     started = time.monotonic()
     try:
         airflow.start(timeout=240)

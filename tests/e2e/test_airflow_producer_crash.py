@@ -37,8 +37,18 @@ import pytest
 from ml.settings import PROJECT_ROOT, settings_for
 
 from tests.e2e.airflow_api import (
-    PRODUCER, clear_tasks, dbt_children, kill_all, lock_errors, our_dbt_processes, settle_failed, task, task_process,
-    ts, wait_end, wait_until,
+    PRODUCER,
+    clear_tasks,
+    dbt_children,
+    kill_all,
+    lock_errors,
+    our_dbt_processes,
+    settle_failed,
+    task,
+    task_process,
+    ts,
+    wait_end,
+    wait_until,
 )
 from tests.e2e.test_airflow_recovery import mart_checksums, warehouse_rows
 
@@ -64,9 +74,7 @@ def duplicated_keys(settings) -> dict[str, int]:
                 "select table_schema from information_schema.tables where table_name = ? order by 1 limit 1", [table]
             ).fetchone()
             assert schema, f"{table} missing from {settings.warehouse_path}"
-            out[table] = con.execute(
-                f'select count(*) - count(distinct "{key}") from "{schema[0]}"."{table}"'
-            ).fetchone()[0]
+            out[table] = con.execute(f'select count(*) - count(distinct "{key}") from "{schema[0]}"."{table}"').fetchone()[0]
         return out
     finally:
         con.close()
@@ -78,7 +86,9 @@ def fingerprint(settings) -> dict:
 
 def assert_same(before: dict, after: dict) -> None:
     """Same row count in every warehouse table, same rows in every feature mart."""
-    assert after["warehouse"] == before["warehouse"], f"warehouse row counts changed:\nbefore {before['warehouse']}\nafter  {after['warehouse']}"
+    assert after["warehouse"] == before["warehouse"], (
+        f"warehouse row counts changed:\nbefore {before['warehouse']}\nafter  {after['warehouse']}"
+    )
     changed = sorted(name for name in before["marts"] if after["marts"].get(name) != before["marts"][name])
     assert not changed, f"feature marts changed content: {changed}"
 
@@ -110,8 +120,12 @@ def crash(tmp_path_factory):
     repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=ignore)
     project = shutil.copytree(PROJECT_ROOT / "dbt_project", root / "dbt_project", ignore=ignore)
     settings = settings_for(
-        data_dir=root / "data", feast_repo_dir=repo, dbt_project_dir=project, dbt_profiles_dir=project,
-        dbt_execution_mode="watcher", airflow_port=0,
+        data_dir=root / "data",
+        feast_repo_dir=repo,
+        dbt_project_dir=project,
+        dbt_profiles_dir=project,
+        dbt_execution_mode="watcher",
+        airflow_port=0,
     )
     airflow = orchestration.LocalAirflow(settings)
     try:
@@ -124,8 +138,11 @@ def crash(tmp_path_factory):
         run = client.trigger("ingest", conf={"generate_scale": "tiny"})
         ingest = wait_end(client, "ingest", run["dag_run_id"])
         assert ingest["state"] == "success", ingest
-        first = wait_until(lambda: next((r for r in client.runs("warehouse") if ts(r.get("queued_at") or r["run_after"]) >= started), None),
-                      120, "the Asset-triggered warehouse run")
+        first = wait_until(
+            lambda: next((r for r in client.runs("warehouse") if ts(r.get("queued_at") or r["run_after"]) >= started), None),
+            120,
+            "the Asset-triggered warehouse run",
+        )
         baseline_run = settle_failed(client, "warehouse", first["dag_run_id"])
         assert baseline_run["state"] == "success", baseline_run
         yield Env(settings, airflow, baseline_run, fingerprint(settings))

@@ -116,9 +116,10 @@ def online_values(settings) -> dict:
     from ml.features.serving import get_online_features
 
     path = settings.features_dir / "feat_user_rfm.parquet"
-    users = [r[0] for r in duckdb.connect().execute(
-        "select distinct user_id from read_parquet(?) order by 1 limit ?", [str(path), SAMPLE]
-    ).fetchall()]
+    users = [
+        r[0]
+        for r in duckdb.connect().execute("select distinct user_id from read_parquet(?) order by 1 limit ?", [str(path), SAMPLE]).fetchall()
+    ]
     values = get_online_features(settings, "propensity_lgbm_v1", [{"user_id": u} for u in users], request_time=REQUEST_TIME)
     return {k: [repr(v) for v in vs] for k, vs in values.items()}
 
@@ -188,8 +189,9 @@ def test_backfill_of_processed_interval_changes_nothing(recovery):
     for run in runs:
         states = {t["task_id"]: t["state"] for t in client.task_instances("ingest", run["dag_run_id"])}
         assert states == {"ingest_new_files": "success", "publish_lake": "skipped", "check_failed_files": "success"}, states
-    _wait(lambda: client.request("GET", f"/backfills/{backfill_id}").get("completed_at"), 60,
-          f"backfill {backfill_id} to be marked completed")
+    _wait(
+        lambda: client.request("GET", f"/backfills/{backfill_id}").get("completed_at"), 60, f"backfill {backfill_id} to be marked completed"
+    )
     time.sleep(5)  # an (erroneous) Asset-triggered run would be queued by now
     after_downstream = {d: {r["dag_run_id"] for r in client.runs(d)} for d in ("warehouse", "feature_store")}
     assert after_downstream == before_downstream, "a no-new-data backfill triggered downstream DAGs"

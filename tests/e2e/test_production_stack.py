@@ -35,7 +35,14 @@ import pytest
 from ml.stack import WORKER, NativeStack
 from tests.conftest import require_services, skip_or_fail
 from tests.e2e.airflow_api import (
-    PRODUCER, RUN_TIMEOUT_S, lock_errors, run_chain_clearing_once, settle_failed, task, wait_until, writer_intervals,
+    PRODUCER,
+    RUN_TIMEOUT_S,
+    lock_errors,
+    run_chain_clearing_once,
+    settle_failed,
+    task,
+    wait_until,
+    writer_intervals,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.services]
@@ -51,8 +58,11 @@ def stack(tmp_path_factory):
         skip_or_fail("psql (PostgreSQL client) is not installed: the compose file's postgres-init SQL runs through it")
     import psycopg
 
-    stack = NativeStack(tmp_path_factory.mktemp("production_stack"), workers=WORKERS,
-                        variables={"AIRFLOW_PARALLELISM": "2", "AIRFLOW_WORKER_CONCURRENCY": "1"})
+    stack = NativeStack(
+        tmp_path_factory.mktemp("production_stack"),
+        workers=WORKERS,
+        variables={"AIRFLOW_PARALLELISM": "2", "AIRFLOW_WORKER_CONCURRENCY": "1"},
+    )
     started = time.monotonic()
     try:
         stack.start(timeout=300)
@@ -71,8 +81,10 @@ def stack(tmp_path_factory):
         stack.stop()
         stack.drop()
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as con:
-            left = con.execute("select datname from pg_database where datname like %s union all "
-                               "select rolname from pg_roles where rolname like %s", [f"{stack.name}%"] * 2).fetchall()
+            left = con.execute(
+                "select datname from pg_database where datname like %s union all select rolname from pg_roles where rolname like %s",
+                [f"{stack.name}%"] * 2,
+            ).fetchall()
         assert not left, f"databases/roles left behind: {left}"
         assert not stack.redis_keys(), "Redis keys left behind"
 
@@ -82,6 +94,7 @@ def _overlap_an_ingest_with_the_producer(client, out: dict) -> None:
     only duckdb_writer slot), trigger an ingest run (no new files, but its ingest_new_files is a
     writer in the same pool) and record whether that writer waited while the producer ran."""
     try:
+
         def producer_running():
             for run in client.runs("warehouse"):
                 ti = task(client, "warehouse", run["dag_run_id"], PRODUCER)
@@ -134,13 +147,23 @@ def _executed_by(stack: NativeStack) -> dict[tuple[str, str, str], set[str]]:
 
 
 def test_every_service_passes_its_compose_health_check(stack):
-    expected = {"mlflow", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                "feast-server", "feast-ui", *(f"{WORKER}-{i}" for i in range(WORKERS))}
+    expected = {
+        "mlflow",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "feast-server",
+        "feast-ui",
+        *(f"{WORKER}-{i}" for i in range(WORKERS)),
+    }
     assert set(stack.procs) == expected
     for key in stack.procs:  # the compose health checks themselves, run again now
         ok, output = stack.check(key)
         assert ok, f"{key}: {output}"
-    print(f"stack healthy in {stack.start_seconds:.0f} s (databases, init, {len(stack.procs)} processes); chain {stack.chain_seconds:.0f} s")
+    print(
+        f"stack healthy in {stack.start_seconds:.0f} s (databases, init, {len(stack.procs)} processes); chain {stack.chain_seconds:.0f} s"
+    )
 
 
 def test_api_requires_login(stack):
@@ -161,8 +184,12 @@ def test_chain_ran_on_the_celery_workers(stack):
     assert stack.runs["warehouse"]["run_type"] == "asset_triggered"
     executed = _executed_by(stack)
     # EmptyOperator tasks (Cosmos' producer_watcher_done) are marked success by the scheduler: no executor runs them
-    tis = [(d, r["dag_run_id"], t["task_id"]) for d, r in stack.runs.items()
-           for t in client.task_instances(d, r["dag_run_id"]) if t["state"] == "success" and t["operator"] != "EmptyOperator"]
+    tis = [
+        (d, r["dag_run_id"], t["task_id"])
+        for d, r in stack.runs.items()
+        for t in client.task_instances(d, r["dag_run_id"])
+        if t["state"] == "success" and t["operator"] != "EmptyOperator"
+    ]
     assert len(tis) >= 10, tis
     missing = [ti for ti in tis if ti not in executed]
     assert not missing, f"task instances no Celery worker executed: {missing}"
@@ -207,8 +234,11 @@ def test_feature_server_serves_the_materialized_features_from_redis(stack):
 
     settings = stack.settings()
     assert settings.feast_mode == "production" and settings.redis_url.endswith(f"/{stack.redis_db}")
-    user_id = duckdb.connect().execute("select min(user_id) from read_parquet(?)",
-                                       [str(settings.features_dir / "feat_user_rfm.parquet")]).fetchone()[0]
+    user_id = (
+        duckdb.connect()
+        .execute("select min(user_id) from read_parquet(?)", [str(settings.features_dir / "feat_user_rfm.parquet")])
+        .fetchone()[0]
+    )
     assert _get(f"{stack.url('feast-server')}/health") == 200
 
     def served():

@@ -1,12 +1,12 @@
 """Integration fixtures shared by the Feast tests (and reusable by other integration tests).
 
-    built_warehouse   session-scoped: tiny generate + dbt build into a temp DATA_DIR; its Settings
-                      (manifest at <data_dir>/dbt/target/manifest.json, marts in settings.features_dir)
-    small_store       session-scoped: small generate + dbt build + feast apply (the model tests)
-    feast_settings    function-scoped factory: Settings on a fresh temp DATA_DIR with a temp copy of
-                      feature_repo/ (so tests never write next to the real definitions)
-    write_mart        write a small hand-made feature mart: the given columns, every other column of
-                      the view filled with typed nulls
+built_warehouse   session-scoped: tiny generate + dbt build into a temp DATA_DIR; its Settings
+                  (manifest at <data_dir>/dbt/target/manifest.json, marts in settings.features_dir)
+small_store       session-scoped: small generate + dbt build + feast apply (the model tests)
+feast_settings    function-scoped factory: Settings on a fresh temp DATA_DIR with a temp copy of
+                  feature_repo/ (so tests never write next to the real definitions)
+write_mart        write a small hand-made feature mart: the given columns, every other column of
+                  the view filled with typed nulls
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_curve_counts_match_the_fact_table(built_warehouse, carts):
     curve = cart.conversion_curve(built_warehouse)
     full = carts[carts["is_fully_observed"]]
     to_buy = full["hours_to_purchase"]
-    to_close = ((full["removed_at"].fillna(full["readded_at"]) - full["added_at"]).dt.total_seconds() / 3600.0)
+    to_close = (full["removed_at"].fillna(full["readded_at"]) - full["added_at"]).dt.total_seconds() / 3600.0
     for row in curve.itertuples():
         h = row.hours_since_add
         not_bought = to_buy.isna() | (to_buy >= h)

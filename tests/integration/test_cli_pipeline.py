@@ -35,10 +35,14 @@ def test_pipeline_leaves_warehouse_features_and_online_values(tmp_path):
     online = _cli(["features", "online", "--service", "propensity_lgbm_v1", "--entity", f"user_id={user_id}"], data_dir)
     assert online.returncode == 0, online.stderr[-3000:]
     values = json.loads(online.stdout)
-    latest = duckdb.connect().execute(
-        "select order_count_lifetime from read_parquet(?) where user_id = ? order by event_timestamp desc limit 1",
-        [str(data_dir / "warehouse" / "features" / "feat_user_rfm.parquet"), user_id],
-    ).fetchone()[0]
+    latest = (
+        duckdb.connect()
+        .execute(
+            "select order_count_lifetime from read_parquet(?) where user_id = ? order by event_timestamp desc limit 1",
+            [str(data_dir / "warehouse" / "features" / "feat_user_rfm.parquet"), user_id],
+        )
+        .fetchone()[0]
+    )
     assert values["user_id"] == user_id
     assert values["order_count_lifetime"] == latest
 

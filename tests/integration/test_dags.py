@@ -74,11 +74,15 @@ def probe(settings, **env_overrides) -> dict:
     }
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "dags"), ",".join(HEAVY)],
-        env=env, cwd=str(PROJECT_ROOT), capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=str(PROJECT_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     line = next((l for l in proc.stdout.splitlines() if l.startswith("PROBE")), None)
     assert line, f"probe failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(line[len("PROBE"):])
+    return json.loads(line[len("PROBE") :])
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +103,17 @@ def parsed(parsed_settings):
 
 def test_every_dag_imports_without_error(parsed):
     assert parsed["errors"] == {}
-    assert set(parsed["dags"]) == {"ingest", "warehouse", "feature_store", "train_user_models", "score_user_models",
-                                   "train_recommender", "score_recommender", "train_demand", "forecast_demand"}
+    assert set(parsed["dags"]) == {
+        "ingest",
+        "warehouse",
+        "feature_store",
+        "train_user_models",
+        "score_user_models",
+        "train_recommender",
+        "score_recommender",
+        "train_demand",
+        "forecast_demand",
+    }
 
 
 def test_dags_follow_the_conventions(parsed):
@@ -168,8 +181,12 @@ def test_run_interval_follows_the_triggering_asset_events():
     from ml import orchestration
 
     d = lambda day: datetime(2026, 11, day, tzinfo=timezone.utc)  # noqa: E731
-    events = {"lake": [SimpleNamespace(extra=orchestration.interval_extra(d(1), d(2))),
-                       SimpleNamespace(extra=orchestration.interval_extra(d(2), d(3)))]}
+    events = {
+        "lake": [
+            SimpleNamespace(extra=orchestration.interval_extra(d(1), d(2))),
+            SimpleNamespace(extra=orchestration.interval_extra(d(2), d(3))),
+        ]
+    }
     assert orchestration.run_interval({"triggering_asset_events": events}) == (d(1), d(3))
     assert orchestration.run_interval({"data_interval_start": d(4), "data_interval_end": d(5)}) == (d(4), d(5))
     start, end = orchestration.run_interval({})

@@ -217,7 +217,11 @@ def test_ingest_dag_lands_monthly_exports_and_reports_a_broken_one(tmp_path):
     assert "check_failed_files" in output and "export_2010-03.csv" in output and "failed and moved" in output
     commits = [c for c in read_commits(settings.lake_dir) if c["kind"] == "ingest"]
     assert sorted(c["source"].rsplit("/", 1)[-1] for c in commits) == [
-        "export_2009-12.parquet", "export_2010-01.parquet", "export_2010-02.parquet", "export_2010-02_resend.parquet"]
+        "export_2009-12.parquet",
+        "export_2010-01.parquet",
+        "export_2010-02.parquet",
+        "export_2010-02_resend.parquet",
+    ]
     assert (settings.landing_dir / "_failed" / "export_2010-03.csv").exists()
     # publish_lake returned the lake event's extra (it pushes its XCom only when it succeeds)
     assert any("Pushing xcom" in line and "task_id='publish_lake'" in line for line in output.splitlines())

@@ -110,8 +110,8 @@ def test_feature_rows_only_where_values_change(built, con, model):
     values = [n for n, _ in _declared_columns(model) if n not in {*keys, "event_timestamp", *AS_OF_COLUMNS}]
     repeated = con.execute(
         f"""select count(*) from (
-              select row({', '.join(values)}) is not distinct from
-                     lag(row({', '.join(values)})) over (partition by {', '.join(keys)} order by event_timestamp) as same
+              select row({", ".join(values)}) is not distinct from
+                     lag(row({", ".join(values)})) over (partition by {", ".join(keys)} order by event_timestamp) as same
               from {_feature(settings, model)}) where same"""
     ).fetchone()[0]
     assert repeated == 0
@@ -122,7 +122,7 @@ def test_activity_features_never_see_the_future(built, con):
     settings, _ = built
     mismatches = con.execute(
         f"""
-        with feat as (select * from {_feature(settings, 'feat_user_activity')}),
+        with feat as (select * from {_feature(settings, "feat_user_activity")}),
         recount as (
             select feat.user_id, feat.event_timestamp,
                    count_if(e.event_type = 'view' and e.event_timestamp >= feat.event_timestamp - interval 7 days) as v7,
@@ -160,7 +160,7 @@ def test_rfm_counts_only_past_orders(built, con):
     settings, _ = built
     bad = con.execute(
         f"""
-        with feat as (select * from {_feature(settings, 'feat_user_rfm')})
+        with feat as (select * from {_feature(settings, "feat_user_rfm")})
         select count(*) from feat
         where order_count_lifetime <> (
             select count(*) from fct_orders o
@@ -218,14 +218,17 @@ def test_a_later_export_of_a_dimension_wins_and_a_failing_data_test_names_itself
     write_table(settings.lake_dir, "warehouses", pa.Table.from_pylist([moved]), file_stem="zz-later-export")
     warehouse.build(settings, select="+stg_lake__warehouses", echo=None)
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    rows = con.execute("select region from staging.stg_lake__warehouses where warehouse_id = ?",
-                       [moved["warehouse_id"]]).fetchall()
+    rows = con.execute("select region from staging.stg_lake__warehouses where warehouse_id = ?", [moved["warehouse_id"]]).fetchall()
     con.close()
     assert rows == [("somewhere-else",)]
 
     line = pq.read_table(next(settings.lake_dir.glob("order_lines/*/*.parquet"))).slice(0, 1).to_pylist()[0]
-    write_table(settings.lake_dir, "order_lines", pa.Table.from_pylist([line | {"order_id": line["order_id"],
-                "line_number": 999, "quantity": 0}]), file_stem="zz-bad-line")
+    write_table(
+        settings.lake_dir,
+        "order_lines",
+        pa.Table.from_pylist([line | {"order_id": line["order_id"], "line_number": 999, "quantity": 0}]),
+        file_stem="zz-bad-line",
+    )
     with pytest.raises(warehouse.WarehouseBuildError) as raised:
         warehouse.build(settings, select="+stg_lake__order_lines", echo=None)
     assert "stg_lake__order_lines_quantity" in str(raised.value)
@@ -253,7 +256,6 @@ def test_orders_only_online_retail_builds(tmp_path):
     assert counts["feat_user_rfm"] > 0 and counts["feat_item_warehouse_demand"] > 0 and counts["feat_item_stats"] > 0
     with duckdb.connect() as c:
         nulls, units = c.execute(
-            f"select count_if(view_count_30d is null) = count(*), sum(units_sold_30d) "
-            f"from {_feature(settings, 'feat_item_stats')}"
+            f"select count_if(view_count_30d is null) = count(*), sum(units_sold_30d) from {_feature(settings, 'feat_item_stats')}"
         ).fetchone()
     assert nulls and units > 0

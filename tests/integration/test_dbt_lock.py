@@ -68,8 +68,10 @@ def test_a_child_started_for_dbt_dies_with_its_parent(tmp_path):
 
     import psutil
 
-    script = ("import subprocess, sys, time; from ml.warehouse import child_process_kwargs; "
-              "p = subprocess.Popen(['sleep', '120'], **child_process_kwargs()); print(p.pid, flush=True); time.sleep(120)")
+    script = (
+        "import subprocess, sys, time; from ml.warehouse import child_process_kwargs; "
+        "p = subprocess.Popen(['sleep', '120'], **child_process_kwargs()); print(p.pid, flush=True); time.sleep(120)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     child = psutil.Process(int(parent.stdout.readline()))
     parent.send_signal(signal.SIGKILL)
@@ -91,8 +93,9 @@ def test_killing_the_cli_build_kills_its_dbt_and_frees_the_locks(built_warehouse
     data = tmp_path / "data"
     shutil.copytree(built_warehouse.lake_dir, data / "lake")
     env = {**os.environ, "DATA_DIR": str(data), "DO_NOT_TRACK": "1"}
-    cli = subprocess.Popen([sys.executable, "-m", "ml", "warehouse", "build"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "ml", "warehouse", "build"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline, dbt = time.monotonic() + 60, None
     while dbt is None and time.monotonic() < deadline:
         dbt = next((c for c in psutil.Process(cli.pid).children(recursive=True) if "dbt" in " ".join(c.cmdline())), None)

@@ -15,8 +15,12 @@ pytestmark = pytest.mark.integration
 def result(built_warehouse):
     config = demand.load_config()
     config["data"] = {"min_history": 56, "max_series": 40}
-    config["backtest"] = {**config["backtest"], "models": ["demand_seasonal_naive", "demand_moving_average", "demand_lgbm"],
-                          "n_origins": 3, "n_validation": 2}
+    config["backtest"] = {
+        **config["backtest"],
+        "models": ["demand_seasonal_naive", "demand_moving_average", "demand_lgbm"],
+        "n_origins": 3,
+        "n_validation": 2,
+    }
     return demand.backtest(built_warehouse, config, echo=None)
 
 
@@ -28,8 +32,17 @@ def test_every_model_is_scored_on_the_same_series(result):
     assert "demand_best" in result.test.index  # the per-series choice, scored on the test origin only
     # the export's series are daily and the warehouse's short series were counted, not silently lost
     assert result.freq == "D"
-    assert set(result.preparation["rule"]) <= {"too_short", "all_zero", "gap", "duplicate_date", "negative_y", "nan_y",
-                                               "missing_key", "off_grid", "regressor_filled"}
+    assert set(result.preparation["rule"]) <= {
+        "too_short",
+        "all_zero",
+        "gap",
+        "duplicate_date",
+        "negative_y",
+        "nan_y",
+        "missing_key",
+        "off_grid",
+        "regressor_filled",
+    }
 
 
 def test_report_and_run_are_written(built_warehouse, result):
@@ -65,10 +78,12 @@ def test_the_head_of_series_is_ranked_before_the_first_origin():
     import pandas as pd
 
     days = pd.date_range("2024-01-01", periods=10, freq="D")
-    frame = pd.concat([
-        pd.DataFrame({"item_id": "steady", "warehouse_id": "w", "ds": days, "y": 5.0}),
-        pd.DataFrame({"item_id": "late_spike", "warehouse_id": "w", "ds": days, "y": [1.0] * 8 + [100.0] * 2}),
-    ])
+    frame = pd.concat(
+        [
+            pd.DataFrame({"item_id": "steady", "warehouse_id": "w", "ds": days, "y": 5.0}),
+            pd.DataFrame({"item_id": "late_spike", "warehouse_id": "w", "ds": days, "y": [1.0] * 8 + [100.0] * 2}),
+        ]
+    )
     assert set(demand.head_by_volume(frame, 1)["item_id"]) == {"late_spike"}  # all periods: the spike wins
     assert set(demand.head_by_volume(frame, 1, before=days[8])["item_id"]) == {"steady"}  # no look-ahead
     assert len(demand.head_by_volume(frame, 0)) == len(frame)  # 0 = every series

@@ -86,9 +86,13 @@ def test_plan_is_served_online(run, tmp_path):
     built, _, _, second = run
     # its own Feast repo, registry and online store over the shared warehouse's files: the session's
     # built_warehouse registry stays as other modules expect it (test_feast_repo plans against it)
-    settings = built.model_copy(update={"feast_repo_dir": copy_repo(tmp_path / "feature_repo"),
-                                        "feast_registry_path": tmp_path / "feast" / "registry.db",
-                                        "feast_online_path": tmp_path / "feast" / "online_store.db"})
+    settings = built.model_copy(
+        update={
+            "feast_repo_dir": copy_repo(tmp_path / "feature_repo"),
+            "feast_registry_path": tmp_path / "feast" / "registry.db",
+            "feast_online_path": tmp_path / "feast" / "online_store.db",
+        }
+    )
     apply(settings)
     served = orchestration.serve_demand_plan(settings, {"status": "forecast", "forecast_date": f"{second.forecast_date:%Y-%m-%d}"})
     assert served["status"] == "served"

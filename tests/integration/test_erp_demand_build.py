@@ -49,9 +49,22 @@ def daily_export() -> pd.DataFrame:
 def weekly_export() -> pd.DataFrame:
     weeks = pd.date_range("2024-01-01", periods=20, freq="W-MON")
     frame = pd.DataFrame(
-        [[sku, "hamburg", w.strftime("%Y-%m-%d"), 30 + i, "yes" if i % 5 == 0 else "no", 0.1 if i % 5 == 0 else 0.0,
-          f"{200 + i / 10:.1f}", f"{100.0 * i:.1f}" if i >= 12 and i % 2 == 0 else "", "A", "151315"]
-         for sku in ("W-1", "W-2") for i, w in enumerate(weeks)],
+        [
+            [
+                sku,
+                "hamburg",
+                w.strftime("%Y-%m-%d"),
+                30 + i,
+                "yes" if i % 5 == 0 else "no",
+                0.1 if i % 5 == 0 else 0.0,
+                f"{200 + i / 10:.1f}",
+                f"{100.0 * i:.1f}" if i >= 12 and i % 2 == 0 else "",
+                "A",
+                "151315",
+            ]
+            for sku in ("W-1", "W-2")
+            for i, w in enumerate(weeks)
+        ],
         columns=["sku", "store", "date", "units_sold", "promo_flag", "discount", "CPI", "MarkDown1", "Type", "Size"],
     )
     frame.loc[(frame.sku == "W-1") & (frame.date == "2024-01-08"), "CPI"] = "n/a"  # not a number: left out, counted
@@ -62,8 +75,10 @@ def weekly_export() -> pd.DataFrame:
 def weekly_mapping(root: Path) -> Path:
     """The erp_demand preset as a user extends it for a store's export with extra columns."""
     data = yaml.safe_load((Path(__file__).resolve().parents[2] / "ml/ingest/presets/erp_demand.yaml").read_text())
-    data["demand"].update(regressors={"cpi": "CPI", "markdown_1": {"column": "MarkDown1", "missing": "zero"}},
-                          attributes={"store_type": "Type", "store_size": "Size"})
+    data["demand"].update(
+        regressors={"cpi": "CPI", "markdown_1": {"column": "MarkDown1", "missing": "zero"}},
+        attributes={"store_type": "Type", "store_size": "Size"},
+    )
     path = root / "store_export.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -78,8 +93,10 @@ def built(tmp_path_factory):
     daily.to_csv(root / "erp_daily.csv", index=False)
     weekly.to_parquet(root / "erp_weekly.parquet", index=False)
     started = time.perf_counter()
-    reports = [ingest_file(root / name, mapping, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
-               for name, mapping in (("erp_daily.csv", "erp_demand"), ("erp_weekly.parquet", weekly_mapping(root)))]
+    reports = [
+        ingest_file(root / name, mapping, lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
+        for name, mapping in (("erp_daily.csv", "erp_demand"), ("erp_weekly.parquet", weekly_mapping(root)))
+    ]
     ingest_s = time.perf_counter() - started
     started = time.perf_counter()
     summary = warehouse.build(settings, echo=None)
@@ -101,8 +118,7 @@ def test_exports_are_ingested(built):
     assert daily.tables == {"demand_history": len(daily_frame), "items": 3, "warehouses": 2}
     assert daily.notes == {"negative_units": 1, "period_day": len(daily_frame)}
     assert weekly.notes == {"period_week": len(weekly_frame), "regressor_not_numeric:cpi": 1}
-    assert weekly.tables == {"demand_history": 40, "items": 2, "warehouses": 1, "demand_regressors": 40 - 2 + 40,
-                             "series_attributes": 4}
+    assert weekly.tables == {"demand_history": 40, "items": 2, "warehouses": 1, "demand_regressors": 40 - 2 + 40, "series_attributes": 4}
 
 
 def test_build_passes_on_an_export_only_lake(built):
@@ -113,15 +129,16 @@ def test_build_passes_on_an_export_only_lake(built):
 
 def test_daily_series_reach_the_mart_with_their_regressors(built, con):
     _, _, _, daily, _ = built
-    mart = con.execute(
-        "select * from fct_daily_demand where period = 'day' order by item_id, warehouse_id, demand_date").df()
+    mart = con.execute("select * from fct_daily_demand where period = 'day' order by item_id, warehouse_id, demand_date").df()
     assert set(mart["demand_source"]) == {"demand_history"}
     assert len(mart) == 3 * 2 * len(DAYS)  # dense: the skipped days are back, as zeros
     assert mart.groupby(["item_id", "warehouse_id"]).size().to_dict() == {
-        (s, w): len(DAYS) for s in ("A-1", "B-2", "C-3") for w in ("berlin", "munich")}
+        (s, w): len(DAYS) for s in ("A-1", "B-2", "C-3") for w in ("berlin", "munich")
+    }
     exported = daily.assign(demand_date=pd.to_datetime(daily["date"])).rename(columns={"sku": "item_id", "store": "warehouse_id"})
     joined = mart.assign(demand_date=pd.to_datetime(mart["demand_date"])).merge(
-        exported, on=["item_id", "warehouse_id", "demand_date"], how="left", indicator=True)
+        exported, on=["item_id", "warehouse_id", "demand_date"], how="left", indicator=True
+    )
     present = joined[joined["_merge"] == "both"]
     assert (present["net_units"] == present["units_sold"]).all()
     assert (present["units"] == present["units_sold"].clip(lower=0)).all()
@@ -137,14 +154,18 @@ def test_weekly_series_stay_weekly(built, con):
     rows = con.execute(
         """select item_id, count(*), min(demand_date)::varchar, max(demand_date)::varchar, sum(units),
                   count_if(is_promoted), max(discount_pct), count(distinct dayofweek(demand_date))
-           from fct_daily_demand where period = 'week' group by 1 order by 1""").fetchall()
+           from fct_daily_demand where period = 'week' group by 1 order by 1"""
+    ).fetchall()
     total = sum(30 + i for i in range(20))
     assert rows == [(sku, 20, "2024-01-01", "2024-05-13", total, 4, 0.1, 1) for sku in ("W-1", "W-2")]
 
 
 def test_dimensions_hold_the_exports_items_and_locations(built, con):
     assert con.execute("select warehouse_id, region, country from dim_warehouses order by 1").fetchall() == [
-        ("berlin", "de-be", "DE"), ("hamburg", "hamburg", None), ("munich", "de-by", "DE")]
+        ("berlin", "de-be", "DE"),
+        ("hamburg", "hamburg", None),
+        ("munich", "de-by", "DE"),
+    ]
     assert con.execute("select count(*) from dim_items").fetchone()[0] == 5
 
 

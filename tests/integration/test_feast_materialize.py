@@ -47,16 +47,37 @@ WAREHOUSES = ["w1", "w2", "w10"]
 def user_rfm_rows(bump: int = 0) -> dict:
     """Per user: snapshots 01-02 and 01-05 for all; 01-09 for a third; exactly END for a seventh; one
     after END for every fifth (excluded). ``bump`` shifts every value (a "newer" version of the mart)."""
-    rows: dict = {k: [] for k in ["user_id", "event_timestamp", "order_count_lifetime", "revenue_sum_lifetime", "avg_order_value_lifetime", "first_order_at", "last_order_at", "order_count_90d"]}
+    rows: dict = {
+        k: []
+        for k in [
+            "user_id",
+            "event_timestamp",
+            "order_count_lifetime",
+            "revenue_sum_lifetime",
+            "avg_order_value_lifetime",
+            "first_order_at",
+            "last_order_at",
+            "order_count_90d",
+        ]
+    }
     for i, user in enumerate(USERS):
-        days = ["2024-01-02", "2024-01-05"] + (["2024-01-09 13:45:10.123456"] if i % 3 == 0 else []) + (["2024-01-10"] if i % 7 == 0 else []) + (["2024-01-12"] if i % 5 == 0 else [])
+        days = (
+            ["2024-01-02", "2024-01-05"]
+            + (["2024-01-09 13:45:10.123456"] if i % 3 == 0 else [])
+            + (["2024-01-10"] if i % 7 == 0 else [])
+            + (["2024-01-12"] if i % 5 == 0 else [])
+        )
         for j, day in enumerate(days):
             rows["user_id"].append(user)
             rows["event_timestamp"].append(T(day))
             rows["order_count_lifetime"].append(i * 10 + j + bump if (i + j) % 6 else None)
-            rows["revenue_sum_lifetime"].append(float("nan") if i % 11 == 4 else (None if i % 4 == 1 else round(i * 1.25 + j + bump * 0.5, 2)))
+            rows["revenue_sum_lifetime"].append(
+                float("nan") if i % 11 == 4 else (None if i % 4 == 1 else round(i * 1.25 + j + bump * 0.5, 2))
+            )
             rows["avg_order_value_lifetime"].append(-0.0 if i == 2 else 1e300 if i == 3 else (i + 0.1) / (j + 1))
-            rows["first_order_at"].append(None if i % 9 == 0 else T("1969-12-31 23:59:59.5") if i == 1 else T("2023-06-01") + pd.Timedelta(days=i))
+            rows["first_order_at"].append(
+                None if i % 9 == 0 else T("1969-12-31 23:59:59.5") if i == 1 else T("2023-06-01") + pd.Timedelta(days=i)
+            )
             rows["last_order_at"].append(T(day) - pd.Timedelta(hours=i + bump))
             rows["order_count_90d"].append(-(2**40) if i == 5 else j)
     return rows
@@ -189,7 +210,9 @@ def raw(kind: str, settings) -> dict:
 
         con = sqlite3.connect(settings.feast_online_path)
         out = {
-            view: con.execute(f'select entity_key, feature_name, value, value_text, event_ts, created_ts from "{settings.feast_project}_{view}" order by 1, 2').fetchall()
+            view: con.execute(
+                f'select entity_key, feature_name, value, value_text, event_ts, created_ts from "{settings.feast_project}_{view}" order by 1, 2'
+            ).fetchall()
             for view in ENTITY_ROWS
         }
         con.close()

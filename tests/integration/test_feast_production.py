@@ -46,13 +46,30 @@ def production_settings(tmp_path_factory):
     )
     settings.ensure_dirs()
     marts = {
-        "feat_user_rfm": ("user_rfm", {"user_id": ["u1", "u1", "u2"], "event_timestamp": [T("2024-01-02"), T("2024-01-05"), T("2024-01-03")],
-                                       "order_count_lifetime": [1, 2, 5], "last_order_at": [T("2024-01-01"), T("2024-01-04 12:00"), T("2024-01-02")]}),
-        "feat_user_activity": ("user_activity", {"user_id": ["u1"], "event_timestamp": [T("2024-01-05")], "view_count_7d": [4],
-                                                 "last_cart_add_at": [T("2024-01-04 18:00")]}),
+        "feat_user_rfm": (
+            "user_rfm",
+            {
+                "user_id": ["u1", "u1", "u2"],
+                "event_timestamp": [T("2024-01-02"), T("2024-01-05"), T("2024-01-03")],
+                "order_count_lifetime": [1, 2, 5],
+                "last_order_at": [T("2024-01-01"), T("2024-01-04 12:00"), T("2024-01-02")],
+            },
+        ),
+        "feat_user_activity": (
+            "user_activity",
+            {"user_id": ["u1"], "event_timestamp": [T("2024-01-05")], "view_count_7d": [4], "last_cart_add_at": [T("2024-01-04 18:00")]},
+        ),
         "feat_item_stats": ("item_stats", {"item_id": ["i1"], "event_timestamp": [T("2024-01-05")], "price": [3.5], "price_band": ["low"]}),
-        "feat_item_warehouse_demand": ("item_warehouse_demand", {"item_id": ["i1"], "warehouse_id": ["w1"], "event_timestamp": [T("2024-01-05")],
-                                                                 "units_sum_7d": [3], "last_sale_date": [T("2024-01-04")]}),
+        "feat_item_warehouse_demand": (
+            "item_warehouse_demand",
+            {
+                "item_id": ["i1"],
+                "warehouse_id": ["w1"],
+                "event_timestamp": [T("2024-01-05")],
+                "units_sum_7d": [3],
+                "last_sale_date": [T("2024-01-04")],
+            },
+        ),
     }
     for model, (view, rows) in marts.items():
         pq.write_table(mart_table(settings, view, rows), settings.features_dir / f"{model}.parquet")
@@ -66,7 +83,11 @@ def production_settings(tmp_path_factory):
 
 
 def test_config_is_redis_and_sql_registry(production_settings):
-    text = repo.config_path(production_settings).read_text() if repo.config_path(production_settings).exists() else repo.render_config(production_settings)
+    text = (
+        repo.config_path(production_settings).read_text()
+        if repo.config_path(production_settings).exists()
+        else repo.render_config(production_settings)
+    )
     assert "registry_type: sql" in text and "type: redis" in text and "${" not in text
 
 
@@ -79,7 +100,14 @@ def test_apply_materialize_and_read_online(production_settings):
     assert "No changes to registry" in plan
     engine = sqlalchemy.create_engine(production_settings.feast_registry_url)
     with engine.connect() as con:
-        views = con.execute(sqlalchemy.text("select feature_view_name from feature_views where project_id = :p"), {"p": production_settings.feast_project}).scalars().all()
+        views = (
+            con.execute(
+                sqlalchemy.text("select feature_view_name from feature_views where project_id = :p"),
+                {"p": production_settings.feast_project},
+            )
+            .scalars()
+            .all()
+        )
     engine.dispose()
     from ml.features.contract import read_view_specs
 

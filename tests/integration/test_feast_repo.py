@@ -36,7 +36,15 @@ def test_committed_repo_matches_dbt_manifest(manifest):
     problems = contract.check_repo(manifest, PROJECT_ROOT / "feature_repo")
     assert problems == [], "\n".join(problems)
     marts = contract.feature_marts(manifest)
-    assert {m.feature_view for m in marts} == {"user_rfm", "user_activity", "item_stats", "item_warehouse_demand", "user_rfm_segments", "user_affinity", "user_profile"}
+    assert {m.feature_view for m in marts} == {
+        "user_rfm",
+        "user_activity",
+        "item_stats",
+        "item_warehouse_demand",
+        "user_rfm_segments",
+        "user_affinity",
+        "user_profile",
+    }
 
 
 def _mutate(manifest, model, fn):
@@ -55,7 +63,11 @@ def _rename(cols, old, new):
     [
         ("feat_user_rfm", lambda c: _rename(c, "order_count_90d", "orders_90d"), "'order_count_90d' is not in dbt model feat_user_rfm"),
         ("feat_user_activity", lambda c: c.pop("search_count_7d"), "'search_count_7d' is not in dbt model feat_user_activity"),
-        ("feat_item_stats", lambda c: c["price"].update(data_type="varchar"), "'price' is Float64 in Feast but feat_item_stats.price is varchar"),
+        (
+            "feat_item_stats",
+            lambda c: c["price"].update(data_type="varchar"),
+            "'price' is Float64 in Feast but feat_item_stats.price is varchar",
+        ),
         ("feat_item_warehouse_demand", lambda c: c["units_sum_7d"].update(data_type="double"), "'units_sum_7d' is Int64 in Feast"),
     ],
 )
@@ -111,7 +123,14 @@ def test_training_set_matches_a_hand_written_asof_join(applied):
     got = training.build_training_set(settings, entity_df, "propensity_lgbm_v1", chunk_rows=200)
     ref = training.reference_training_set(settings, entity_df, ["user_rfm", "user_activity"])
     assert len(got) == len(entity_df) and got["user_id"].tolist() == entity_df["user_id"].tolist()
-    for col in ["order_count_lifetime", "revenue_sum_90d", "last_order_at", "view_count_30d", "last_cart_add_at", "hours_since_last_cart_add"]:
+    for col in [
+        "order_count_lifetime",
+        "revenue_sum_90d",
+        "last_order_at",
+        "view_count_30d",
+        "last_cart_add_at",
+        "hours_since_last_cart_add",
+    ]:
         pd.testing.assert_series_equal(got[col], ref[col], check_dtype=False, check_names=False, obj=col)
     assert got["order_count_lifetime"].notna().sum() > len(entity_df) / 2
     assert got.loc[got["user_id"] == "nobody", "order_count_lifetime"].isna().all()
@@ -126,7 +145,15 @@ def test_services_listed_from_the_registry(applied):
 # -- bad input: each names the view and the file ------------------------------------------------------
 
 
-MODELS = {"user_rfm": "feat_user_rfm", "user_activity": "feat_user_activity", "item_stats": "feat_item_stats", "item_warehouse_demand": "feat_item_warehouse_demand", "user_rfm_segments": "feat_user_rfm_segments", "user_affinity": "feat_user_affinity", "user_profile": "feat_user_profile"}
+MODELS = {
+    "user_rfm": "feat_user_rfm",
+    "user_activity": "feat_user_activity",
+    "item_stats": "feat_item_stats",
+    "item_warehouse_demand": "feat_item_warehouse_demand",
+    "user_rfm_segments": "feat_user_rfm_segments",
+    "user_affinity": "feat_user_affinity",
+    "user_profile": "feat_user_profile",
+}
 GOOD = {
     "user_rfm": {"user_id": ["u1", "u2"], "event_timestamp": [T("2024-01-02"), T("2024-01-02")], "order_count_lifetime": [1, 2]},
     "user_activity": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "view_count_7d": [1]},

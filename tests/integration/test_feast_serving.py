@@ -50,8 +50,7 @@ def latest_rows(settings, view: str) -> dict[tuple, dict]:
     try:
         con.execute("set TimeZone = 'UTC'")
         cur = con.execute(
-            f"select * from read_parquet(?) qualify row_number() over "
-            f"(partition by {', '.join(keys)} order by event_timestamp desc) = 1",
+            f"select * from read_parquet(?) qualify row_number() over (partition by {', '.join(keys)} order by event_timestamp desc) = 1",
             [str(path)],
         )
         cols = [d[0] for d in cur.description]
@@ -242,10 +241,13 @@ def as_json_values(result: dict) -> dict:
     return {k: [int(v.timestamp()) if isinstance(v, datetime) else v for v in values] for k, values in result.items()}
 
 
-@pytest.mark.parametrize("service,rows", [
-    ("propensity_lgbm_v1", "users"),
-    ("demand_lgbm_v1", "pairs"),
-])
+@pytest.mark.parametrize(
+    "service,rows",
+    [
+        ("propensity_lgbm_v1", "users"),
+        ("demand_lgbm_v1", "pairs"),
+    ],
+)
 def test_http_equals_sdk(served, servers, service, rows):
     import requests
 

@@ -62,7 +62,12 @@ def store_settings(tmp_path_factory):
             "last_sale_date": [T("2024-01-01"), T("2024-01-03")],
         },
     }
-    models = {"user_rfm": "feat_user_rfm", "user_activity": "feat_user_activity", "item_stats": "feat_item_stats", "item_warehouse_demand": "feat_item_warehouse_demand"}
+    models = {
+        "user_rfm": "feat_user_rfm",
+        "user_activity": "feat_user_activity",
+        "item_stats": "feat_item_stats",
+        "item_warehouse_demand": "feat_item_warehouse_demand",
+    }
     for view, rows in marts.items():
         pq.write_table(mart_table(settings, view, rows), settings.features_dir / f"{models[view]}.parquet")
     fill_missing_marts(settings)  # views these tests are not about
@@ -136,7 +141,11 @@ def test_chunked_equals_single_call_and_keeps_order(store_settings, store):
 
 def test_two_key_service(store_settings, store):
     frame = pd.DataFrame(
-        {"item_id": ["i1", "i1", "i1"], "warehouse_id": ["w1", "w2", "w1"], "event_timestamp": [T("2024-01-03"), T("2024-01-03"), T("2024-01-05")]}
+        {
+            "item_id": ["i1", "i1", "i1"],
+            "warehouse_id": ["w1", "w2", "w1"],
+            "event_timestamp": [T("2024-01-03"), T("2024-01-03"), T("2024-01-05")],
+        }
     )
     df = training.build_training_set(store_settings, frame, "demand_lgbm_v1", store=store)
     assert len(df) == 3
@@ -159,7 +168,9 @@ def test_feature_services_are_listed(store_settings, store):
     assert set(services) >= {"propensity_lgbm_v1", "demand_lgbm_v1"}
     assert "user_recency_now:hours_since_last_cart_add_now" in services["propensity_lgbm_v1"]["features"]
     assert "item_stats:price" in services["demand_lgbm_v1"]["features"]
-    assert not any(f.split(":")[1] in {"user_id", "item_id", "warehouse_id", "event_timestamp"} for s in services.values() for f in s["features"])
+    assert not any(
+        f.split(":")[1] in {"user_id", "item_id", "warehouse_id", "event_timestamp"} for s in services.values() for f in s["features"]
+    )
 
 
 def test_docs_training_example_runs(store_settings, monkeypatch):

@@ -46,13 +46,17 @@ def test_online_retail_full_file(tmp_path):
     assert d["tables"]["order_lines"] == d["accepted"]
     assert seconds < 60, f"ingestion took {seconds:.1f}s"
     assert lake_sql(tmp_path, "select count(*) from {orders} where user_id is null") == [(0,)]
-    assert lake_sql(tmp_path, "select count(*) from {order_lines} where item_id in ('POST','M','D','DOT','C2',"
-                              "'BANK CHARGES','AMAZONFEE') or quantity <= 0 or unit_price <= 0") == [(0,)]
+    assert lake_sql(
+        tmp_path,
+        "select count(*) from {order_lines} where item_id in ('POST','M','D','DOT','C2',"
+        "'BANK CHARGES','AMAZONFEE') or quantity <= 0 or unit_price <= 0",
+    ) == [(0,)]
     assert lake_sql(tmp_path, "select count(*) from {order_lines} where order_id like 'C%'") == [(0,)]
     (returned,) = lake_sql(tmp_path, "select sum(quantity) from {returns}")[0]
     assert returned > 0
-    assert lake_sql(tmp_path, "select count(*) from {returns} r left join {orders} o using (order_id) "
-                              "where o.order_id is null") == [(0,)]  # every return names an ingested order
+    assert lake_sql(tmp_path, "select count(*) from {returns} r left join {orders} o using (order_id) where o.order_id is null") == [
+        (0,)
+    ]  # every return names an ingested order
     assert lake_sql(tmp_path, "select count(*) - count(distinct user_id) from {users}") == [(0,)]
     assert lake_sql(tmp_path, "select count(*) from {users} where user_id like '%.%'") == [(0,)]
     assert lake_sql(tmp_path, "select count(*) - count(distinct item_id) from {items}") == [(0,)]
@@ -84,9 +88,16 @@ def test_csv_xlsx_and_parquet_slices_agree(tmp_path, retail_slice):
     assert base["read"] == 4000 and base["accepted"] > 2000 and base["quarantined"] > 0
     for fmt in ("csv", "xlsx"):
         assert (reports[fmt]["accepted"], reports[fmt]["by_reason"], reports[fmt]["tables"]) == (
-            base["accepted"], base["by_reason"], base["tables"]), fmt
-    sums = {fmt: lake_sql(tmp_path / fmt, "select sum(quantity), round(sum(unit_price), 2), min(order_date), "
-                                           "count(distinct order_id) from {order_lines}") for fmt in reports}
+            base["accepted"],
+            base["by_reason"],
+            base["tables"],
+        ), fmt
+    sums = {
+        fmt: lake_sql(
+            tmp_path / fmt, "select sum(quantity), round(sum(unit_price), 2), min(order_date), count(distinct order_id) from {order_lines}"
+        )
+        for fmt in reports
+    }
     assert sums["csv"] == sums["parquet"] == sums["xlsx"]
 
 
@@ -96,10 +107,10 @@ def test_movielens_100k(tmp_path):
     d = report.to_dict()
     assert (d["read"], d["accepted"], d["quarantined"]) == (100_000, 100_000, 0)
     assert d["tables"] == {"events": 100_000, "users": 943, "items": 1_682}
-    assert lake_sql(tmp_path, "select count(distinct user_id), count(distinct item_id), min(rating), max(rating) "
-                              "from {events}") == [(943, 1_682, 1.0, 5.0)]
-    assert lake_sql(tmp_path, "select min(event_date)::varchar, max(event_date)::varchar from {events}") == [
-        ("1997-09-20", "1998-04-22")]
+    assert lake_sql(tmp_path, "select count(distinct user_id), count(distinct item_id), min(rating), max(rating) from {events}") == [
+        (943, 1_682, 1.0, 5.0)
+    ]
+    assert lake_sql(tmp_path, "select min(event_date)::varchar, max(event_date)::varchar from {events}") == [("1997-09-20", "1998-04-22")]
     assert lake_sql(tmp_path, "select count(*) from {users} where gender is null or birth_year is null") == [(0,)]
     assert lake_sql(tmp_path, "select title from {items} where item_id = '1'") == [("Toy Story",)]
     again = ingest_file(path, "movielens_atomic", **dirs(tmp_path))

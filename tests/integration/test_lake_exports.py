@@ -39,12 +39,17 @@ def _fingerprint(settings) -> dict[str, tuple]:
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
         out = {}
-        rels = con.execute("select table_schema || '.' || table_name from information_schema.tables "
-                           "where table_name similar to '(fct|dim|feat)_.*'").fetchall()
+        rels = con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables where table_name similar to '(fct|dim|feat)_.*'"
+        ).fetchall()
         for (rel,) in rels:
-            cols = [c for c, t in con.execute(
-                f"select column_name, data_type from information_schema.columns where table_schema || '.' || table_name = '{rel}'"
-            ).fetchall() if SUMMED.search(c) and t in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT")]
+            cols = [
+                c
+                for c, t in con.execute(
+                    f"select column_name, data_type from information_schema.columns where table_schema || '.' || table_name = '{rel}'"
+                ).fetchall()
+                if SUMMED.search(c) and t in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT")
+            ]
             out[rel] = con.execute("select count(*)" + "".join(f", round(sum({c})::double, 2)" for c in cols) + f" from {rel}").fetchone()
         return out
     finally:
@@ -108,8 +113,13 @@ KILLER = textwrap.dedent("""
 def _committed_view(lake_dir) -> dict[str, tuple]:
     """What a build reads: rows and units of the committed files of each table."""
     out = {}
-    for table, measure in (("orders", "count(distinct order_id)"), ("order_lines", "sum(quantity)"),
-                           ("users", "count(*)"), ("items", "count(*)"), ("returns", "sum(quantity)")):
+    for table, measure in (
+        ("orders", "count(distinct order_id)"),
+        ("order_lines", "sum(quantity)"),
+        ("users", "count(*)"),
+        ("items", "count(*)"),
+        ("returns", "sum(quantity)"),
+    ):
         files = committed_files(lake_dir, table)
         if files:
             paths = ", ".join(f"'{p}'" for p in files)
@@ -131,14 +141,25 @@ def test_a_killed_ingest_leaves_the_lake_before_or_after_and_corrections_replace
 
     reference = _settings(tmp_path, "reference")  # the same two exports, never killed
     for name in ("dec", "jan"):
-        ingest_file(tmp_path / f"{name}.parquet", "online_retail_ii", lake_dir=reference.lake_dir,
-                    quarantine_dir=reference.quarantine_dir)
+        ingest_file(tmp_path / f"{name}.parquet", "online_retail_ii", lake_dir=reference.lake_dir, quarantine_dir=reference.quarantine_dir)
     after = _committed_view(reference.lake_dir)
     assert after != before
 
     def kill(where: str, n: int) -> None:
-        proc = subprocess.run([sys.executable, "-c", KILLER, where, str(n), str(tmp_path / "jan.parquet"),
-                               str(settings.lake_dir), str(settings.quarantine_dir)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                KILLER,
+                where,
+                str(n),
+                str(tmp_path / "jan.parquet"),
+                str(settings.lake_dir),
+                str(settings.quarantine_dir),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == -signal.SIGKILL, f"{where} #{n} was not reached: {proc.stderr[-2000:]}"
 
     for where, n in [("write", 1), ("write", 3), ("rename", 2), ("commit", 1)]:
@@ -164,8 +185,11 @@ def test_a_killed_ingest_leaves_the_lake_before_or_after_and_corrections_replace
     lines = january[january["Customer ID"].notna() & ~january["Invoice"].str.startswith("C")]
     paths = ", ".join(f"'{p}'" for p in committed_files(settings.lake_dir, "order_lines"))
     january_ids = ", ".join(f"'{i}'" for i in lines["Invoice"].unique())
-    was = dict(duckdb.sql(f"select order_id, sum(quantity) from read_parquet([{paths}]) "
-                          f"where order_id in ({january_ids}) group by 1 order by 1 limit 2").fetchall())
+    was = dict(
+        duckdb.sql(
+            f"select order_id, sum(quantity) from read_parquet([{paths}]) where order_id in ({january_ids}) group by 1 order by 1 limit 2"
+        ).fetchall()
+    )
     first, second = sorted(was)
     fix = lines[lines["Invoice"].isin([first, second])].copy()
     fix.loc[fix["Invoice"] == first, "Quantity"] *= 2
@@ -173,8 +197,9 @@ def test_a_killed_ingest_leaves_the_lake_before_or_after_and_corrections_replace
     ingest_file(tmp_path / "jan_fix.parquet", "online_retail_ii", **args)
     warehouse.build(settings, echo=None)
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    got = dict(con.execute(f"select order_id, sum(quantity) from fct_order_lines where order_id in ('{first}', '{second}') "
-                           "group by 1").fetchall())
+    got = dict(
+        con.execute(f"select order_id, sum(quantity) from fct_order_lines where order_id in ('{first}', '{second}') group by 1").fetchall()
+    )
     assert got == {first: 2 * was[first], second: was[second]}
     assert con.execute("select count(*) from fct_orders").fetchone()[0] == after["orders"][1]
     con.close()
@@ -211,8 +236,9 @@ def test_event_log_and_demand_exports_merge_like_one_file(tmp_path):
     derived sessions, orders); an ERP week re-sent with corrected units replaces the old figures."""
     log = _retailrocket_log()
     day = pd.to_datetime(log["timestamp"], unit="ms", utc=True).dt.day
-    erp = pd.DataFrame({"sku": ["7", "7", "9"], "store": ["berlin"] * 3, "date": ["2015-05-18", "2015-05-25", "2015-05-25"],
-                        "units_sold": [5, 8, 3]})
+    erp = pd.DataFrame(
+        {"sku": ["7", "7", "9"], "store": ["berlin"] * 3, "date": ["2015-05-18", "2015-05-25", "2015-05-25"], "units_sold": [5, 8, 3]}
+    )
     corrected = erp[erp["date"] == "2015-05-25"].assign(units_sold=[11, 0])
 
     one, many = _settings(tmp_path, "one"), _settings(tmp_path, "many")
@@ -237,11 +263,13 @@ def test_event_log_and_demand_exports_merge_like_one_file(tmp_path):
     assert {k: v for k, v in got.items() if v != expected[k]} == {}
     con = duckdb.connect(str(many.warehouse_path), read_only=True)
     try:
-        assert con.execute("select count(*), count(distinct session_id) from fct_events").fetchone() == \
-            duckdb.connect(str(one.warehouse_path), read_only=True).execute(
-                "select count(*), count(distinct session_id) from fct_events").fetchone()
-        week = dict(con.execute("select item_id, units from staging.stg_lake__demand_history "
-                                "where demand_date = '2015-05-25'").fetchall())
+        assert (
+            con.execute("select count(*), count(distinct session_id) from fct_events").fetchone()
+            == duckdb.connect(str(one.warehouse_path), read_only=True)
+            .execute("select count(*), count(distinct session_id) from fct_events")
+            .fetchone()
+        )
+        week = dict(con.execute("select item_id, units from staging.stg_lake__demand_history where demand_date = '2015-05-25'").fetchall())
         assert week == {"7": 11, "9": 0}
     finally:
         con.close()
@@ -265,11 +293,9 @@ def test_a_lake_without_warehouses_builds_validates_and_skips_demand(tmp_path):
     (tmp_path / "one_site.yaml").write_text(yaml.safe_dump(mapping))
     frame = pd.read_parquet(shared_file(*RETAIL))
     frame[pd.to_datetime(frame["InvoiceDate"]) < "2010-01-01"].to_parquet(tmp_path / "dec.parquet", index=False)
-    settings = settings_for(data_dir=tmp_path / "data", feast_repo_dir=copy_repo(tmp_path / "feature_repo"),
-                            mlflow_tracking_uri="")
+    settings = settings_for(data_dir=tmp_path / "data", feast_repo_dir=copy_repo(tmp_path / "feature_repo"), mlflow_tracking_uri="")
     settings.ensure_dirs()
-    ingest_file(tmp_path / "dec.parquet", tmp_path / "one_site.yaml", lake_dir=settings.lake_dir,
-                quarantine_dir=settings.quarantine_dir)
+    ingest_file(tmp_path / "dec.parquet", tmp_path / "one_site.yaml", lake_dir=settings.lake_dir, quarantine_dir=settings.quarantine_dir)
     warehouse.build(settings, echo=None)
     report = validate_sources(settings)
     assert report["item_warehouse_demand"]["rows"] == 0 and not report["item_warehouse_demand"]["problems"]
@@ -291,13 +317,13 @@ def test_a_build_as_of_a_past_day_sees_only_what_was_known_then(tmp_path):
     try:
         last_order, orders = con.execute("select max(order_date), count(*) from fct_orders").fetchone()
         (last_feature,) = con.execute("select max(event_timestamp) from feat_user_rfm").fetchone()
-        (returned_later,) = con.execute("select count(*) from staging.stg_lake__returns "
-                                        "where returned_at >= '2010-01-01'").fetchone()
+        (returned_later,) = con.execute("select count(*) from staging.stg_lake__returns where returned_at >= '2010-01-01'").fetchone()
     finally:
         con.close()
     paths = ", ".join(f"'{p}'" for p in committed_files(settings.lake_dir, "orders"))
-    in_lake = duckdb.sql(f"select count(*) filter (where ordered_at < '2010-01-01 00:00:00+00'), count(*) "
-                         f"from read_parquet([{paths}])").fetchall()[0]
+    in_lake = duckdb.sql(
+        f"select count(*) filter (where ordered_at < '2010-01-01 00:00:00+00'), count(*) from read_parquet([{paths}])"
+    ).fetchall()[0]
     assert str(last_order) == "2009-12-23"  # the shop's last December trading day
     assert orders == in_lake[0] < in_lake[1]  # December's orders, not January's
     assert last_feature.date().isoformat() <= "2010-01-01" and returned_later == 0

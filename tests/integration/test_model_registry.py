@@ -35,7 +35,12 @@ def data():
     rng = np.random.default_rng(42)
     n = 1_200
     x = pd.DataFrame(
-        {"recency": rng.exponential(30, n), "frequency": rng.poisson(3, n).astype(float), "monetary": rng.gamma(2, 50, n), "noise": rng.random(n)}
+        {
+            "recency": rng.exponential(30, n),
+            "frequency": rng.poisson(3, n).astype(float),
+            "monetary": rng.gamma(2, 50, n),
+            "noise": rng.random(n),
+        }
     )
     logit = -1.0 - 0.05 * x["recency"] + 0.5 * x["frequency"]
     y = rng.binomial(1, 1 / (1 + np.exp(-logit))).astype(int)
@@ -45,15 +50,24 @@ def data():
 def train(x, y, rounds: int, features=FEATURES, seed: int = 0):
     import lightgbm as lgb
 
-    params = {"objective": "binary", "num_leaves": 7, "min_data_in_leaf": 20, "learning_rate": 0.1, "verbosity": -1,
-              "num_threads": 1, "seed": seed, "deterministic": True}
+    params = {
+        "objective": "binary",
+        "num_leaves": 7,
+        "min_data_in_leaf": 20,
+        "learning_rate": 0.1,
+        "verbosity": -1,
+        "num_threads": 1,
+        "seed": seed,
+        "deterministic": True,
+    }
     return lgb.train(params, lgb.Dataset(x[features], y), num_boost_round=rounds)
 
 
 def register(settings, model_name, model, metrics: dict, features=FEATURES):
     """A training run that logs the test metrics and registers the model, as model code does."""
-    with registry.training_run(settings, model_name, {"rounds": model.current_iteration(), "features": features},
-                               "propensity_lgbm_v2", features, SNAPSHOT) as run:
+    with registry.training_run(
+        settings, model_name, {"rounds": model.current_iteration(), "features": features}, "propensity_lgbm_v2", features, SNAPSHOT
+    ) as run:
         logged = registry.log_metrics(metrics, prefix="test_")
         version = registry.log_model(model, model_name, flavor="lightgbm", signature=SAMPLE[features])
     assert version.run_id == run.info.run_id and logged
@@ -72,7 +86,9 @@ def run_of(settings, version):
 
 
 def decision_json(settings, version) -> dict:
-    path = registry.client(settings).download_artifacts(version.run_id, "decision.json", str(Path(settings.data_dir) / f"dl_{uuid.uuid4().hex}"))
+    path = registry.client(settings).download_artifacts(
+        version.run_id, "decision.json", str(Path(settings.data_dir) / f"dl_{uuid.uuid4().hex}")
+    )
     return json.loads(Path(path).read_text())
 
 
@@ -157,8 +173,12 @@ def test_lower_is_better_and_nan_challenger(mlflow_settings, data):
         registry.load_champion(mlflow_settings, name)
     assert registry.promote_if_not_worse(mlflow_settings, name, str(v1.version), "log_loss", 0.5, higher_is_better=False).promoted
     v2 = register(mlflow_settings, name, model, {"log_loss": 0.52})
-    assert not registry.promote_if_not_worse(mlflow_settings, name, str(v2.version), "log_loss", 0.52, higher_is_better=False, tolerance=0.01).promoted
-    assert registry.promote_if_not_worse(mlflow_settings, name, str(v2.version), "log_loss", 0.52, higher_is_better=False, tolerance=0.03).promoted
+    assert not registry.promote_if_not_worse(
+        mlflow_settings, name, str(v2.version), "log_loss", 0.52, higher_is_better=False, tolerance=0.01
+    ).promoted
+    assert registry.promote_if_not_worse(
+        mlflow_settings, name, str(v2.version), "log_loss", 0.52, higher_is_better=False, tolerance=0.03
+    ).promoted
     assert champion_version(mlflow_settings, name) == str(v2.version)
 
 
@@ -263,8 +283,14 @@ def test_mlflow_telemetry_is_off_outside_tests(tmp_path):
         "from mlflow.telemetry import get_telemetry_client; from mlflow.telemetry.utils import is_telemetry_disabled; "
         "print(get_telemetry_client() is None, is_telemetry_disabled())"
     )
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(tmp_path)}, cwd=Path(__file__).parents[2],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "HOME": str(tmp_path)},
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "True"]
     assert not (tmp_path / ".config" / "mlflow" / "telemetry.json").exists()  # no installation id written

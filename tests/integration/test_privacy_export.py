@@ -72,6 +72,7 @@ def test_user_level_export_recounts_the_order_lines(built_warehouse):
         con.close()
     assert set(mart["user_id"]) <= all_users
     got = mart.groupby(CELL, as_index=False).agg(buyers=("user_id", "nunique"), revenue=("revenue", "sum"), orders=("order_count", "sum"))
+
     def by_cell(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(week=pd.to_datetime(frame["week"]).astype("datetime64[ns]")).sort_values(CELL).reset_index(drop=True)
 

@@ -71,8 +71,8 @@ def cell_units(lake_dir: Path) -> pd.DataFrame:
     try:
         frame = con.sql(f"""
             select l.item_id, o.warehouse_id, o.order_date as ds, sum(l.quantity)::double as units
-            from {table('order_lines')} l
-            inner join {table('orders')} o using (order_id)
+            from {table("order_lines")} l
+            inner join {table("orders")} o using (order_id)
             where o.status <> 'cancelled' and o.warehouse_id is not null
             group by 1, 2, 3
         """).df()

@@ -43,7 +43,9 @@ def read(root: Path, table: str) -> pd.DataFrame:
 def sql(root: Path, query: str):
     con = duckdb.connect()
     for table in ("orders", "users", "events"):
-        query = query.replace("{" + table + "}", f"read_parquet('{root}/lake/{table}/**/*.parquet', hive_partitioning=false, union_by_name=true)")
+        query = query.replace(
+            "{" + table + "}", f"read_parquet('{root}/lake/{table}/**/*.parquet', hive_partitioning=false, union_by_name=true)"
+        )
     return con.sql(query).fetchall()
 
 
@@ -70,8 +72,9 @@ def test_keyed_lake_is_the_raw_lake_with_pseudonyms(retail):
         plain["user_id"] = pz.pseudonymize(plain["user_id"].astype("string")).astype(object)
         mine = read(keyed, table)
         sort = [key] if table == "orders" else ["user_id"]
-        pd.testing.assert_frame_equal(plain.sort_values(sort).reset_index(drop=True),
-                                      mine.sort_values(sort).reset_index(drop=True), check_dtype=False)
+        pd.testing.assert_frame_equal(
+            plain.sort_values(sort).reset_index(drop=True), mine.sort_values(sort).reset_index(drop=True), check_dtype=False
+        )
 
 
 def test_every_user_id_is_a_pseudonym_and_orders_join_users(retail):
@@ -155,9 +158,10 @@ def test_the_generator_writes_the_same_pseudonyms(tmp_path):
     assert read_marker(lake)["key_fingerprint"] == pz.fingerprint
     # a raw ingest next to generated pseudonyms is refused; regenerating without a key resets the lake
     export = tmp_path / "x.csv"
-    pd.DataFrame([["500001", "85048", "BALL", 1, "2010-01-05 10:00:00", 1.5, 13085.0, "United Kingdom"]],
-                 columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID",
-                          "Country"]).to_csv(export, index=False)
+    pd.DataFrame(
+        [["500001", "85048", "BALL", 1, "2010-01-05 10:00:00", 1.5, 13085.0, "United Kingdom"]],
+        columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"],
+    ).to_csv(export, index=False)
     with pytest.raises(IdSpaceError):
         ingest_file(export, "online_retail_ii", **dirs(tmp_path), pseudonymize_key=None)
     generate(scale="tiny", seed=3, lake_dir=lake, pseudonymize_key=None)

@@ -71,9 +71,18 @@ def test_run_logs_metrics_and_the_report_holds_every_table(small_store, trained)
     assert run.data.tags["feature_service"] == "recs_widedeep_v1"
     assert {"test_ndcg_at_10", "test_recall_at_20", "popularity_test_ndcg_at_10", "item_knn_test_ndcg_at_10"} <= set(run.data.metrics)
     html = trained.report.read_text()
-    assert {"repeats_recall_at_10", "new_items_recall_at_20", "own_history_repeats_recall_at_10", "served_coverage"} <= set(run.data.metrics)
-    for title in ("Test metrics", "Candidate recall@100", "Cold start", "Purchase protocols", "Reference gate", "Semantic search vs BM25",
-                  "training history"):
+    assert {"repeats_recall_at_10", "new_items_recall_at_20", "own_history_repeats_recall_at_10", "served_coverage"} <= set(
+        run.data.metrics
+    )
+    for title in (
+        "Test metrics",
+        "Candidate recall@100",
+        "Cold start",
+        "Purchase protocols",
+        "Reference gate",
+        "Semantic search vs BM25",
+        "training history",
+    ):
         assert title in html, title
 
 

@@ -65,7 +65,9 @@ def test_candidates_and_lambdarank_beat_popularity_under_the_protocol(movielens)
     config["lambdarank"]["params"]["num_threads"] = 1  # 2 threads on 2 shared cores ran 10x slower (measured)
     info: dict = {}
     table = protocols.evaluate_recbole(
-        inter, models=("pop",), seed=2020,
+        inter,
+        models=("pop",),
+        seed=2020,
         extra={"recs_lgbm": candidate_ranker(items, config, model=recs.LGBM_NAME, info=info)},
     ).set_index("model")
     # measured: ndcg@10 0.235 (recall@10 0.210) against Pop's 0.139; ItemKNN 0.285, BPR 0.293

@@ -28,7 +28,11 @@ CATALOGUE = {
 }
 # queries sharing no word with their item's text: BM25 cannot find them
 SYNONYM_PAIRS = {
-    "jogging sneakers": "shoe", "mobile": "phone", "children's playthings": "lego", "reading light": "lamp", "sleeping outdoors": "tent",
+    "jogging sneakers": "shoe",
+    "mobile": "phone",
+    "children's playthings": "lego",
+    "reading light": "lamp",
+    "sleeping outdoors": "tent",
 }
 
 

@@ -21,8 +21,17 @@ from tests.conftest import shared_file
 pytestmark = pytest.mark.integration
 
 SEGMENTS = {
-    "champions", "loyal_customers", "potential_loyalists", "new_customers", "promising", "need_attention",
-    "about_to_sleep", "at_risk", "cannot_lose_them", "hibernating", "lost",
+    "champions",
+    "loyal_customers",
+    "potential_loyalists",
+    "new_customers",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "at_risk",
+    "cannot_lose_them",
+    "hibernating",
+    "lost",
 }
 
 
@@ -132,7 +141,7 @@ def test_rfm_measures_recount_from_orders(built_warehouse, con):
     a user appears on a snapshot exactly when they ordered by then."""
     mismatches = con.execute(
         f"""
-        with feat as (select * from {_feature(built_warehouse, 'feat_user_rfm_segments')}),
+        with feat as (select * from {_feature(built_warehouse, "feat_user_rfm_segments")}),
         snapshots as (select distinct event_timestamp, (timezone('UTC', event_timestamp))::date - 1 as d from feat),
         recount as (
             select o.user_id, s.event_timestamp,
@@ -180,7 +189,7 @@ def test_affinity_top_share_recounts_from_events(built_warehouse, con):
     """top_category_share_30d equals a recount of fct_events in the 30 days before the stamp."""
     mismatches, checked = con.execute(
         f"""
-        with feat as (select * from {_feature(built_warehouse, 'feat_user_affinity')}
+        with feat as (select * from {_feature(built_warehouse, "feat_user_affinity")}
                       where top_category_share_30d is not null using sample 200 rows (reservoir, 11)),
         counts as (
             select feat.user_id, feat.event_timestamp, e.category_l1, count(*) as n
@@ -206,7 +215,15 @@ def test_affinity_top_share_recounts_from_events(built_warehouse, con):
 def labels(built_warehouse, con) -> pd.DataFrame:
     frame = con.execute(f"select * from {_labels(built_warehouse)}").df()
     assert list(frame.columns) == [
-        "user_id", "cutoff_date", "event_timestamp", "is_purchased_7d", "is_purchased_30d", "gender", "age_band", "region"]
+        "user_id",
+        "cutoff_date",
+        "event_timestamp",
+        "is_purchased_7d",
+        "is_purchased_30d",
+        "gender",
+        "age_band",
+        "region",
+    ]
     assert len(frame) > 0
     return frame
 
@@ -306,13 +323,27 @@ def test_training_set_through_v2_sees_no_feature_after_the_cutoff(built_warehous
     settings = built_warehouse
     entity_df, got = through_service(settings, labels, "propensity_lgbm_v2", 60, seed=1)
     assert len(got) == len(entity_df) and got["user_id"].tolist() == entity_df["user_id"].tolist()
-    for column in ("r_score", "rfm_segment", "top_category_share_30d", "order_count_lifetime", "view_count_30d",
-                   "days_since_last_order_now"):
+    for column in (
+        "r_score",
+        "rfm_segment",
+        "top_category_share_30d",
+        "order_count_lifetime",
+        "view_count_30d",
+        "days_since_last_order_now",
+    ):
         assert column in got.columns, column
 
     ref = training.reference_training_set(settings, entity_df, ["user_rfm_segments", "user_affinity", "user_rfm"])
-    for column in ("r_score", "f_score", "rfm_segment", "days_since_last_order", "top_category_share_30d",
-                   "price_index_mean_30d", "order_count_lifetime", "last_order_at"):
+    for column in (
+        "r_score",
+        "f_score",
+        "rfm_segment",
+        "days_since_last_order",
+        "top_category_share_30d",
+        "price_index_mean_30d",
+        "order_count_lifetime",
+        "last_order_at",
+    ):
         pd.testing.assert_series_equal(got[column], ref[column], check_dtype=False, check_names=False, obj=column)
 
     # Which stored row each entity row got: the latest stamped <= the cutoff, never a later one.
@@ -320,7 +351,7 @@ def test_training_set_through_v2_sees_no_feature_after_the_cutoff(built_warehous
         c.register("entities", entity_df)
         used = c.execute(
             f"""select e.user_id, e.event_timestamp, max(f.event_timestamp) as feature_ts
-                from entities e join {_feature(settings, 'feat_user_rfm_segments')} f
+                from entities e join {_feature(settings, "feat_user_rfm_segments")} f
                   on f.user_id = e.user_id and f.event_timestamp <= e.event_timestamp
                 group by 1, 2"""
         ).df()
@@ -374,9 +405,7 @@ def test_orders_only_online_retail_has_labels(tmp_path):
                                                   and is_purchased_7d is null)
                 from {_labels(settings)}"""
         ).fetchone()
-        segments = c.execute(
-            f"select count(*), count(distinct rfm_segment) from {_feature(settings, 'feat_user_rfm_segments')}"
-        ).fetchone()
+        segments = c.execute(f"select count(*), count(distinct rfm_segment) from {_feature(settings, 'feat_user_rfm_segments')}").fetchone()
         affinity = c.execute(f"select count(*) from {_feature(settings, 'feat_user_affinity')}").fetchone()[0]
     con = warehouse.connect(settings)
     try:

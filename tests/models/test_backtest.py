@@ -17,11 +17,19 @@ FAST_LGBM = {"params": {**fm.LightGBMConfig().params, "num_threads": 1}, "num_bo
 
 def _rows(model, origin, item, ds, y, yhat, p10=None, p90=None) -> pd.DataFrame:
     yhat = np.asarray(yhat, float)
-    return pd.DataFrame({
-        "model": model, "origin": pd.Timestamp(origin), "item_id": item, "warehouse_id": "W1",
-        "ds": pd.to_datetime(ds), "y": np.asarray(y, float), "yhat": yhat,
-        "yhat_p10": yhat if p10 is None else p10, "yhat_p90": yhat if p90 is None else p90,
-    })
+    return pd.DataFrame(
+        {
+            "model": model,
+            "origin": pd.Timestamp(origin),
+            "item_id": item,
+            "warehouse_id": "W1",
+            "ds": pd.to_datetime(ds),
+            "y": np.asarray(y, float),
+            "yhat": yhat,
+            "yhat_p10": yhat if p10 is None else p10,
+            "yhat_p90": yhat if p90 is None else p90,
+        }
+    )
 
 
 # -------------------------------------------------------------------------------------- origins
@@ -75,6 +83,7 @@ def test_a_failing_model_is_recorded_and_the_others_go_on():
     assert timings.loc[timings["model"] == "broken", "error"].tolist() == ["RuntimeError: boom"] * 2
     assert timings.loc[timings["model"] == "ok", "error"].isna().all()
 
+
 def test_origins_without_enough_history_are_dropped_not_fitted_on_nothing():
     frame = fd.synthetic_frame(2, 60, seed=9)  # 60 days: 3 origins 28 apart would start before the data
     kept = bt.backtest_origins(frame, horizon=28, n_origins=3, step=28, freq="D", min_train=20)
@@ -89,17 +98,21 @@ def test_origins_without_enough_history_are_dropped_not_fitted_on_nothing():
 
 def test_metrics_on_a_hand_computed_case():
     days = pd.date_range("2023-01-01", periods=17)
-    history = pd.concat([
-        # A: in-sample seasonal-naive errors |y_t - y_t-7| are all 2 before the origin -> MASE scale 2
-        pd.DataFrame({"item_id": "A", "warehouse_id": "W1", "ds": days, "y": [1, 2, 3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 8, 9, 10, 0, 5]}),
-        pd.DataFrame({"item_id": "Z", "warehouse_id": "W1", "ds": days, "y": 5.0}),  # flat: no MASE scale
-    ])
+    history = pd.concat(
+        [
+            # A: in-sample seasonal-naive errors |y_t - y_t-7| are all 2 before the origin -> MASE scale 2
+            pd.DataFrame({"item_id": "A", "warehouse_id": "W1", "ds": days, "y": [1, 2, 3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 8, 9, 10, 0, 5]}),
+            pd.DataFrame({"item_id": "Z", "warehouse_id": "W1", "ds": days, "y": 5.0}),  # flat: no MASE scale
+        ]
+    )
     origin = "2023-01-15"
-    forecasts = pd.concat([
-        _rows("M", origin, "A", days[14:], [10, 0, 5], [12, 1, 2], p10=[8, 2, 1], p90=[14, 3, 6]),
-        _rows("M", origin, "Z", days[14:], [5, 5, 5], [6, 6, 6], p10=[4, 4, 4], p90=[7, 7, 7]),
-        _rows("P", origin, "A", days[14:], [10, 0, 5], [10, 0, 5]),
-    ])
+    forecasts = pd.concat(
+        [
+            _rows("M", origin, "A", days[14:], [10, 0, 5], [12, 1, 2], p10=[8, 2, 1], p90=[14, 3, 6]),
+            _rows("M", origin, "Z", days[14:], [5, 5, 5], [6, 6, 6], p10=[4, 4, 4], p90=[7, 7, 7]),
+            _rows("P", origin, "A", days[14:], [10, 0, 5], [10, 0, 5]),
+        ]
+    )
     overall, per_series = bt.metrics(forecasts, history)
     a = per_series.set_index(["model", "item_id"]).loc[("M", "A")]
     assert a[["wape", "mase", "bias", "coverage"]].tolist() == pytest.approx([6 / 15, (1 + 0.5 + 1.5) / 3, 0.0, 2 / 3])
@@ -122,18 +135,26 @@ def three_origins():
     """Origins d1, d2 (validation) and d3 (test), horizon 2, step 1: origin d2's second day is d3."""
     d = pd.date_range("2023-03-01", periods=4)
     y = [10.0, 10.0]
-    return d, pd.concat([
-        # S1: A errs by 1 and B by 2 on the rows validation may see ...
-        _rows("A", d[0], "S1", d[0:2], y, [11, 11]), _rows("B", d[0], "S1", d[0:2], y, [12, 12]),
-        # ... but at d3 (a test date) A errs by 100 and B by 0: seeing it would flip the choice to B
-        _rows("A", d[1], "S1", d[1:3], y, [11, 110]), _rows("B", d[1], "S1", d[1:3], y, [12, 10]),
-        _rows("A", d[2], "S1", d[2:4], y, [20, 20]), _rows("B", d[2], "S1", d[2:4], y, [30, 30]),
-        # S2: B is the better one
-        _rows("A", d[0], "S2", d[0:2], y, [15, 15]), _rows("B", d[0], "S2", d[0:2], y, [10, 10]),
-        _rows("A", d[2], "S2", d[2:4], y, [20, 20]), _rows("B", d[2], "S2", d[2:4], y, [30, 30]),
-        # S3: validation saw only A, the test has only B -> the fallback serves it
-        _rows("A", d[0], "S3", d[0:2], y, [10, 10]), _rows("B", d[2], "S3", d[2:4], y, [7, 7]),
-    ])
+    return d, pd.concat(
+        [
+            # S1: A errs by 1 and B by 2 on the rows validation may see ...
+            _rows("A", d[0], "S1", d[0:2], y, [11, 11]),
+            _rows("B", d[0], "S1", d[0:2], y, [12, 12]),
+            # ... but at d3 (a test date) A errs by 100 and B by 0: seeing it would flip the choice to B
+            _rows("A", d[1], "S1", d[1:3], y, [11, 110]),
+            _rows("B", d[1], "S1", d[1:3], y, [12, 10]),
+            _rows("A", d[2], "S1", d[2:4], y, [20, 20]),
+            _rows("B", d[2], "S1", d[2:4], y, [30, 30]),
+            # S2: B is the better one
+            _rows("A", d[0], "S2", d[0:2], y, [15, 15]),
+            _rows("B", d[0], "S2", d[0:2], y, [10, 10]),
+            _rows("A", d[2], "S2", d[2:4], y, [20, 20]),
+            _rows("B", d[2], "S2", d[2:4], y, [30, 30]),
+            # S3: validation saw only A, the test has only B -> the fallback serves it
+            _rows("A", d[0], "S3", d[0:2], y, [10, 10]),
+            _rows("B", d[2], "S3", d[2:4], y, [7, 7]),
+        ]
+    )
 
 
 def test_choose_best_on_validation_only_and_fall_back(three_origins):
@@ -180,8 +201,10 @@ def test_demand_reference_gate():
     test = pd.DataFrame({"wape": [0.80, 1.00, 0.70]}, index=["demand_lgbm", "demand_seasonal_naive", "demand_best"])
     assert reference_losses(test, "demand_lgbm", ["demand_seasonal_naive"]) == []
     assert reference_losses(test, "demand_lgbm", ["demand_seasonal_naive"], margin=0.25) == [
-        "test wape 0.8000 vs demand_seasonal_naive 1.0000 (needs 25% lower)"]
+        "test wape 0.8000 vs demand_seasonal_naive 1.0000 (needs 25% lower)"
+    ]
     worse = test.assign(wape=[1.10, 1.00, 0.70])
     assert reference_losses(worse, "demand_lgbm", ["demand_seasonal_naive", "demand_moving_average"]) == [
-        "test wape 1.1000 vs demand_seasonal_naive 1.0000"]  # a reference the backtest did not run is skipped
+        "test wape 1.1000 vs demand_seasonal_naive 1.0000"
+    ]  # a reference the backtest did not run is skipped
     assert reference_losses(test, "demand_prophet", ["demand_seasonal_naive"]) == []  # no result: train raises before

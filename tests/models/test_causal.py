@@ -14,8 +14,9 @@ import pytest
 from ml.models import causal
 
 
-def panel(n_series: int = 40, days: int = 150, seed: int = 0, lift: float = 0.3, additive: float = 0.0,
-          base: float = 10.0, poisson: bool = False) -> pd.DataFrame:
+def panel(
+    n_series: int = 40, days: int = 150, seed: int = 0, lift: float = 0.3, additive: float = 0.0, base: float = 10.0, poisson: bool = False
+) -> pd.DataFrame:
     """y = f(season, temperature, item) * (1 + lift * promo) + additive * promo + noise; P(promo) rises with the season."""
     rng = np.random.default_rng(seed)
     s = np.repeat(np.arange(n_series), days)
@@ -27,11 +28,17 @@ def panel(n_series: int = 40, days: int = 150, seed: int = 0, lift: float = 0.3,
     promo = (rng.random(len(d)) < 1 / (1 + np.exp(-(-2 + 2 * season)))).astype(int)
     mean = f * (1 + lift * promo) + additive * promo
     y = rng.poisson(mean).astype(float) if poisson else mean + rng.normal(0, 1, len(d))
-    return pd.DataFrame({
-        "item_id": [f"i{k:03d}" for k in s], "warehouse_id": "w1",
-        "ds": pd.Timestamp("2025-01-01") + pd.to_timedelta(d, unit="D"),
-        "temperature_c": temp, "is_promoted": promo, "discount_pct": promo * 0.2, "y": y,
-    })
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{k:03d}" for k in s],
+            "warehouse_id": "w1",
+            "ds": pd.Timestamp("2025-01-01") + pd.to_timedelta(d, unit="D"),
+            "temperature_c": temp,
+            "is_promoted": promo,
+            "discount_pct": promo * 0.2,
+            "y": y,
+        }
+    )
 
 
 CONTROLS = ["ds", "item_id", "temperature_c"]
@@ -99,7 +106,16 @@ def test_default_controls_and_design():
     assert causal.default_controls(frame) == ["ds", "item_id", "warehouse_id", "category_l1", "temperature_c", "price"]
     assert "discount_pct" not in causal.default_controls(frame)
     x, constraints, identifying = causal._design(frame, causal.default_controls(frame), "is_promoted")
-    assert list(x.columns) == ["ds_dayofweek", "ds_dayofyear", "ds_trend", "item_id", "warehouse_id", "category_l1", "temperature_c", "price"]
+    assert list(x.columns) == [
+        "ds_dayofweek",
+        "ds_dayofyear",
+        "ds_trend",
+        "item_id",
+        "warehouse_id",
+        "category_l1",
+        "temperature_c",
+        "price",
+    ]
     assert identifying == ["item_id", "price"]  # static within a series, > 20 values: kept away from time
     cols = list(x.columns)
     series_side, time_side = ([cols[i] for i in group] for group in constraints)
@@ -108,11 +124,14 @@ def test_default_controls_and_design():
 
 
 def test_after_first_sale_and_auto_trim():
-    frame = pd.DataFrame({
-        "item_id": ["a"] * 5 + ["b"] * 3, "warehouse_id": "w1",
-        "ds": list(pd.date_range("2026-01-01", periods=5)) + list(pd.date_range("2026-01-01", periods=3)),
-        "y": [0, 0, 2, 0, 1, 3, 0, 0],
-    })
+    frame = pd.DataFrame(
+        {
+            "item_id": ["a"] * 5 + ["b"] * 3,
+            "warehouse_id": "w1",
+            "ds": list(pd.date_range("2026-01-01", periods=5)) + list(pd.date_range("2026-01-01", periods=3)),
+            "y": [0, 0, 2, 0, 1, 3, 0, 0],
+        }
+    )
     kept = causal.after_first_sale(frame)
     assert kept["y"].tolist() == [0, 1, 0, 0]  # a: days after the 3rd; b: after the 1st
     assert causal._maybe_trim(frame, "y", "auto") is frame  # a starts on a zero: not a first-sale spine
@@ -143,10 +162,20 @@ def did_panel(seed: int = 0, effect: float = 5.0, n_series: int = 30, days: int 
         promo = np.zeros(days, dtype=int)
         if k % 3 == 0:
             for start in range(20 + rng.integers(0, 10), days - 10, 40):
-                promo[start:start + 7] = 1
+                promo[start : start + 7] = 1
         y = level + shock + effect * promo + rng.normal(0, 1, days)
-        rows.append(pd.DataFrame({"item_id": f"i{k:02d}", "warehouse_id": "w1", "category_l1": "c",
-                                  "ds": pd.date_range("2026-01-01", periods=days), "is_promoted": promo, "y": y}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": f"i{k:02d}",
+                    "warehouse_id": "w1",
+                    "category_l1": "c",
+                    "ds": pd.date_range("2026-01-01", periods=days),
+                    "is_promoted": promo,
+                    "y": y,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 

@@ -11,7 +11,9 @@ from ml.models import forecast_models as fm
 
 FAST_LGBM = {
     "params": {**fm.LightGBMConfig().params, "num_threads": 1, "min_data_in_leaf": 20},
-    "num_boost_round": 200, "early_stopping_rounds": 20, "max_train_rows": 20_000,
+    "num_boost_round": 200,
+    "early_stopping_rounds": 20,
+    "max_train_rows": 20_000,
 }
 FAST_PROPHET = {"max_workers": 1, "seasonality_mode": "additive", "uncertainty_samples": 50}
 FAST_LSTM = {"hidden_size": 16, "epochs": 25, "patience": 4, "batch_size": 64, "lr": 0.01, "max_windows": 2000}
@@ -43,8 +45,14 @@ def _check_contract(pred: pd.DataFrame, horizon: int, n_series: int, freq: str, 
 def test_seasonal_naive_is_exact_on_a_periodic_series():
     pattern = np.array([3.0, 0.0, 5.0, 8.0, 2.0, 2.0, 9.0])
     frame = pd.concat(
-        pd.DataFrame({"item_id": item, "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=68),
-                      "y": np.roll(np.tile(pattern, 10), shift)[:68]})
+        pd.DataFrame(
+            {
+                "item_id": item,
+                "warehouse_id": "W1",
+                "ds": pd.date_range("2023-01-02", periods=68),
+                "y": np.roll(np.tile(pattern, 10), shift)[:68],
+            }
+        )
         for item, shift in (("A", 0), ("B", 3))
     )
     pred = fm.SeasonalNaive().fit(frame).predict(14)
@@ -59,8 +67,9 @@ def test_seasonal_naive_is_exact_on_a_periodic_series():
 
 def test_moving_average_and_interval_from_in_sample_errors():
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"item_id": "A", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=60),
-                          "y": rng.poisson(10, 60).astype(float)})
+    frame = pd.DataFrame(
+        {"item_id": "A", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=60), "y": rng.poisson(10, 60).astype(float)}
+    )
     short = frame.head(3).assign(item_id="SHORT", ds=frame["ds"].tail(3).to_numpy())  # the too-short series path
     pred = fm.MovingAverage({"window": 5}).fit(pd.concat([frame, short])).predict(7)
     _check_contract(pred, 7, 2, "D")
@@ -133,11 +142,23 @@ def test_lgbm_update_forecasts_after_the_new_history_without_refitting():
 
 def test_plain_reference_reads_only_the_plain_features_and_the_served_model_beats_it_with_regressors():
     frame = fd.synthetic_frame(12, 240, seed=5, promo_lift=1.5).assign(
-        attr_store_size=lambda f: np.where(f["warehouse_id"] == "W1", 150_000.0, 40_000.0))
+        attr_store_size=lambda f: np.where(f["warehouse_id"] == "W1", 150_000.0, 40_000.0)
+    )
     train, test = _split(frame, 28)
     plain = fm.PlainLightGBM().fit(train, "D", 28)
-    assert set(plain.features) == {"h", "lag_0", "lag_1", "lag_2", "lag_3", "seasonal_naive", "day_of_week",
-                                   "week_of_year", "month", "item_id", "warehouse_id"}
+    assert set(plain.features) == {
+        "h",
+        "lag_0",
+        "lag_1",
+        "lag_2",
+        "lag_3",
+        "seasonal_naive",
+        "day_of_week",
+        "week_of_year",
+        "month",
+        "item_id",
+        "warehouse_id",
+    }
     assert len(plain.boosters) == 1 and plain.scale.eq(1.0).all()  # units as they are, one squared-error booster
     pred = plain.predict(28, test.drop(columns="y"))
     _check_contract(pred, 28, 12, "D")
@@ -198,13 +219,17 @@ def test_prophet_takes_the_head_by_volume_and_picks_the_seasonality_mode():
     t = np.arange(120)
     weekly = np.sin(2 * np.pi * t / 7)
     grow = 5 + t  # level grows 25x: a multiplicative season grows with it
-    frame = pd.concat([
-        pd.DataFrame({"item_id": "MULT", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120),
-                      "y": grow * (1 + 0.6 * weekly)}),
-        pd.DataFrame({"item_id": "ADD", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120),
-                      "y": grow + 30 * weekly + 40}),
-        pd.DataFrame({"item_id": "SMALL", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": 1.0}),
-    ])
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {"item_id": "MULT", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": grow * (1 + 0.6 * weekly)}
+            ),
+            pd.DataFrame(
+                {"item_id": "ADD", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": grow + 30 * weekly + 40}
+            ),
+            pd.DataFrame({"item_id": "SMALL", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": 1.0}),
+        ]
+    )
     model = fm.ProphetPerSeries({**FAST_PROPHET, "max_series": 2, "seasonality_mode": "auto"}).fit(frame, "D", 14)
     assert model.modes == {("MULT", "W1"): "multiplicative", ("ADD", "W1"): "additive"}
     assert model.report.set_index("item_id")["rule"].to_dict() == {"SMALL": "prophet_not_selected"}
@@ -216,8 +241,9 @@ def test_prophet_learns_a_moving_holiday_on_weekly_data_from_the_country_calenda
     easter_mondays = pd.to_datetime(["2021-04-05", "2022-04-18", "2023-04-10"])
     spike = fd.snap(pd.Series(easter_mondays), "W-SUN")
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"item_id": "A", "warehouse_id": "berlin", "ds": weeks,
-                          "y": 100 + rng.normal(0, 3, len(weeks)) + 150 * weeks.isin(spike)})
+    frame = pd.DataFrame(
+        {"item_id": "A", "warehouse_id": "berlin", "ds": weeks, "y": 100 + rng.normal(0, 3, len(weeks)) + 150 * weeks.isin(spike)}
+    )
     model = fm.ProphetPerSeries({**FAST_PROPHET, "country": "DE", "growth": "flat"}).fit(frame, "W-SUN", 8)
     pred = model.predict(8).set_index("ds")["yhat"]
     easter_week = pd.Timestamp("2024-04-07")  # holds Easter Monday 2024-04-01
@@ -234,8 +260,16 @@ def test_lstm_learns_a_weekly_pattern_better_than_a_moving_average():
     for i in range(8):
         level = rng.uniform(5, 50)
         profile = rng.uniform(0.2, 1.8, 7)
-        rows.append(pd.DataFrame({"item_id": f"I{i}", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=150),
-                                  "y": rng.poisson(level * profile[t % 7]).astype(float)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": f"I{i}",
+                    "warehouse_id": "W1",
+                    "ds": pd.date_range("2023-01-02", periods=150),
+                    "y": rng.poisson(level * profile[t % 7]).astype(float),
+                }
+            )
+        )
     frame = pd.concat(rows)
     train, test = _split(frame, 7)
     lstm = fm.GlobalLSTM({**FAST_LSTM, "input_length": 21}).fit(train, "D", 7)

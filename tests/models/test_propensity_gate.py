@@ -53,12 +53,14 @@ def test_the_logistic_model_scores_explains_and_pickles_like_the_booster():
 
     rng = np.random.default_rng(3)
     n = 2_000
-    x = pd.DataFrame({
-        "days_since_last_order": rng.exponential(30, n),
-        "days_since_last_order_now": rng.exponential(30, n),
-        "order_count_lifetime": rng.poisson(3, n).astype(float),
-        "rfm_segment": pd.Categorical(rng.choice(RFM_SEGMENTS[:4], n), categories=list(RFM_SEGMENTS)),
-    })
+    x = pd.DataFrame(
+        {
+            "days_since_last_order": rng.exponential(30, n),
+            "days_since_last_order_now": rng.exponential(30, n),
+            "order_count_lifetime": rng.poisson(3, n).astype(float),
+            "rfm_segment": pd.Categorical(rng.choice(RFM_SEGMENTS[:4], n), categories=list(RFM_SEGMENTS)),
+        }
+    )
     x.loc[::7, "order_count_lifetime"] = np.nan  # a missing-indicator column
     y = (rng.random(n) < 1 / (1 + np.exp(x["days_since_last_order_now"] / 20 - 1))).astype(int)
     model = pickle.loads(pickle.dumps(LogisticModel(logistic_fit(x, y), list(x.columns))))

@@ -90,13 +90,26 @@ def hand_metrics():
     return {
         # u0: i0 masked, ranking i1 (hit), i2, i3 (hit), i4;  u1: i2 masked, ranking i0, i1, i3, i4 (hit)
         # k below |T|: the ideal DCG counts min(|T|, k) hits, so u0's ndcg@1 is 1
-        "recall@1": (0.5 + 0) / 2, "precision@1": 0.5, "hit@1": 0.5, "mrr@1": 0.5, "ndcg@1": 0.5,
-        "recall@2": (0.5 + 0) / 2, "precision@2": (0.5 + 0) / 2, "hit@2": 0.5, "mrr@2": 0.5,
+        "recall@1": (0.5 + 0) / 2,
+        "precision@1": 0.5,
+        "hit@1": 0.5,
+        "mrr@1": 0.5,
+        "ndcg@1": 0.5,
+        "recall@2": (0.5 + 0) / 2,
+        "precision@2": (0.5 + 0) / 2,
+        "hit@2": 0.5,
+        "mrr@2": 0.5,
         "ndcg@2": (1 / (1 + d2)) / 2,
-        "recall@3": (1 + 0) / 2, "precision@3": (2 / 3) / 2, "hit@3": 0.5, "mrr@3": 0.5,
+        "recall@3": (1 + 0) / 2,
+        "precision@3": (2 / 3) / 2,
+        "hit@3": 0.5,
+        "mrr@3": 0.5,
         "ndcg@3": ((1 + d3) / (1 + d2)) / 2,
         # k beyond the catalogue: u1's hit at rank 4, precision still over k
-        "recall@10": 1.0, "hit@10": 1.0, "mrr@10": (1 + 1 / 4) / 2, "precision@10": (2 / 10 + 1 / 10) / 2,
+        "recall@10": 1.0,
+        "hit@10": 1.0,
+        "mrr@10": (1 + 1 / 4) / 2,
+        "precision@10": (2 / 10 + 1 / 10) / 2,
         "ndcg@10": ((1 + d3) / (1 + d2) + 1 / math.log2(5)) / 2,
     }
 
@@ -104,9 +117,7 @@ def hand_metrics():
 @pytest.mark.parametrize("batch_users", [None, 1])
 def test_full_ranking_metrics_hand_computed(batch_users):
     assert list(MAPPING.items) == ITEMS and list(MAPPING.users) == ["u0", "u1", "u2"]
-    got = P.full_ranking_metrics(
-        lambda u: SCORES[u], MAPPING, TEST, exclude=(TRAIN,), ks=(1, 2, 3, 10), batch_users=batch_users
-    )
+    got = P.full_ranking_metrics(lambda u: SCORES[u], MAPPING, TEST, exclude=(TRAIN,), ks=(1, 2, 3, 10), batch_users=batch_users)
     assert got["n_users"] == 2
     for name, value in hand_metrics().items():
         assert got[name] == pytest.approx(value), name
@@ -140,8 +151,7 @@ def test_pop_ranks_items_by_train_count():
 def test_itemknn_recommends_the_co_consumed_item_and_keeps_k_neighbours():
     # A and B together twice, A and C once, D alone with E
     train = inter(
-        [("u1", "A"), ("u1", "B"), ("u2", "A"), ("u2", "B"), ("u3", "A"), ("u3", "C"), ("u4", "D"), ("u4", "E"),
-         ("u5", "A"), ("u6", "C")]
+        [("u1", "A"), ("u1", "B"), ("u2", "A"), ("u2", "B"), ("u3", "A"), ("u3", "C"), ("u4", "D"), ("u4", "E"), ("u5", "A"), ("u6", "C")]
     )
     mapping = P.IndexMap.from_frames(train)
     knn = P.ItemKNN(mapping).fit(train)

@@ -26,9 +26,21 @@ SPEC = R.FeatureSpec(
     item_columns=["item_cat", "price"],
     user_columns=["user_cat"],
 )
-FM_SPEC = R.FeatureSpec(numeric=["price"], categorical=["user_cat", "item_cat"], item_columns=["item_cat", "price"], user_columns=["user_cat"])
+FM_SPEC = R.FeatureSpec(
+    numeric=["price"], categorical=["user_cat", "item_cat"], item_columns=["item_cat", "price"], user_columns=["user_cat"]
+)
 WD = {"batch_size": 64, "epochs": 12, "patience": 3}
-LGB = {"params": {"learning_rate": 0.1, "num_leaves": 7, "min_data_in_leaf": 5, "verbosity": -1, "num_threads": 1, "seed": 1, "deterministic": True}}
+LGB = {
+    "params": {
+        "learning_rate": 0.1,
+        "num_leaves": 7,
+        "min_data_in_leaf": 5,
+        "verbosity": -1,
+        "num_threads": 1,
+        "seed": 1,
+        "deterministic": True,
+    }
+}
 FM = {"batch_size": 64, "epochs": 20}
 
 

@@ -103,7 +103,7 @@ def test_vocab_fitted_before_the_cutoff_and_unknown_values_map_to_unk():
     events = pd.concat([EVENTS, frame([("a", 200, "view", "toys", "low")])], ignore_index=True)
     train = S.build_sequences(events, entities([("a", 100), ("b", 100)]), n_last=5)
     vocab = train["vocab"]
-    assert vocab["category_l1"][: 2] == [S.PAD, S.UNK]
+    assert vocab["category_l1"][:2] == [S.PAD, S.UNK]
     assert "toys" not in vocab["category_l1"]  # seen only after the latest training cutoff
     assert S.NONE in vocab["category_l1"]  # a search has no category: its own token, not <unk>
     later = S.build_sequences(events, entities([("a", 300)]), n_last=5, vocab=vocab)
@@ -135,9 +135,7 @@ def synthetic(n_users: int, seed: int, n_events: int = 6):
         }
     )
     cutoff = T0 + pd.to_timedelta(hours[:, -1] + rng.exponential(5.0, n_users) + 0.01, unit="h")
-    ents = pd.DataFrame(
-        {"user_id": users[::n_events], "event_timestamp": cutoff, "label": (cart_at == n_events - 1).astype(int)}
-    )
+    ents = pd.DataFrame({"user_id": users[::n_events], "event_timestamp": cutoff, "label": (cart_at == n_events - 1).astype(int)})
     return events, ents
 
 

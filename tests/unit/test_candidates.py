@@ -28,10 +28,15 @@ def as_dict(covis):
 def test_covisitation_sessions_weighted_and_normalised():
     x = events(
         [
-            ("u1", "s1", "A", "view", 0), ("u1", "s1", "B", "view", 0.01),
-            ("u2", "s2", "A", "view", 0), ("u2", "s2", "B", "purchase", 0.01), ("u2", "s2", "B", "view", 0.005),
-            ("u3", "s3", "A", "view", 0), ("u3", "s3", "C", "view", 0.01),
-            ("u3", "s4", "A", "search", 1), ("u3", "s4", "D", "search", 1),  # unweighted type: ignored
+            ("u1", "s1", "A", "view", 0),
+            ("u1", "s1", "B", "view", 0.01),
+            ("u2", "s2", "A", "view", 0),
+            ("u2", "s2", "B", "purchase", 0.01),
+            ("u2", "s2", "B", "view", 0.005),
+            ("u3", "s3", "A", "view", 0),
+            ("u3", "s3", "C", "view", 0.01),
+            ("u3", "s4", "A", "search", 1),
+            ("u3", "s4", "D", "search", 1),  # unweighted type: ignored
         ]
     )
     got = as_dict(C.covisitation(x))
@@ -52,9 +57,11 @@ def test_covisitation_session_cap_keeps_the_most_recent_items():
 def test_covisitation_orders_pair_purchases_across_sessions_within_the_window():
     x = events(
         [
-            ("u", "o1", "P", "purchase", 0), ("u", "o2", "Q", "purchase", 5),
+            ("u", "o1", "P", "purchase", 0),
+            ("u", "o2", "Q", "purchase", 5),
             ("u", "o3", "R", "purchase", 40),  # 35 days after Q: outside the 30-day window
-            ("v", "o4", "P", "purchase", 0), ("v", "o5", "P", "purchase", 1),  # the same item: no pair
+            ("v", "o4", "P", "purchase", 0),
+            ("v", "o5", "P", "purchase", 1),  # the same item: no pair
         ]
     )
     got = as_dict(C.covisitation(x, order_window_days=30))
@@ -85,7 +92,9 @@ def test_popularity_decays_with_age_and_ignores_the_future():
 
 
 def test_popularity_per_segment_and_fallbacks():
-    x = events([("g1", "s", "G", "purchase", 99), ("g2", "s", "G", "purchase", 99)] + [(f"m{i}", "s", "M", "purchase", 99) for i in range(6)])
+    x = events(
+        [("g1", "s", "G", "purchase", 99), ("g2", "s", "G", "purchase", 99)] + [(f"m{i}", "s", "M", "purchase", 99) for i in range(6)]
+    )
     segments = pd.Series({"g1": "garden", "g2": "garden", "m0": "main"})
     table = C.popularity(x, NOW, segments=segments, n=2, segment_prior=1.0)
     overall = table[table["segment"] == C.ALL]
@@ -112,8 +121,11 @@ def test_content_candidates_recommend_an_item_nobody_touched():
 def test_generate_merges_sources_caps_and_serves_cold_users():
     history = events(
         [
-            ("warm", "s1", "A", "view", 1), ("warm", "s1", "B", "add_to_cart", 1.1),
-            ("x", "s2", "A", "view", 2), ("x", "s2", "C", "purchase", 2.1), ("x", "s2", "D", "view", 2.2),
+            ("warm", "s1", "A", "view", 1),
+            ("warm", "s1", "B", "add_to_cart", 1.1),
+            ("x", "s2", "A", "view", 2),
+            ("x", "s2", "C", "purchase", 2.1),
+            ("x", "s2", "D", "view", 2.2),
             ("cold", "s9", "A", "purchase", 100.5),  # after now: must not make "cold" warm
         ]
     )
@@ -124,8 +136,18 @@ def test_generate_merges_sources_caps_and_serves_cold_users():
     matrix = np.eye(5, dtype=np.float32)
     cfg = {"n_covis": 10, "n_content": 10, "n_popular": 10, "n_total": 3}
     got = C.generate(["warm", "cold", "nobody"], history, NOW, cfg, covis, pop, segments, (ids, matrix))
-    assert list(got.columns) == ["user_id", "item_id", "rank", "source", "n_sources", "covis_score", "knn_score", "repeat_score",
-                                 "content_score", "pop_score"]
+    assert list(got.columns) == [
+        "user_id",
+        "item_id",
+        "rank",
+        "source",
+        "n_sources",
+        "covis_score",
+        "knn_score",
+        "repeat_score",
+        "content_score",
+        "pop_score",
+    ]
     assert got.groupby("user_id").size().to_dict() == {"cold": 3, "nobody": 3, "warm": 3}
     assert not got.duplicated(["user_id", "item_id"]).any()
     cold = got[got["user_id"] == "cold"]
@@ -163,7 +185,9 @@ def test_config_rejects_unknown_keys():
 def test_repeat_candidates_weigh_frequency_and_recency():
     history = events(
         [
-            ("u", "s1", "OLD_OFTEN", "purchase", 10), ("u", "s2", "OLD_OFTEN", "purchase", 20), ("u", "s3", "OLD_OFTEN", "purchase", 30),
+            ("u", "s1", "OLD_OFTEN", "purchase", 10),
+            ("u", "s2", "OLD_OFTEN", "purchase", 20),
+            ("u", "s3", "OLD_OFTEN", "purchase", 30),
             ("u", "s4", "RECENT_ONCE", "purchase", 99),
             ("u", "s5", "ANCIENT_ONCE", "purchase", 1),
             ("u", "s6", "VIEWED", "view", 99),
@@ -195,9 +219,13 @@ def test_item_knn_weights_are_cosines_of_user_columns():
 def test_knn_candidates_propose_neighbours_of_all_the_users_items_not_the_items_themselves():
     history = events(
         [
-            ("a", "s1", "X", "purchase", 1), ("a", "s2", "Y", "purchase", 50),
-            ("b", "s3", "X", "purchase", 1), ("b", "s3", "P", "purchase", 1),
-            ("c", "s4", "Y", "purchase", 2), ("c", "s4", "Q", "purchase", 2), ("c", "s4", "P", "purchase", 2),
+            ("a", "s1", "X", "purchase", 1),
+            ("a", "s2", "Y", "purchase", 50),
+            ("b", "s3", "X", "purchase", 1),
+            ("b", "s3", "P", "purchase", 1),
+            ("c", "s4", "Y", "purchase", 2),
+            ("c", "s4", "Q", "purchase", 2),
+            ("c", "s4", "P", "purchase", 2),
         ]
     )
     got = C.knn_candidates(history, ["a", "unknown"], n=5)

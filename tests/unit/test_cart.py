@@ -67,10 +67,7 @@ def test_ratio_interval_covers_at_its_level():
     p_within, ratio = 0.5, 0.33
     p_late = ratio * p_within * (1 - p_within)
     draws = rng.multinomial(2000, [p_within, p_late, 1 - p_within - p_late], size=2000)
-    covered = [
-        (lambda o: o["ci_low"] <= ratio <= o["ci_high"])(cart.ratio_interval(2000, int(w), int(a)))
-        for w, a, _ in draws
-    ]
+    covered = [(lambda o: o["ci_low"] <= ratio <= o["ci_high"])(cart.ratio_interval(2000, int(w), int(a))) for w, a, _ in draws]
     assert 0.93 <= np.mean(covered) <= 0.97
 
 
@@ -155,23 +152,36 @@ def _write_marts(settings, carts: list[dict], curve: pd.DataFrame | None = None)
     rows = []
     for c in carts:
         added = _ts(c["added"])
-        rows.append({
-            "event_id": c["event_id"], "user_id": c.get("user_id", "u1"), "item_id": c.get("item_id", c["event_id"]),
-            "added_at": added, "purchased_at": _ts(c.get("purchased")),
-            "hours_to_purchase": None if c.get("purchased") is None else c["added"] - c["purchased"],
-            "removed_at": _ts(c.get("removed")), "is_removed": c.get("removed") is not None,
-            "readded_at": _ts(c.get("readded")), "observed_until": T0 + pd.Timedelta(days=2),
-            "observed_hours": 48.0 + c["added"], "is_fully_observed": False,
-        })
+        rows.append(
+            {
+                "event_id": c["event_id"],
+                "user_id": c.get("user_id", "u1"),
+                "item_id": c.get("item_id", c["event_id"]),
+                "added_at": added,
+                "purchased_at": _ts(c.get("purchased")),
+                "hours_to_purchase": None if c.get("purchased") is None else c["added"] - c["purchased"],
+                "removed_at": _ts(c.get("removed")),
+                "is_removed": c.get("removed") is not None,
+                "readded_at": _ts(c.get("readded")),
+                "observed_until": T0 + pd.Timedelta(days=2),
+                "observed_hours": 48.0 + c["added"],
+                "is_fully_observed": False,
+            }
+        )
     frame = pd.DataFrame(rows)
     for col in ("added_at", "purchased_at", "removed_at", "readded_at", "observed_until"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     frame.to_parquet(cart.export_path(settings, cart.CONVERSIONS_MART), index=False)
     if curve is None:
-        curve = pd.DataFrame({
-            "hours_since_add": [0, 24, 48, 168], "n_carts": 100, "n_open": [100, 40, 30, 20],
-            "n_converted": [60, 10, 6, 1], "conversion_rate": [0.6, 0.25, 0.2, 0.05],
-        })
+        curve = pd.DataFrame(
+            {
+                "hours_since_add": [0, 24, 48, 168],
+                "n_carts": 100,
+                "n_open": [100, 40, 30, 20],
+                "n_converted": [60, 10, 6, 1],
+                "conversion_rate": [0.6, 0.25, 0.2, 0.05],
+            }
+        )
     curve.to_parquet(cart.export_path(settings, cart.CURVE_MART), index=False)
 
 
@@ -253,10 +263,15 @@ def test_missing_and_placeholder_marts_explain_themselves(tmp_settings):
 
 
 def test_plot_curve_draws_rate_and_band():
-    curve = pd.DataFrame({
-        "hours_since_add": [0, 24, 48], "conversion_rate": [0.6, 0.2, 0.1], "ci_low": [0.55, 0.15, 0.05],
-        "ci_high": [0.65, 0.25, 0.15], "late_conversion_rate": [0.6, 0.15, 0.08],
-    })
+    curve = pd.DataFrame(
+        {
+            "hours_since_add": [0, 24, 48],
+            "conversion_rate": [0.6, 0.2, 0.1],
+            "ci_low": [0.55, 0.15, 0.05],
+            "ci_high": [0.65, 0.25, 0.15],
+            "late_conversion_rate": [0.6, 0.15, 0.08],
+        }
+    )
     fig = cart.plot_curve(curve)
     (ax,) = fig.axes
     assert len(ax.lines) >= 2 and len(ax.collections) == 1  # two curves + the CI band

@@ -55,8 +55,11 @@ def test_settings_command_prints_resolved_paths(tmp_path, monkeypatch):
 
 
 def test_settings_command_masks_passwords_in_urls(monkeypatch):
-    output = _settings_output(monkeypatch, FEAST_REGISTRY_URL="postgresql+psycopg://feast:s3cr3t-pw@db:5432/feast_registry",
-                              REDIS_URL="redis://:r3dis-pw@redis:6379/1")
+    output = _settings_output(
+        monkeypatch,
+        FEAST_REGISTRY_URL="postgresql+psycopg://feast:s3cr3t-pw@db:5432/feast_registry",
+        REDIS_URL="redis://:r3dis-pw@redis:6379/1",
+    )
     assert "s3cr3t-pw" not in output and "r3dis-pw" not in output
     env = json.loads(output)
     assert env["FEAST_REGISTRY_URL"] == "postgresql+psycopg://feast:***@db:5432/feast_registry"

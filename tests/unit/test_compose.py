@@ -37,8 +37,14 @@ DEPLOYMENT_DOC = PROJECT_ROOT / "docs" / "deployment.md"
 
 # The official Airflow 3 compose layout, and what the platform adds to it.
 OFFICIAL_LAYOUT = {
-    "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-    "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+    "postgres",
+    "redis",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
 }
 PLATFORM_SERVERS = {"feast-server", "feast-ui", "mlflow"}
 ONE_SHOT = {"airflow-init", "airflow-cli"}  # run to completion: no health check
@@ -62,10 +68,16 @@ OTHER_ENV = {
 CELERY_OPTIONS = {"broker_url", "result_backend", "worker_concurrency"}
 # What ml.orchestration.airflow_env() sets, and how the compose file relates to it.
 NATIVE_SAME = {  # equal values
-    "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "AIRFLOW__CORE__PARALLELISM",
-    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
-    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC", "AIRFLOW__LOGGING__LOGGING_LEVEL", "PYTHONDONTWRITEBYTECODE",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
+    "AIRFLOW__CORE__PARALLELISM",
+    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL",
+    "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL",
+    "PYTHONDONTWRITEBYTECODE",
 }
 NATIVE_RELOCATED = {"AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_HOME", "PYTHONPATH"}  # same thing, container path
 NATIVE_PRODUCTION = {  # replaced on purpose (docs/deployment.md): expected compose value, None = not set
@@ -185,7 +197,11 @@ def _dockerfile() -> str:
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
     text = re.sub(r"\\\n", " ", "\n".join(line for line in _dockerfile().splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "") for line in text.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def _app_dir() -> str:
@@ -274,14 +290,20 @@ def test_compose_refuses_to_start_without_each_secret(secret):
 def test_every_secret_like_variable_is_a_known_secret():
     for name, _ in _compose_variables():
         if SECRET_LIKE.search(name):
-            assert name in REQUIRED_SECRETS | OPTIONAL_SECRETS, f"${{{name}}} looks like a secret: add it to REQUIRED_SECRETS (${{{name}:?...}})"
+            assert name in REQUIRED_SECRETS | OPTIONAL_SECRETS, (
+                f"${{{name}}} looks like a secret: add it to REQUIRED_SECRETS (${{{name}:?...}})"
+            )
 
 
 def test_sensitive_airflow_options_come_from_required_secrets(services):
     sensitive = {
-        "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
-        "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
     }
     for name in _airflow_services(services):
         env = _raw_environment(services[name])
@@ -384,14 +406,31 @@ def test_paths_are_the_images_and_the_volumes(services, resolved, isolated):
         service = resolved[name]
         settings = service_settings(as_mapping(service.get("environment")))
         mounts = _mounts(service)
-        for field in ("lake_dir", "landing_dir", "quarantine_dir", "warehouse_path", "features_dir", "exports_dir",
-                      "scores_dir", "reports_dir", "airflow_home", "mlflow_artifact_root", "privacy_ledger_path"):
+        for field in (
+            "lake_dir",
+            "landing_dir",
+            "quarantine_dir",
+            "warehouse_path",
+            "features_dir",
+            "exports_dir",
+            "scores_dir",
+            "reports_dir",
+            "airflow_home",
+            "mlflow_artifact_root",
+            "privacy_ledger_path",
+        ):
             path = getattr(settings, field)
-            assert any(_under(path, target) for target in mounts), f"{name}: {field}={path} is on no volume: lost with the container, unseen by other workers"
+            assert any(_under(path, target) for target in mounts), (
+                f"{name}: {field}={path} is on no volume: lost with the container, unseen by other workers"
+            )
         assert _under(settings.lake_dir, "/data/lake") and mounts.get("/data/lake"), f"{name}: the lake has no volume of its own"
         assert _under(settings.warehouse_path, "/data/warehouse") and mounts.get("/data/warehouse"), name
-        for path in (settings.dbt_project_dir, settings.dbt_profiles_dir, settings.feast_repo_dir,
-                     as_mapping(service["environment"])["AIRFLOW__CORE__DAGS_FOLDER"]):
+        for path in (
+            settings.dbt_project_dir,
+            settings.dbt_profiles_dir,
+            settings.feast_repo_dir,
+            as_mapping(service["environment"])["AIRFLOW__CORE__DAGS_FOLDER"],
+        ):
             relative = PurePosixPath(str(path)).relative_to(app)
             assert f"./{relative.parts[0]}" in copied or relative.parts[0] in copied, f"{name}: {path} is not copied by the Dockerfile"
     mount_sets = {name: sorted(_mounts(services[name]).items()) for name in _airflow_services(services)}
@@ -467,7 +506,8 @@ def test_airflow_configuration_mirrors_the_native_one(services, isolated):
         for key in NATIVE_SAME:
             assert env.get(key) == native[key], f"{name}: {key}={env.get(key)!r}, natively {native[key]!r}"
         assert PurePosixPath(env["AIRFLOW__CORE__DAGS_FOLDER"]).relative_to(_app_dir()) == PurePosixPath(
-            Path(native["AIRFLOW__CORE__DAGS_FOLDER"]).relative_to(PROJECT_ROOT).as_posix())
+            Path(native["AIRFLOW__CORE__DAGS_FOLDER"]).relative_to(PROJECT_ROOT).as_posix()
+        )
         assert env["AIRFLOW_HOME"] == str(settings.airflow_home)
         assert env["PYTHONPATH"] == _app_dir()
         for key, expected in NATIVE_PRODUCTION.items():
@@ -576,7 +616,9 @@ def test_dockerfile_installs_the_pinned_requirements_like_make_install():
     assert torch, "requirements.txt pins torch"
     cpu = [run for run in runs if "download.pytorch.org/whl/cpu" in run]
     assert cpu, "torch must come from PyTorch's CPU index (PyPI's is the CUDA build)"
-    assert any(f"torch=={torch[1]}" in run or "^torch==" in run for run in cpu), "the CPU index step must install requirements.txt's torch pin"
+    assert any(f"torch=={torch[1]}" in run or "^torch==" in run for run in cpu), (
+        "the CPU index step must install requirements.txt's torch pin"
+    )
     assert runs.index(cpu[0]) < next(i for i, r in enumerate(runs) if "-r requirements.txt" in r), "torch (CPU) must be installed first"
 
 

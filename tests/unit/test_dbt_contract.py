@@ -55,7 +55,7 @@ def test_sources_match_the_contract_exactly():
 
 def test_sources_read_the_lake_from_the_environment():
     location = _sources()["config"]["external_location"]
-    assert "env_var(\"LAKE_DIR\")" in location or "env_var('LAKE_DIR')" in location
+    assert 'env_var("LAKE_DIR")' in location or "env_var('LAKE_DIR')" in location
     assert "{name}/**/*.parquet" in location
     assert "hive_partitioning=false" in location and "union_by_name=true" in location
 
@@ -85,7 +85,13 @@ def test_every_model_has_one_sql_beside_one_yml_and_every_column_typed():
 def test_naming_conventions():
     for name in _models():
         folder = next(MODELS.rglob(f"{name}.sql")).parent.relative_to(MODELS).as_posix()
-        prefix = {"staging": "stg_lake__", "intermediate": "int_", "marts": ("dim_", "fct_"), "marts/features": "feat_", "marts/exports": ("fct_", "mart_", "label_", "seq_")}
+        prefix = {
+            "staging": "stg_lake__",
+            "intermediate": "int_",
+            "marts": ("dim_", "fct_"),
+            "marts/features": "feat_",
+            "marts/exports": ("fct_", "mart_", "label_", "seq_"),
+        }
         assert name.startswith(prefix[folder]), f"{name} in {folder}"
         if folder == "intermediate":
             assert "__" in name, f"{name}: int_<entity>__<verb>"

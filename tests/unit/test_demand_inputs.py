@@ -23,9 +23,14 @@ def _history(freq: str = "D") -> pd.DataFrame:
 
 
 def test_known_future_marks_promoted_periods_and_knows_the_rest_are_not(settings):
-    pd.DataFrame({"item_id": ["a", "a", "b"], "warehouse_id": ["w1"] * 3,
-                  "promotion_date": pd.to_datetime(["2024-01-11", "2024-01-12", "2024-02-20"]).date,
-                  "discount_pct": [0.2, 0.3, 0.1]}).to_parquet(settings.exports_dir / "mart_promotion_calendar.parquet")
+    pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b"],
+            "warehouse_id": ["w1"] * 3,
+            "promotion_date": pd.to_datetime(["2024-01-11", "2024-01-12", "2024-02-20"]).date,
+            "discount_pct": [0.2, 0.3, 0.1],
+        }
+    ).to_parquet(settings.exports_dir / "mart_promotion_calendar.parquet")
     known = demand.known_future(settings, _history(), horizon=3, freq="D")
     assert len(known) == 6 and known["ds"].min() == pd.Timestamp("2024-01-11")
     a = known[known["item_id"] == "a"].set_index("ds")
@@ -35,9 +40,14 @@ def test_known_future_marks_promoted_periods_and_knows_the_rest_are_not(settings
 
 
 def test_known_future_snaps_days_to_weeks_with_the_largest_discount(settings):
-    pd.DataFrame({"item_id": ["a", "a"], "warehouse_id": ["w1", "w1"],
-                  "promotion_date": pd.to_datetime(["2024-03-12", "2024-03-14"]).date,
-                  "discount_pct": [0.1, 0.4]}).to_parquet(settings.exports_dir / "mart_promotion_calendar.parquet")
+    pd.DataFrame(
+        {
+            "item_id": ["a", "a"],
+            "warehouse_id": ["w1", "w1"],
+            "promotion_date": pd.to_datetime(["2024-03-12", "2024-03-14"]).date,
+            "discount_pct": [0.1, 0.4],
+        }
+    ).to_parquet(settings.exports_dir / "mart_promotion_calendar.parquet")
     history = _history("W-SUN")  # weeks ending Sundays: last 2024-03-10
     known = demand.known_future(settings, history, horizon=2, freq="W-SUN")
     a = known[known["item_id"] == "a"].set_index("ds")
@@ -49,12 +59,18 @@ def test_known_future_is_none_without_the_export(settings):
 
 
 def test_stock_inputs_use_current_stock_only_and_warehouse_lead_time_fallback(settings):
-    pd.DataFrame({
-        "item_id": ["a", "b", "c"], "warehouse_id": ["w1", "w1", "w2"],
-        "snapshot_date": pd.to_datetime(["2024-01-10", "2024-01-10", "2024-01-02"]).date,
-        "is_current": [True, True, False], "on_hand_units": [5, 0, 9], "on_order_units": [None, 3, 0],
-        "item_lead_time_days": [4, None, 6], "warehouse_lead_time_days": [4.0, 4.0, 6.0],
-    }).to_parquet(settings.exports_dir / "mart_inventory_position.parquet")
+    pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "warehouse_id": ["w1", "w1", "w2"],
+            "snapshot_date": pd.to_datetime(["2024-01-10", "2024-01-10", "2024-01-02"]).date,
+            "is_current": [True, True, False],
+            "on_hand_units": [5, 0, 9],
+            "on_order_units": [None, 3, 0],
+            "item_lead_time_days": [4, None, 6],
+            "warehouse_lead_time_days": [4.0, 4.0, 6.0],
+        }
+    ).to_parquet(settings.exports_dir / "mart_inventory_position.parquet")
     lead_times, on_hand = demand.stock_inputs(settings)
     items = lead_times[lead_times["item_id"].notna()].set_index("item_id")["lead_time_days"].to_dict()
     assert items == {"a": 4.0, "c": 6.0}  # b has none of its own: its warehouse row serves it

@@ -14,8 +14,15 @@ from typer.testing import CliRunner
 from ml.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "README.md", ROOT / "Makefile", ROOT / "feature_repo" / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-           *sorted((ROOT / "ml").rglob("*.py")), *sorted((ROOT / "dags").glob("*.py")), *sorted((ROOT / "feature_repo").glob("*.py"))]
+SOURCES = [
+    ROOT / "README.md",
+    ROOT / "Makefile",
+    ROOT / "feature_repo" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "ml").rglob("*.py")),
+    *sorted((ROOT / "dags").glob("*.py")),
+    *sorted((ROOT / "feature_repo").glob("*.py")),
+]
 ECOMML = re.compile(r"\becomml((?:[ \t]+[a-z][a-z0-9-]*)+)")
 PYTHON_M = re.compile(r"python3? -m ([a-zA-Z_][\w.]*)")
 
@@ -86,4 +93,6 @@ def test_every_printed_python_m_module_runs_something(module):
         source = source.with_name("__main__.py")
         assert source.exists(), f"`python -m {module}`: the package has no __main__.py, it would do nothing"
     else:
-        assert '__name__ == "__main__"' in source.read_text(), f"`python -m {module}`: {source} has no __main__ block, it exits 0 doing nothing"
+        assert '__name__ == "__main__"' in source.read_text(), (
+            f"`python -m {module}`: {source} has no __main__ block, it exits 0 doing nothing"
+        )

@@ -24,7 +24,15 @@ def _model(name, view, entity, columns, ttl_days=0):
         "resource_type": "model",
         "name": name,
         "description": f"{name} mart",
-        "config": {"meta": {"entity": entity, "feature_view": view, "timestamp_field": "event_timestamp", "ttl_days": ttl_days, "owner": "data-platform"}},
+        "config": {
+            "meta": {
+                "entity": entity,
+                "feature_view": view,
+                "timestamp_field": "event_timestamp",
+                "ttl_days": ttl_days,
+                "owner": "data-platform",
+            }
+        },
         "columns": {c["name"]: c for c in columns},
     }
 
@@ -174,7 +182,10 @@ def test_ttl_entity_and_new_mart_drift_is_named(tmp_path, manifest):
     changed = copy.deepcopy(manifest)
     changed["nodes"]["model.p.feat_user_rfm"]["config"]["meta"]["ttl_days"] = 7
     changed["nodes"]["model.p.feat_item_stats"] = _model(
-        "feat_item_stats", "item_stats", "item", [_col("item_id", "varchar"), _col("event_timestamp", "timestamp with time zone"), _col("price", "double")]
+        "feat_item_stats",
+        "item_stats",
+        "item",
+        [_col("item_id", "varchar"), _col("event_timestamp", "timestamp with time zone"), _col("price", "double")],
     )
     text = "\n".join(contract.check_repo(changed, repo))
     assert "'user_rfm': ttl 0 days != dbt meta.ttl_days 7" in text
@@ -195,13 +206,22 @@ def test_output_source_schemas_follow_the_score_views():
 
     from ml.features.contract import output_source_schemas
 
-    source = '''
+    source = """
 src = FileSource(name="s", path=str(SCORES_DIR / "m.parquet"), timestamp_field="event_timestamp")
 v = FeatureView(name="v", entities=[user, item], ttl=timedelta(days=1), source=src, schema=[
     Field(name="score", dtype=Float64), Field(name="ids", dtype=Array(String)),
     Field(name="vec", dtype=Array(Float32)), Field(name="version", dtype=String)])
-'''
-    (name, schema), = output_source_schemas(source).items()
+"""
+    ((name, schema),) = output_source_schemas(source).items()
     assert name == "m.parquet"
-    assert schema == pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                                ("score", pa.float64()), ("ids", pa.list_(pa.string())), ("vec", pa.list_(pa.float32())), ("version", pa.string())])
+    assert schema == pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("item_id", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("score", pa.float64()),
+            ("ids", pa.list_(pa.string())),
+            ("vec", pa.list_(pa.float32())),
+            ("version", pa.string()),
+        ]
+    )

@@ -106,8 +106,7 @@ def test_prepare_extends_every_series_to_the_last_date():
 
 
 def test_detect_regressors_from_the_columns_present():
-    frame = _series("A", is_promoted=np.arange(40) % 2, price=9.99, markdown_amount=np.arange(40.0), note="x",
-                    category_l1="toys")
+    frame = _series("A", is_promoted=np.arange(40) % 2, price=9.99, markdown_amount=np.arange(40.0), note="x", category_l1="toys")
     assert fd.detect_regressors(frame) == ["is_promoted", "markdown_amount"]  # price is constant, note is text
     assert fd.detect_regressors(frame, constant_ok=True) == ["is_promoted", "price", "markdown_amount"]
 

@@ -76,8 +76,10 @@ def promo_lift(t: dict) -> float:
     inv = inv.merge(t["items"][["item_id", "launch_date"]], on="item_id")
     inv = inv[inv.order_date >= inv.launch_date].drop(columns="launch_date")
     p = t["promotions"]
-    days = [pd.DataFrame({"item_id": r.item_id, "warehouse_id": r.warehouse_id, "order_date": pd.date_range(r.start_date, r.end_date).date})
-            for r in p.itertuples()]
+    days = [
+        pd.DataFrame({"item_id": r.item_id, "warehouse_id": r.warehouse_id, "order_date": pd.date_range(r.start_date, r.end_date).date})
+        for r in p.itertuples()
+    ]
     promo_days = pd.concat(days)
     glob = promo_days[promo_days.warehouse_id.isna()].drop(columns="warehouse_id")
     glob = glob.merge(t["warehouses"][["warehouse_id"]], how="cross")
@@ -95,7 +97,11 @@ def weather_correlation(t: dict, lake: Path, min_coef: float) -> tuple[float, fl
     """Correlation over region-days of the share of views in warm-loving (resp. cold-loving) categories with temperature anomaly."""
     lat = pd.read_parquet(lake / "_generator" / "items_latent.parquet")
     ev = t["events"]
-    views = ev[ev.event_type == "view"].merge(t["users"][["user_id", "region"]], on="user_id").merge(lat[["item_id", "weather_temp_coef"]], on="item_id")
+    views = (
+        ev[ev.event_type == "view"]
+        .merge(t["users"][["user_id", "region"]], on="user_id")
+        .merge(lat[["item_id", "weather_temp_coef"]], on="item_id")
+    )
     views["warm"] = views.weather_temp_coef >= min_coef
     views["cold"] = views.weather_temp_coef <= -min_coef
     daily = views.groupby(["region", "event_date"])[["warm", "cold"]].mean().reset_index()
@@ -117,7 +123,7 @@ def affinity_recovery(t: dict, lake: Path) -> tuple[float, float]:
     """(mean per-user correlation of view share by category_l1 with the latent affinity,
     share of purchases in the user's two highest-affinity categories)."""
     lat = pd.read_parquet(lake / "_generator" / "users_latent.parquet")
-    cats = [c[len("affinity_"):] for c in lat.columns if c.startswith("affinity_")]
+    cats = [c[len("affinity_") :] for c in lat.columns if c.startswith("affinity_")]
     ev = t["events"].merge(t["items"][["item_id", "category_l1"]], on="item_id")
     views = ev[ev.event_type == "view"]
     share = pd.crosstab(views.user_id, views.category_l1).reindex(columns=cats, fill_value=0)
@@ -276,7 +282,9 @@ def test_no_sale_from_empty_stock(t):
     sold = lines.groupby(["item_id", "warehouse_id", "order_date"]).quantity.sum().reset_index()
     inv = t["inventory_snapshots"].copy()
     inv["order_date"] = (pd.to_datetime(inv.snapshot_date) + pd.Timedelta(days=1)).dt.date  # yesterday's close = today's opening
-    m = sold.merge(inv[["item_id", "warehouse_id", "order_date", "on_hand_units"]], on=["item_id", "warehouse_id", "order_date"], how="left")
+    m = sold.merge(
+        inv[["item_id", "warehouse_id", "order_date", "on_hand_units"]], on=["item_id", "warehouse_id", "order_date"], how="left"
+    )
     first_day = pd.Timestamp(t["params"]["start_date"]).date()
     m = m[m.order_date > first_day]
     assert m.on_hand_units.notna().all(), "a sale without a snapshot the day before"

@@ -16,8 +16,16 @@ from ml.ingest.quarantine import LEDGER
 RETAIL_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
 
 
-def retail_row(invoice="500001", code="85048", qty=2, when="2010-01-05 10:00:00", price=1.5, customer=12345.0,
-               country="United Kingdom", desc="GLASS BALL"):
+def retail_row(
+    invoice="500001",
+    code="85048",
+    qty=2,
+    when="2010-01-05 10:00:00",
+    price=1.5,
+    customer=12345.0,
+    country="United Kingdom",
+    desc="GLASS BALL",
+):
     return [invoice, code, desc, qty, when, price, customer, country]
 
 
@@ -106,7 +114,9 @@ def test_cancellation_is_matched_to_its_original_line(tmp_path):
     # lines keep their own quantity (dbt adds the returns: tests/integration/test_lake_exports.py)
     returns = lake(tmp_path, "returns").sort_values("return_id")
     assert returns[["return_id", "order_id", "item_id", "quantity"]].values.tolist() == [
-        ["C500004|A1|1", "500001", "A1", 3], ["C500005|B2|1", "500003", "B2", 1]]
+        ["C500004|A1|1", "500001", "A1", 3],
+        ["C500005|B2|1", "500003", "B2", 1],
+    ]
     lines = lake(tmp_path, "order_lines").set_index("order_id")
     assert (lines["returned_quantity"] == 0).all()
     assert not lines.index.str.startswith("C").any()
@@ -114,16 +124,24 @@ def test_cancellation_is_matched_to_its_original_line(tmp_path):
 
 def test_cancellation_matches_a_purchase_of_an_earlier_export(tmp_path):
     """A January credit note returns units of a December invoice ingested from another file."""
-    ingest_file(write_csv(tmp_path / "dec.csv", [retail_row(invoice="500001", code="A1", qty=4, when="2009-12-05 10:00:00")]),
-                "online_retail_ii", **dirs(tmp_path))
-    jan = [retail_row(invoice="C500009", code="A1", qty=-3, when="2010-01-07 10:00:00"),
-           retail_row(invoice="C500010", code="A1", qty=-2, when="2010-01-08 10:00:00")]  # only 1 left: unmatched
+    ingest_file(
+        write_csv(tmp_path / "dec.csv", [retail_row(invoice="500001", code="A1", qty=4, when="2009-12-05 10:00:00")]),
+        "online_retail_ii",
+        **dirs(tmp_path),
+    )
+    jan = [
+        retail_row(invoice="C500009", code="A1", qty=-3, when="2010-01-07 10:00:00"),
+        retail_row(invoice="C500010", code="A1", qty=-2, when="2010-01-08 10:00:00"),
+    ]  # only 1 left: unmatched
     report = ingest_file(write_csv(tmp_path / "jan.csv", jan), "online_retail_ii", **dirs(tmp_path))
     assert report.by_reason == {"cancellation_matched": 1, "cancellation_unmatched": 1}
     assert lake(tmp_path, "returns")[["return_id", "order_id", "quantity"]].values.tolist() == [["C500009|A1|1", "500001", 3]]
     # the same credit notes re-sent with the next export are matched again, not twice
-    report = ingest_file(write_csv(tmp_path / "jan2.csv", jan + [retail_row(invoice="500011", when="2010-01-09 10:00:00")]),
-                         "online_retail_ii", **dirs(tmp_path))
+    report = ingest_file(
+        write_csv(tmp_path / "jan2.csv", jan + [retail_row(invoice="500011", when="2010-01-09 10:00:00")]),
+        "online_retail_ii",
+        **dirs(tmp_path),
+    )
     assert report.by_reason == {"cancellation_matched": 1, "cancellation_unmatched": 1}
 
 
@@ -178,24 +196,48 @@ def test_naive_local_time_is_converted_to_utc(tmp_path):
 
 
 # --------------------------------------------------------------------------------- REES46
-REES_COLUMNS = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
-                "user_id", "user_session"]
+REES_COLUMNS = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id", "user_session"]
 
 
 def rees_rows():
     s1, s2 = "26dd6e6e-4dac-4778-8d2c-92e149dab885", "3c80f0d6-e9ec-4181-8c5c-837a30be2d68"
     return [
         ["2019-10-01 00:00:00 UTC", "view", 44600062, 2103807459595387724, "", "shiseido", 35.79, 541312140, s1],
-        ["2019-10-01 00:00:05 UTC", "cart", 3900821, 2053013552326770905, "appliances.environment.water_heater",
-         "aqua", 33.20, 554748717, s2],
-        ["2019-10-01 00:01:00 UTC", "purchase", 3900821, 2053013552326770905, "appliances.environment.water_heater",
-         "aqua", 33.20, 554748717, s2],
-        ["2019-10-01 00:02:00 UTC", "purchase", 1004258, 2053013555631882655, "electronics.smartphone", "apple",
-         732.07, 554748717, s2],
-        ["2019-10-01 00:03:00 UTC", "remove_from_cart", 1004258, 2053013555631882655, "electronics.smartphone",
-         "apple", 0.0, 554748717, s2],
-        ["2019-10-01 00:04:00 UTC", "wishlist", 1004258, 2053013555631882655, "electronics.smartphone", "apple",
-         732.07, 554748717, s2],
+        [
+            "2019-10-01 00:00:05 UTC",
+            "cart",
+            3900821,
+            2053013552326770905,
+            "appliances.environment.water_heater",
+            "aqua",
+            33.20,
+            554748717,
+            s2,
+        ],
+        [
+            "2019-10-01 00:01:00 UTC",
+            "purchase",
+            3900821,
+            2053013552326770905,
+            "appliances.environment.water_heater",
+            "aqua",
+            33.20,
+            554748717,
+            s2,
+        ],
+        ["2019-10-01 00:02:00 UTC", "purchase", 1004258, 2053013555631882655, "electronics.smartphone", "apple", 732.07, 554748717, s2],
+        [
+            "2019-10-01 00:03:00 UTC",
+            "remove_from_cart",
+            1004258,
+            2053013555631882655,
+            "electronics.smartphone",
+            "apple",
+            0.0,
+            554748717,
+            s2,
+        ],
+        ["2019-10-01 00:04:00 UTC", "wishlist", 1004258, 2053013555631882655, "electronics.smartphone", "apple", 732.07, 554748717, s2],
     ]
 
 
@@ -210,8 +252,7 @@ def test_rees46_events_items_and_orders(tmp_path):
     assert events["session_id"].nunique() == 2 and events["event_id"].is_unique
     assert events.loc[events["event_type"] == "remove_from_cart", "price"].isna().all()  # 0 shown price -> null
     items = lake(tmp_path, "items").set_index("item_id")
-    assert items.loc["3900821", ["category_l1", "category_l2", "category_l3"]].tolist() == [
-        "appliances", "environment", "water_heater"]
+    assert items.loc["3900821", ["category_l1", "category_l2", "category_l3"]].tolist() == ["appliances", "environment", "water_heater"]
     assert items.loc["1004258", "category_l2"] == "smartphone" and pd.isna(items.loc["1004258", "category_l3"])
     assert pd.isna(items.loc["44600062", "category_l1"]) and items.loc["1004258", "brand"] == "apple"
     orders, lines = lake(tmp_path, "orders"), lake(tmp_path, "order_lines")
@@ -235,8 +276,7 @@ def test_retailrocket_value_maps_sessions_and_transactions(tmp_path):
         [t0, 992329, "view", 248676, ""],
         [t0 + 5 * minute, 992329, "transaction", 248676, ""],  # a transaction without its id
     ]
-    path = write_csv(tmp_path / "events.csv", rows, columns=["timestamp", "visitorid", "event", "itemid",
-                                                              "transactionid"])
+    path = write_csv(tmp_path / "events.csv", rows, columns=["timestamp", "visitorid", "event", "itemid", "transactionid"])
     report = ingest_file(path, "retailrocket", **dirs(tmp_path))
     assert report.by_reason == {"missing_key:order_id": 1}
     events = lake(tmp_path, "events")
@@ -258,8 +298,12 @@ def test_sessions_stand_in_for_users(tmp_path):
         "value_maps: {event_type: {click: view}}\n"
         "produces: [events, users]\n"
     )
-    rows = [["2020-01-01T10:00:00Z", "s1", "a", "click"], ["2020-01-01T10:01:00Z", "s1", "b", "click"],
-            ["2020-01-01T11:00:00Z", "s2", "a", "search"], ["2020-01-01T11:00:00Z", "", "a", "click"]]
+    rows = [
+        ["2020-01-01T10:00:00Z", "s1", "a", "click"],
+        ["2020-01-01T10:01:00Z", "s1", "b", "click"],
+        ["2020-01-01T11:00:00Z", "s2", "a", "search"],
+        ["2020-01-01T11:00:00Z", "", "a", "click"],
+    ]
     path = write_csv(tmp_path / "log.csv", rows, columns=["ts", "sid", "sku", "kind"])
     report = ingest_file(path, mapping, **dirs(tmp_path))
     assert report.by_reason == {"missing_key:session_id": 1}
@@ -279,8 +323,7 @@ def test_movielens_atomic_with_side_files(tmp_path):
         "10\tToy Story\t1995\tAnimation Comedy\n11\tHeat\t1995\tAction\n12\tCasino\t1995\tDrama\n13\tNever rated\t1990\tDrama\n"
     )
     (tmp_path / "ml.user").write_text(
-        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n1\t24\tM\ttechnician\t85711\n"
-        "2\t53\tF\tother\t94043\n"
+        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n1\t24\tM\ttechnician\t85711\n2\t53\tF\tother\t94043\n"
     )
     report = ingest_file(tmp_path / "ml.inter", "movielens_atomic", **dirs(tmp_path))
     assert report.tables == {"events": 4, "items": 4, "users": 2}
@@ -319,8 +362,7 @@ def test_empty_files(tmp_path, content, message):
 
 
 def test_wrong_encoding_is_a_clear_error_and_the_right_one_reads(tmp_path):
-    path = write_csv(tmp_path / "latin.csv", [retail_row(desc="CRÈME BRÛLÉE SET", country="Österreich")],
-                     encoding="latin-1")
+    path = write_csv(tmp_path / "latin.csv", [retail_row(desc="CRÈME BRÛLÉE SET", country="Österreich")], encoding="latin-1")
     with pytest.raises(IngestError, match=r"latin\.csv: not valid utf-8.*csv\.encoding"):
         ingest_file(path, "online_retail_ii", **dirs(tmp_path))
     assert_nothing_written(tmp_path)
@@ -359,7 +401,8 @@ def test_xlsx_and_parquet_read_like_csv(tmp_path):
             getattr(frame, f"to_{suffix}")(path, index=False)
         reports[suffix] = ingest_file(path, "online_retail_ii", **dirs(tmp_path / suffix)).to_dict()
     assert {k: (r["accepted"], r["by_reason"]) for k, r in reports.items()} == {
-        k: (1, {"missing_key:user_id": 1, "non_product_code": 1}) for k in reports}
+        k: (1, {"missing_key:user_id": 1, "non_product_code": 1}) for k in reports
+    }
     for suffix in reports:
         assert lake(tmp_path / suffix, "users")["user_id"].tolist() == ["12345"]
 
@@ -410,5 +453,3 @@ def test_ingest_landing_reports_a_bad_file_after_the_good_ones(tmp_path):
     assert "empty" in (landing / "_failed" / "b.csv.error.txt").read_text()
     assert [r.by_reason for r in err.value.reports] == [{}, {"bad_type:quantity": 1}]
     assert ingest_landing(landing, "online_retail_ii", **dirs(tmp_path)) == []  # the failed file is not retried
-
-

@@ -15,25 +15,28 @@ from tests.unit.test_ingest import counts, dirs, lake, retail_row, write_csv
 GOOD = retail_row(invoice="500000", code="11111", customer=11111.0)
 
 
-@pytest.mark.parametrize("row, reason", [
-    (retail_row(qty="inf"), "bad_type:quantity"),
-    (retail_row(qty="-Infinity"), "bad_type:quantity"),
-    (retail_row(qty="3000000000"), "out_of_range:quantity"),
-    (retail_row(price="inf"), "bad_type:price"),
-    (retail_row(price="NaN"), "bad_type:price"),
-    (retail_row(customer="N/A"), "missing_key:user_id"),
-    (retail_row(customer="NULL"), "missing_key:user_id"),
-    (retail_row(customer="NaN"), "missing_key:user_id"),
-    (retail_row(customer="nan"), "missing_key:user_id"),
-    (retail_row(customer="None"), "missing_key:user_id"),
-    (retail_row(customer="unknown"), "missing_key:user_id"),
-    (retail_row(customer="-"), "missing_key:user_id"),
-    (retail_row(customer="0"), "missing_key:user_id"),
-    (retail_row(customer="000"), "missing_key:user_id"),
-    (retail_row(customer="130\x0085.0"), "bad_id:user_id"),
-    (retail_row(code="85\n048"), "bad_id:item_id"),
-    (retail_row(when="2010-13-45 10:00:00"), "bad_timestamp"),
-])
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        (retail_row(qty="inf"), "bad_type:quantity"),
+        (retail_row(qty="-Infinity"), "bad_type:quantity"),
+        (retail_row(qty="3000000000"), "out_of_range:quantity"),
+        (retail_row(price="inf"), "bad_type:price"),
+        (retail_row(price="NaN"), "bad_type:price"),
+        (retail_row(customer="N/A"), "missing_key:user_id"),
+        (retail_row(customer="NULL"), "missing_key:user_id"),
+        (retail_row(customer="NaN"), "missing_key:user_id"),
+        (retail_row(customer="nan"), "missing_key:user_id"),
+        (retail_row(customer="None"), "missing_key:user_id"),
+        (retail_row(customer="unknown"), "missing_key:user_id"),
+        (retail_row(customer="-"), "missing_key:user_id"),
+        (retail_row(customer="0"), "missing_key:user_id"),
+        (retail_row(customer="000"), "missing_key:user_id"),
+        (retail_row(customer="130\x0085.0"), "bad_id:user_id"),
+        (retail_row(code="85\n048"), "bad_id:item_id"),
+        (retail_row(when="2010-13-45 10:00:00"), "bad_timestamp"),
+    ],
+)
 def test_a_bad_cell_quarantines_its_row_and_the_file_goes_on(tmp_path, row, reason):
     report = ingest_file(write_csv(tmp_path / "x.csv", [GOOD, row]), "online_retail_ii", **dirs(tmp_path))
     assert report.by_reason == {reason: 1}
@@ -44,8 +47,10 @@ def test_a_bad_cell_quarantines_its_row_and_the_file_goes_on(tmp_path, row, reas
 
 
 def test_inf_in_a_parquet_export_is_bad_not_infinite_revenue(tmp_path):
-    frame = pd.DataFrame([GOOD, retail_row(invoice="500009")],
-                         columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"])
+    frame = pd.DataFrame(
+        [GOOD, retail_row(invoice="500009")],
+        columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"],
+    )
     frame["Price"] = [1.5, float("inf")]
     frame.to_parquet(tmp_path / "x.parquet", index=False)
     report = ingest_file(tmp_path / "x.parquet", "online_retail_ii", **dirs(tmp_path))
@@ -54,10 +59,12 @@ def test_inf_in_a_parquet_export_is_bad_not_infinite_revenue(tmp_path):
 
 
 def test_dates_in_mixed_formats_are_parsed_value_by_value(tmp_path):
-    rows = [retail_row(invoice="500001", when="2010-01-05 10:00:00"),
-            retail_row(invoice="500002", when="2010-01-06T11:30:00"),
-            retail_row(invoice="500003", when="Jan 7 2010 09:15"),
-            retail_row(invoice="500004", when="not a date")]
+    rows = [
+        retail_row(invoice="500001", when="2010-01-05 10:00:00"),
+        retail_row(invoice="500002", when="2010-01-06T11:30:00"),
+        retail_row(invoice="500003", when="Jan 7 2010 09:15"),
+        retail_row(invoice="500004", when="not a date"),
+    ]
     report = ingest_file(write_csv(tmp_path / "x.csv", rows), "online_retail_ii", **dirs(tmp_path))
     assert report.by_reason == {"bad_timestamp": 1}
     days = sorted(str(d) for d in lake(tmp_path, "orders")["order_date"])
@@ -65,8 +72,11 @@ def test_dates_in_mixed_formats_are_parsed_value_by_value(tmp_path):
 
 
 def test_a_list_of_formats_is_tried_in_order(tmp_path):
-    mapping = _retail_mapping(tmp_path, 'timestamp:\n  timezone: Europe/London\n  format: ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S"]\n',
-                              drop="timestamp:\n  timezone: Europe/London    # InvoiceDate is local UK time\n")
+    mapping = _retail_mapping(
+        tmp_path,
+        'timestamp:\n  timezone: Europe/London\n  format: ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S"]\n',
+        drop="timestamp:\n  timezone: Europe/London    # InvoiceDate is local UK time\n",
+    )
     rows = [retail_row(invoice="500001", when="05/02/2010 10:00"), retail_row(invoice="500002", when="2010-02-06 10:00:00")]
     ingest_file(write_csv(tmp_path / "x.csv", rows), mapping, **dirs(tmp_path))
     assert sorted(str(d) for d in lake(tmp_path, "orders")["order_date"]) == ["2010-02-05", "2010-02-06"]
@@ -105,10 +115,11 @@ def test_too_much_quarantined_refuses_the_file_unless_accepted(tmp_path):
 
 def test_demand_in_money_is_a_mapping_option_not_a_quarantine(tmp_path):
     mapping = tmp_path / "m.yaml"
-    mapping.write_text("columns: {item_id: sku, warehouse_id: store, demand_date: week, units: sales}\n"
-                       "produces: [demand_history]\ndemand: {units_scale: 100, fractional_units: true}\n")
-    frame = pd.DataFrame({"sku": ["a", "a"], "store": ["s1", "s1"], "week": ["2024-01-01", "2024-01-08"],
-                          "sales": ["12.34", "5.005"]})
+    mapping.write_text(
+        "columns: {item_id: sku, warehouse_id: store, demand_date: week, units: sales}\n"
+        "produces: [demand_history]\ndemand: {units_scale: 100, fractional_units: true}\n"
+    )
+    frame = pd.DataFrame({"sku": ["a", "a"], "store": ["s1", "s1"], "week": ["2024-01-01", "2024-01-08"], "sales": ["12.34", "5.005"]})
     frame.to_csv(tmp_path / "d.csv", index=False)
     report = ingest_file(tmp_path / "d.csv", mapping, **dirs(tmp_path))
     assert report.by_reason == {}

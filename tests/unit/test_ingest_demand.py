@@ -19,8 +19,7 @@ COLUMNS = ["sku", "store", "date", "units_sold", "promo_flag", "discount", "pric
 PRESET = Path(__file__).resolve().parents[2] / "ml" / "ingest" / "presets" / "erp_demand.yaml"
 
 
-def row(sku="A-100", store="berlin", date="2024-03-04", units=12, promo="0", discount="0", price="4.99",
-        temp="6.5", holiday="0"):
+def row(sku="A-100", store="berlin", date="2024-03-04", units=12, promo="0", discount="0", price="4.99", temp="6.5", holiday="0"):
     return [sku, store, date, units, promo, discount, price, temp, holiday]
 
 
@@ -63,8 +62,10 @@ def test_rows_are_accepted_with_their_regressors(tmp_path):
     assert report.notes == {"period_day": 3}
     assert_balanced(report)
     dh = lake(tmp_path, "demand_history").sort_values(["item_id", "demand_date"]).reset_index(drop=True)
-    assert pq.read_schema(next((tmp_path / "lake" / "demand_history").glob("ing-*.parquet"))).remove_metadata() == \
-        contract.table("demand_history").schema
+    assert (
+        pq.read_schema(next((tmp_path / "lake" / "demand_history").glob("ing-*.parquet"))).remove_metadata()
+        == contract.table("demand_history").schema
+    )
     assert dh["demand_date"].tolist() == [dt.date(2024, 3, 4), dt.date(2024, 3, 5), dt.date(2024, 3, 5)]
     assert dh["units"].tolist() == [12, 0, 3]
     assert dh["period"].tolist() == ["day"] * 3
@@ -80,8 +81,7 @@ def test_rows_are_accepted_with_their_regressors(tmp_path):
 
 
 def test_only_the_four_required_columns(tmp_path):
-    frame = pd.DataFrame({"sku": ["A", "A"], "store": ["s1", "s1"], "date": ["2024-01-01", "2024-01-02"],
-                          "units_sold": ["1", "2"]})
+    frame = pd.DataFrame({"sku": ["A", "A"], "store": ["s1", "s1"], "date": ["2024-01-01", "2024-01-02"], "units_sold": ["1", "2"]})
     path = tmp_path / "minimal.csv"
     frame.to_csv(path, index=False)
     report = ingest_file(path, "erp_demand", **dirs(tmp_path))
@@ -120,8 +120,7 @@ def test_duplicate_keys_can_be_summed(tmp_path):
         row(date="2024-03-04", units=-1, promo="1", price="5.0", temp="8"),
         row(date="2024-03-05", units=2),
     ]
-    report = ingest_file(write_csv(tmp_path / "erp.csv", rows), mapping_with(tmp_path, duplicate_keys="sum"),
-                         **dirs(tmp_path))
+    report = ingest_file(write_csv(tmp_path / "erp.csv", rows), mapping_with(tmp_path, duplicate_keys="sum"), **dirs(tmp_path))
     assert (report.accepted, report.quarantined) == (3, 0)
     assert report.tables["demand_history"] == 2
     assert report.notes["duplicate_keys_summed"] == 1 and report.notes["negative_units"] == 1
@@ -191,8 +190,7 @@ def test_one_weekday_with_period_day_stays_daily(tmp_path):
 
 def test_unit_conversions_and_date_format(tmp_path):
     rows = [row(date="04/03/2024", discount="25", temp="50")]
-    path = mapping_with(tmp_path, convert={"discount_pct": "percent", "temperature_c": "fahrenheit"},
-                        date_format="%d/%m/%Y")
+    path = mapping_with(tmp_path, convert={"discount_pct": "percent", "temperature_c": "fahrenheit"}, date_format="%d/%m/%Y")
     report = ingest_file(write_csv(tmp_path / "erp.csv", rows), path, **dirs(tmp_path))
     assert report.quarantined == 0
     dh = lake(tmp_path, "demand_history").iloc[0]
@@ -200,11 +198,16 @@ def test_unit_conversions_and_date_format(tmp_path):
 
 
 def test_parquet_export_with_typed_columns(tmp_path):
-    frame = pd.DataFrame({
-        "sku": [100, 101], "store": ["s1", "s1"],
-        "date": pd.to_datetime(["2024-03-04", "2024-03-05"]), "units_sold": [3, -1],
-        "promo_flag": [True, False], "avg_temp": [5.5, None],
-    })
+    frame = pd.DataFrame(
+        {
+            "sku": [100, 101],
+            "store": ["s1", "s1"],
+            "date": pd.to_datetime(["2024-03-04", "2024-03-05"]),
+            "units_sold": [3, -1],
+            "promo_flag": [True, False],
+            "avg_temp": [5.5, None],
+        }
+    )
     path = tmp_path / "erp.parquet"
     frame.to_parquet(path, index=False)
     report = ingest_file(path, "erp_demand", **dirs(tmp_path))
@@ -214,18 +217,27 @@ def test_parquet_export_with_typed_columns(tmp_path):
 
 
 def test_demand_mappings_are_checked():
-    base = {"name": "x", "columns": {"item_id": "sku", "warehouse_id": "store", "demand_date": "date", "units": "u"},
-            "produces": ["demand_history"]}
+    base = {
+        "name": "x",
+        "columns": {"item_id": "sku", "warehouse_id": "store", "demand_date": "date", "units": "u"},
+        "produces": ["demand_history"],
+    }
     assert load_mapping(base).demand.period == "auto"
     with pytest.raises(IngestError, match="demand_history needs columns.units"):
         load_mapping({**base, "columns": {k: v for k, v in base["columns"].items() if k != "units"}})
     with pytest.raises(IngestError, match="location"):
         load_mapping({**base, "columns": {k: v for k, v in base["columns"].items() if k != "warehouse_id"}})
-    assert load_mapping({**base, "columns": {k: v for k, v in base["columns"].items() if k != "warehouse_id"},
-                         "constants": {"warehouse_id": "main"}})
+    assert load_mapping(
+        {**base, "columns": {k: v for k, v in base["columns"].items() if k != "warehouse_id"}, "constants": {"warehouse_id": "main"}}
+    )
     with pytest.raises(IngestError, match="cannot also produce"):
-        load_mapping({**base, "columns": {**base["columns"], "user_id": "c", "session_id": "s", "timestamp": "t"},
-                      "produces": ["demand_history", "events"]})
+        load_mapping(
+            {
+                **base,
+                "columns": {**base["columns"], "user_id": "c", "session_id": "s", "timestamp": "t"},
+                "produces": ["demand_history", "events"],
+            }
+        )
     with pytest.raises(IngestError, match="demand.convert.temperature_c can only be 'fahrenheit'"):
         load_mapping({**base, "demand": {"convert": {"temperature_c": "percent"}}})
     with pytest.raises(IngestError, match="unknown key 'demand.periods'"):
@@ -239,32 +251,44 @@ def test_demand_mappings_are_checked():
     with pytest.raises(IngestError, match="missing"):
         load_mapping({**base, "demand": {"regressors": {"md": {"column": "m", "missing": "mean"}}}})
     with pytest.raises(IngestError, match="produces needs demand_history"):
-        load_mapping({**base, "columns": {"item_id": "sku", "title": "t"}, "produces": ["items"],
-                      "demand": {"attributes": {"size": "s"}}})
+        load_mapping({**base, "columns": {"item_id": "sku", "title": "t"}, "produces": ["items"], "demand": {"attributes": {"size": "s"}}})
 
 
 def test_named_regressors_and_attributes_with_their_bad_cells(tmp_path):
     columns = [*COLUMNS, "CPI", "MD1", "Type"]
-    rows = [row(date="2024-03-04", units=5) + ["211.1", "", "A"],
-            row(date="2024-03-05", units=2) + ["n/a", "120.5", "A"],
-            row(date="2024-03-05", units=3) + ["212", "", "B"],  # a duplicate key: summed, regressors averaged
-            row(sku="B-7", date="2024-03-04", units=1) + ["inf", "", "B"]]
-    mapping = mapping_with(tmp_path, duplicate_keys="sum", regressors={"cpi": "CPI", "md_1": {"column": "MD1", "missing": "zero"}},
-                           attributes={"store_type": "Type"})
+    rows = [
+        row(date="2024-03-04", units=5) + ["211.1", "", "A"],
+        row(date="2024-03-05", units=2) + ["n/a", "120.5", "A"],
+        row(date="2024-03-05", units=3) + ["212", "", "B"],  # a duplicate key: summed, regressors averaged
+        row(sku="B-7", date="2024-03-04", units=1) + ["inf", "", "B"],
+    ]
+    mapping = mapping_with(
+        tmp_path,
+        duplicate_keys="sum",
+        regressors={"cpi": "CPI", "md_1": {"column": "MD1", "missing": "zero"}},
+        attributes={"store_type": "Type"},
+    )
     report = ingest_file(write_csv(tmp_path / "erp.csv", rows, columns), mapping, **dirs(tmp_path))
     assert (report.accepted, report.quarantined) == (4, 0)  # a bad regressor cell never costs the row's demand
     assert report.notes["regressor_not_numeric:cpi"] == 2
     regs = lake(tmp_path, "demand_regressors").sort_values(["item_id", "demand_date", "name"])
     got = {(r.item_id, str(r.demand_date), r.name): r.value for r in regs.itertuples()}
-    assert got == {("A-100", "2024-03-04", "cpi"): 211.1, ("A-100", "2024-03-04", "md_1"): 0.0,
-                   ("A-100", "2024-03-05", "cpi"): 212.0, ("A-100", "2024-03-05", "md_1"): 60.25,
-                   ("B-7", "2024-03-04", "md_1"): 0.0}
+    assert got == {
+        ("A-100", "2024-03-04", "cpi"): 211.1,
+        ("A-100", "2024-03-04", "md_1"): 0.0,
+        ("A-100", "2024-03-05", "cpi"): 212.0,
+        ("A-100", "2024-03-05", "md_1"): 60.25,
+        ("B-7", "2024-03-04", "md_1"): 0.0,
+    }
     attrs = lake(tmp_path, "series_attributes")
     assert sorted(map(tuple, attrs[["item_id", "name", "value"]].to_numpy().tolist())) == [
-        ("A-100", "store_type", "A"), ("B-7", "store_type", "B")]  # A-100's most common value
+        ("A-100", "store_type", "A"),
+        ("B-7", "store_type", "B"),
+    ]  # A-100's most common value
     with pytest.raises(IngestError, match=r"'Size' \(demand.attributes.store_size\) is missing"):
-        ingest_file(write_csv(tmp_path / "erp2.csv", rows[:1], columns),
-                    mapping_with(tmp_path, attributes={"store_size": "Size"}), **dirs(tmp_path))
+        ingest_file(
+            write_csv(tmp_path / "erp2.csv", rows[:1], columns), mapping_with(tmp_path, attributes={"store_size": "Size"}), **dirs(tmp_path)
+        )
 
 
 def test_items_and_locations_the_lake_already_lists_are_not_written_again(tmp_path):

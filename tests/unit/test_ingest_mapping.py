@@ -63,8 +63,15 @@ def test_inconsistent_mappings_are_refused():
     with pytest.raises(IngestError, match="session"):
         load_mapping({"name": "x", "columns": {"user_id": "u", "timestamp": "t"}, "produces": ["events"]})
     with pytest.raises(IngestError, match="user_from_session"):
-        load_mapping({"name": "x", "columns": {"timestamp": "t", "item_id": "i"}, "session": {"method": "inactivity"},
-                      "user_from_session": True, "produces": ["events"]})
+        load_mapping(
+            {
+                "name": "x",
+                "columns": {"timestamp": "t", "item_id": "i"},
+                "session": {"method": "inactivity"},
+                "user_from_session": True,
+                "produces": ["events"],
+            }
+        )
 
 
 def test_neither_preset_nor_file():

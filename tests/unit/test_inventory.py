@@ -18,16 +18,26 @@ from ml.models import inventory as inv
 Z95 = 1.6448536
 
 
-def forecast(series: dict[tuple[str, str], list[float]], sigma: float | list[float] = 2.0, start: str = "2026-11-01", freq: str = "D") -> pd.DataFrame:
+def forecast(
+    series: dict[tuple[str, str], list[float]], sigma: float | list[float] = 2.0, start: str = "2026-11-01", freq: str = "D"
+) -> pd.DataFrame:
     """Forecast rows with P10/P90 placed so that (p90 - p10) / (2 * 1.2816) = sigma."""
     frames = []
     for (item, wh), yhat in series.items():
         yhat = np.asarray(yhat, dtype=float)
         sd = np.broadcast_to(np.asarray(sigma, dtype=float), yhat.shape)
-        frames.append(pd.DataFrame({
-            "item_id": item, "warehouse_id": wh, "ds": pd.date_range(start, periods=len(yhat), freq=freq),
-            "yhat": yhat, "yhat_p10": yhat - inv.P90_Z * sd, "yhat_p90": yhat + inv.P90_Z * sd,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "item_id": item,
+                    "warehouse_id": wh,
+                    "ds": pd.date_range(start, periods=len(yhat), freq=freq),
+                    "yhat": yhat,
+                    "yhat_p10": yhat - inv.P90_Z * sd,
+                    "yhat_p90": yhat + inv.P90_Z * sd,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -78,9 +88,14 @@ def test_policy_higher_service_level_holds_more_stock():
 
 def test_projected_stockout_on_uneven_forecast_and_no_order_above_reorder_point():
     fc = forecast({("i1", "w1"): [0, 5, 5, 20, 1, 1, 1, 1, 1, 1], ("i2", "w1"): [3.0] * 10})
-    stock = pd.DataFrame({
-        "item_id": ["i1", "i2"], "warehouse_id": ["w1", "w1"], "on_hand_units": [20, 100], "on_order_units": [5, 0],
-    })
+    stock = pd.DataFrame(
+        {
+            "item_id": ["i1", "i2"],
+            "warehouse_id": ["w1", "w1"],
+            "on_hand_units": [20, 100],
+            "on_order_units": [5, 0],
+        }
+    )
     plan = inv.policy(fc, LEAD, on_hand=stock).set_index("item_id")
     # i1: position 25; cumulative forecast 0, 5, 10, 30 -> out on the 4th day (projected -5)
     assert plan.loc["i1", "projected_stockout_date"] == pd.Timestamp("2026-11-04")
@@ -155,7 +170,9 @@ def test_simulate_policy_by_hand():
     assert short["on_hand"].min() == 0.0 and short["lost_units"] > 0
     assert short["sales"].sum() + short["lost_units"] == pytest.approx(50.0)
     # weekly review: positions 14..4 on days 1-6 are below s but only day 7 (2 left) orders
-    weekly = inv.simulate_policy(np.full(10, 2.0), reorder_point=15, order_up_to=20, lead_time_days=1, review_period_days=7, opening_stock=18)
+    weekly = inv.simulate_policy(
+        np.full(10, 2.0), reorder_point=15, order_up_to=20, lead_time_days=1, review_period_days=7, opening_stock=18
+    )
     assert weekly["orders"] == 1
     assert weekly["on_hand"].tolist() == [16, 14, 12, 10, 8, 6, 4, 2, 18, 16]
     daily = inv.simulate_policy(np.full(10, 2.0), reorder_point=15, order_up_to=20, lead_time_days=1, opening_stock=18)
@@ -166,8 +183,16 @@ def test_turnover_history_vs_policy_on_hand_made_history():
     days = pd.date_range("2026-01-01", periods=14)
     history = pd.DataFrame({"item_id": "i1", "warehouse_id": "w1", "ds": days, "y": 2.0, "on_hand_units": 20.0})
     other = history.assign(item_id="i9")  # no policy row: left out and counted
-    plan = pd.DataFrame({"item_id": ["i1"], "warehouse_id": ["w1"], "reorder_point": [5.0], "order_up_to": [12.0],
-                         "lead_time_days": [2.0], "review_period_days": [1.0]})
+    plan = pd.DataFrame(
+        {
+            "item_id": ["i1"],
+            "warehouse_id": ["w1"],
+            "reorder_point": [5.0],
+            "order_up_to": [12.0],
+            "lead_time_days": [2.0],
+            "review_period_days": [1.0],
+        }
+    )
     table, summary = inv.turnover(pd.concat([history, other]), plan)
     row = table.iloc[0]
     assert row["history_turnover"] == pytest.approx(28 / 20)
@@ -191,8 +216,17 @@ def test_turnover_replays_series_of_different_spans_like_one_at_a_time():
     rows, plan = [], []
     for k, ((item, wh), (start, n)) in enumerate(spans.items()):
         ds = pd.date_range(start, periods=n)
-        rows.append(pd.DataFrame({"item_id": item, "warehouse_id": wh, "ds": ds, "y": rng.poisson(3, n).astype(float),
-                                  "on_hand_units": rng.integers(0, 30, n).astype(float)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": item,
+                    "warehouse_id": wh,
+                    "ds": ds,
+                    "y": rng.poisson(3, n).astype(float),
+                    "on_hand_units": rng.integers(0, 30, n).astype(float),
+                }
+            )
+        )
         plan.append({"item_id": item, "warehouse_id": wh, "reorder_point": 8.0 + k, "order_up_to": 25.0 - k, "lead_time_days": 2.0 + k})
     history = pd.concat(rows, ignore_index=True).drop(index=[5, 40])  # a missing day counts as no demand
     table, _ = inv.turnover(history, pd.DataFrame(plan))
@@ -200,7 +234,9 @@ def test_turnover_replays_series_of_different_spans_like_one_at_a_time():
         g = history[(history["item_id"] == p["item_id"]) & (history["warehouse_id"] == p["warehouse_id"])].set_index("ds")
         g = g.reindex(pd.date_range(g.index.min(), g.index.max()))
         y = g["y"].fillna(0.0).to_numpy()
-        sim = inv.simulate_policy(y, p["reorder_point"], p["order_up_to"], p["lead_time_days"], opening_stock=g["on_hand_units"].iloc[0] + y[0])
+        sim = inv.simulate_policy(
+            y, p["reorder_point"], p["order_up_to"], p["lead_time_days"], opening_stock=g["on_hand_units"].iloc[0] + y[0]
+        )
         got = table[(table["item_id"] == p["item_id"]) & (table["warehouse_id"] == p["warehouse_id"])].iloc[0]
         assert got["days"] == len(y)
         assert got["policy_mean_on_hand"] == pytest.approx(sim["on_hand"].mean())
@@ -212,8 +248,9 @@ def test_policy_feeds_turnover():
     """The two functions compose: a policy sized from a forecast, replayed over matching demand."""
     fc = forecast({("i1", "w1"): [10.0] * 28})
     plan = inv.policy(fc, LEAD)
-    history = pd.DataFrame({"item_id": "i1", "warehouse_id": "w1", "ds": pd.date_range("2026-01-01", periods=60),
-                            "y": 10.0, "on_hand_units": 200.0})
+    history = pd.DataFrame(
+        {"item_id": "i1", "warehouse_id": "w1", "ds": pd.date_range("2026-01-01", periods=60), "y": 10.0, "on_hand_units": 200.0}
+    )
     table, summary = inv.turnover(history, plan)
     assert summary["policy_fill_rate"] == 1.0  # deterministic demand at the forecast: never short
     assert summary["policy_mean_on_hand"] < 200.0 and summary["turnover_ratio"] > 1.0

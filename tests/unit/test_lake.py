@@ -14,8 +14,16 @@ from ml.lake import begin, committed_files, data_files, read_commits
 
 def _events(n, day="2024-05-06"):
     ts = pd.Timestamp(f"{day} 10:00", tz="UTC")
-    return pd.DataFrame({"event_id": [f"e{i}" for i in range(n)], "user_id": "u", "session_id": "s", "event_type": "view",
-                         "event_timestamp": [ts] * n, "event_date": [ts.date()] * n})
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "user_id": "u",
+            "session_id": "s",
+            "event_type": "view",
+            "event_timestamp": [ts] * n,
+            "event_date": [ts.date()] * n,
+        }
+    )
 
 
 def test_a_commit_is_visible_only_when_it_lands_and_an_exception_leaves_nothing(tmp_path):

@@ -87,7 +87,10 @@ def test_list_reports_and_report_dir(tmp_path):
     Report("second").write(report_dir(settings, "cart_decay", "run2"))
     (settings.reports_dir / "stray").mkdir()  # not a report
     reports = list_reports(settings)
-    assert {(r["model"], r["run_id"], r["title"]) for r in reports} == {("propensity_lgbm", "run1", "first"), ("cart_decay", "run2", "second")}
+    assert {(r["model"], r["run_id"], r["title"]) for r in reports} == {
+        ("propensity_lgbm", "run1", "first"),
+        ("cart_decay", "run2", "second"),
+    }
     assert all(r["path"].name == "index.html" and r["path"].exists() for r in reports)
     assert reports[0]["created_at"] >= reports[1]["created_at"]
 
@@ -97,7 +100,7 @@ def test_a_table_indexed_by_model_shows_the_model_names(tmp_path):
     report.table("Indexed", pd.DataFrame({"ndcg@10": [0.38, 0.13]}, index=pd.Index(["recs_lgbm", "popularity"], name="model")))
     report.table("Plain", pd.DataFrame({"group": ["a", "b"], "n": [1, 2]}).sort_values("n", ascending=False))
     html = report.write(tmp_path / "m" / "run").read_text()
-    indexed = html[html.index("Indexed"):html.index("Plain")]
+    indexed = html[html.index("Indexed") : html.index("Plain")]
     assert "<th>model</th><th>ndcg@10</th>" in indexed and "<td>recs_lgbm</td>" in indexed and "<td>popularity</td>" in indexed
-    plain = html[html.index("Plain"):]
+    plain = html[html.index("Plain") :]
     assert "<th>group</th><th>n</th>" in plain and "<td>0</td>" not in plain  # row numbers (here 1, 0) stay out

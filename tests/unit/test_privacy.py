@@ -52,7 +52,9 @@ def user_rows(n_users: int = 300, seed: int = 0) -> pd.DataFrame:
                     "order_count": 1,
                 }
             )
-    return pd.DataFrame(rows).groupby(["user_id", *CELL], as_index=False).agg(revenue=("revenue", "sum"), order_count=("order_count", "sum"))
+    return (
+        pd.DataFrame(rows).groupby(["user_id", *CELL], as_index=False).agg(revenue=("revenue", "sum"), order_count=("order_count", "sum"))
+    )
 
 
 def exact_cells(frame: pd.DataFrame, bounds: ContributionBounds) -> pd.DataFrame:
@@ -121,7 +123,9 @@ def test_bad_epsilon_is_refused(tmp_path, epsilon):
 
 
 def heavy_user(n_cells: int = 50) -> pd.DataFrame:
-    cells = cell_domain(pd.DataFrame({"category_l1": list("abcdefghij") * 5, "region": ["r"] * 50, "week": [WEEKS[i % 5] for i in range(50)]}))
+    cells = cell_domain(
+        pd.DataFrame({"category_l1": list("abcdefghij") * 5, "region": ["r"] * 50, "week": [WEEKS[i % 5] for i in range(50)]})
+    )
     cells = cells.head(n_cells)
     return cells.assign(user_id="whale", revenue=1e6, order_count=3)
 
@@ -146,7 +150,13 @@ def test_a_user_contributes_at_most_k_cells_each_clipped():
 
 def test_negative_revenue_counts_zero_and_small_users_are_kept_whole():
     frame = pd.DataFrame(
-        {"user_id": ["a", "b", "b"], "category_l1": ["x", "x", "y"], "region": ["r"] * 3, "week": [WEEKS[0].date()] * 3, "revenue": [-5.0, 10.0, None]}
+        {
+            "user_id": ["a", "b", "b"],
+            "category_l1": ["x", "x", "y"],
+            "region": ["r"] * 3,
+            "week": [WEEKS[0].date()] * 3,
+            "revenue": [-5.0, 10.0, None],
+        }
     )
     bounded = bound_contributions(frame, ContributionBounds(max_cells_per_user=2, revenue_cap=100.0))
     assert bounded.set_index(["user_id", "category_l1"])["revenue"].to_dict() == {("a", "x"): 0.0, ("b", "x"): 10.0, ("b", "y"): 0.0}
@@ -168,7 +178,15 @@ def test_sensitivity_bounds_the_effect_of_removing_any_user():
 
 
 def test_the_domain_holds_every_week_of_the_range_and_explicit_values():
-    frame = pd.DataFrame({"user_id": ["a", "b"], "category_l1": ["x", "y"], "region": ["r", "r"], "week": [WEEKS[0].date(), WEEKS[3].date()], "revenue": [1.0, 2.0]})
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "category_l1": ["x", "y"],
+            "region": ["r", "r"],
+            "week": [WEEKS[0].date(), WEEKS[3].date()],
+            "revenue": [1.0, 2.0],
+        }
+    )
     cells = cell_domain(frame)
     assert len(cells) == 2 * 1 * 4  # weeks 0..3, the empty ones included
     exact = true_aggregates(bound_contributions(frame, ContributionBounds()), cells)

@@ -18,8 +18,7 @@ import pydantic
 import pytest
 
 from ml.ingest import IdSpaceError, IngestError, ingest_file, ingest_landing, load_mapping
-from ml.ingest.pseudonymize import (MARKER, Pseudonymizer, check_id_space, pseudonymizer_for, read_marker,
-                                    record_id_space)
+from ml.ingest.pseudonymize import MARKER, Pseudonymizer, check_id_space, pseudonymizer_for, read_marker, record_id_space
 from ml.ingest.transform import transform
 from ml.settings import Secrets, get_secrets, settings_for
 
@@ -32,8 +31,9 @@ DERIVED_SESSION = re.compile(r"^u_[0-9a-f]{32}-\d{8}(T\d{6})?$")  # <user pseudo
 RETAIL_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
 
 
-def retail_row(invoice="500001", code="85048", qty=2, when="2010-01-05 10:00:00", price=1.5, customer="cust-7781",
-               country="United Kingdom"):
+def retail_row(
+    invoice="500001", code="85048", qty=2, when="2010-01-05 10:00:00", price=1.5, customer="cust-7781", country="United Kingdom"
+):
     return [invoice, code, "GLASS BALL", qty, when, price, customer, country]
 
 
@@ -157,14 +157,16 @@ def test_ingest_reads_the_key_from_the_environment_by_default(tmp_path, monkeypa
 # --------------------------------------------------------------------------------- normalisation
 def test_ids_are_normalised_before_hashing(tmp_path):
     """' 13085 ', '13085.0' and 13085.0 are one customer to the ingest, so one pseudonym."""
-    rows = [retail_row(invoice="500001", customer=" 13085 "), retail_row(invoice="500002", customer="13085.0"),
-            retail_row(invoice="500003", customer="13086")]
+    rows = [
+        retail_row(invoice="500001", customer=" 13085 "),
+        retail_row(invoice="500002", customer="13085.0"),
+        retail_row(invoice="500003", customer="13086"),
+    ]
     report = ingest_file(write_csv(tmp_path / "x.csv", rows), "online_retail_ii", **dirs(tmp_path), pseudonymize_key=KEY_A)
     assert report.by_reason == {}
     pz = Pseudonymizer(KEY_A)
     orders = lake(tmp_path, "orders").set_index("order_id")["user_id"]
-    assert orders.to_dict() == {"500001": pz.pseudonym("13085"), "500002": pz.pseudonym("13085"),
-                                "500003": pz.pseudonym("13086")}
+    assert orders.to_dict() == {"500001": pz.pseudonym("13085"), "500002": pz.pseudonym("13085"), "500003": pz.pseudonym("13086")}
     parquet = pd.DataFrame([retail_row(invoice="500004", customer=13085.0)], columns=RETAIL_COLUMNS)
     parquet.to_parquet(tmp_path / "y.parquet")
     ingest_file(tmp_path / "y.parquet", "online_retail_ii", **dirs(tmp_path), pseudonymize_key=KEY_A)
@@ -174,43 +176,55 @@ def test_ids_are_normalised_before_hashing(tmp_path):
 
 def test_checks_run_on_raw_ids_and_cancellations_still_match(tmp_path):
     """Filters and cancellation matching see the normalised raw ids; the lake sees only pseudonyms."""
-    rows = [retail_row(invoice="500001", qty=3), retail_row(invoice="C500002", qty=-1, when="2010-01-06 10:00:00"),
-            retail_row(invoice="500003", customer=None)]
+    rows = [
+        retail_row(invoice="500001", qty=3),
+        retail_row(invoice="C500002", qty=-1, when="2010-01-06 10:00:00"),
+        retail_row(invoice="500003", customer=None),
+    ]
     report = ingest_file(write_csv(tmp_path / "x.csv", rows), "online_retail_ii", **dirs(tmp_path), pseudonymize_key=KEY_A)
     assert report.by_reason == {"cancellation_matched": 1, "missing_key:user_id": 1}
     assert lake(tmp_path, "returns")["quantity"].tolist() == [1]
 
 
 # --------------------------------------------------------------------------------- every preset
-REES_COLUMNS = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id",
-                "user_session"]
+REES_COLUMNS = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id", "user_session"]
 REES_SESSIONS = ("26dd6e6e-4dac-4778-8d2c-92e149dab885", "3c80f0d6-e9ec-4181-8c5c-837a30be2d68")
 
 
 def rees46(root: Path) -> tuple[Path, str, set[str]]:
     s1, s2 = REES_SESSIONS
-    rows = [["2019-10-01 00:00:00 UTC", "view", 44600062, 1, "", "shiseido", 35.79, 541312140, s1],
-            ["2019-10-01 00:00:05 UTC", "cart", 3900821, 2, "appliances.environment", "aqua", 33.20, 554748717, s2],
-            ["2019-10-01 00:01:00 UTC", "purchase", 3900821, 2, "appliances.environment", "aqua", 33.20, 554748717, s2],
-            ["2019-10-01 00:04:00 UTC", "wishlist", 1004258, 3, "electronics.smartphone", "apple", 732.07, 554748717, s2]]
+    rows = [
+        ["2019-10-01 00:00:00 UTC", "view", 44600062, 1, "", "shiseido", 35.79, 541312140, s1],
+        ["2019-10-01 00:00:05 UTC", "cart", 3900821, 2, "appliances.environment", "aqua", 33.20, 554748717, s2],
+        ["2019-10-01 00:01:00 UTC", "purchase", 3900821, 2, "appliances.environment", "aqua", 33.20, 554748717, s2],
+        ["2019-10-01 00:04:00 UTC", "wishlist", 1004258, 3, "electronics.smartphone", "apple", 732.07, 554748717, s2],
+    ]
     return write_csv(root / "2019-Oct.csv", rows, REES_COLUMNS), "rees46", {"541312140", "554748717", s1, s2}
 
 
 def retailrocket(root: Path) -> tuple[Path, str, set[str]]:
     t0, minute = 1433221332117, 60_000
-    rows = [[t0, 257597, "view", 355908, ""], [t0 + 10 * minute, 257597, "addtocart", 355908, ""],
-            [t0 + 20 * minute, 257597, "transaction", 355908, 4000], [t0 + 90 * minute, 257597, "view", 355908, ""],
-            [t0, 992329, "view", 248676, ""], [t0 + 5 * minute, 992329, "transaction", 248676, ""]]
+    rows = [
+        [t0, 257597, "view", 355908, ""],
+        [t0 + 10 * minute, 257597, "addtocart", 355908, ""],
+        [t0 + 20 * minute, 257597, "transaction", 355908, 4000],
+        [t0 + 90 * minute, 257597, "view", 355908, ""],
+        [t0, 992329, "view", 248676, ""],
+        [t0 + 5 * minute, 992329, "transaction", 248676, ""],
+    ]
     path = write_csv(root / "events.csv", rows, ["timestamp", "visitorid", "event", "itemid", "transactionid"])
     return path, "retailrocket", {"257597", "992329"}
 
 
 def movielens(root: Path) -> tuple[Path, str, set[str]]:
-    (root / "ml.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                   "u-301\t10\t4\t881250949\nu-301\t11\t3\t881350949\nu-302\t10\t5\t891717742\n")
+    (root / "ml.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "u-301\t10\t4\t881250949\nu-301\t11\t3\t881350949\nu-302\t10\t5\t891717742\n"
+    )
     (root / "ml.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n10\tToy Story\tAnimation\n")
-    (root / "ml.user").write_text("user_id:token\tage:token\tgender:token\n"
-                                  "u-301\t24\tM\nu-302\t53\tF\nu-303\t40\tF\n")  # u-303 rated nothing: added from .user
+    (root / "ml.user").write_text(
+        "user_id:token\tage:token\tgender:token\nu-301\t24\tM\nu-302\t53\tF\nu-303\t40\tF\n"
+    )  # u-303 rated nothing: added from .user
     return root / "ml.inter", "movielens_atomic", {"u-301", "u-302", "u-303"}
 
 
@@ -221,10 +235,12 @@ def online_retail(root: Path) -> tuple[Path, str, set[str]]:
 
 def sessions_as_users(root: Path) -> tuple[Path, str, set[str]]:
     mapping = root / "sessions_only.yaml"
-    mapping.write_text("columns: {timestamp: ts, session_id: sid, item_id: sku}\nuser_from_session: true\n"
-                       "produces: [events, users]\n")
-    rows = [["2020-01-01T10:00:00Z", "sess-aa11", "a"], ["2020-01-01T10:01:00Z", "sess-aa11", "b"],
-            ["2020-01-01T11:00:00Z", "sess-bb22", "a"]]
+    mapping.write_text("columns: {timestamp: ts, session_id: sid, item_id: sku}\nuser_from_session: true\nproduces: [events, users]\n")
+    rows = [
+        ["2020-01-01T10:00:00Z", "sess-aa11", "a"],
+        ["2020-01-01T10:01:00Z", "sess-aa11", "b"],
+        ["2020-01-01T11:00:00Z", "sess-bb22", "a"],
+    ]
     return write_csv(root / "log.csv", rows, ["ts", "sid", "sku"]), str(mapping), {"sess-aa11", "sess-bb22"}
 
 

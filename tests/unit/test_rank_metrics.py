@@ -20,8 +20,11 @@ def frame(rows, cols=("user_id", "item_id", "rank")):
 TRUTH = frame([("u1", "A"), ("u1", "B"), ("u2", "C"), ("u3", "D")], ("user_id", "item_id"))
 RANKED = frame(
     [
-        ("u1", "A", 1), ("u1", "X", 2), ("u1", "B", 3),
-        ("u2", "Y", 1), ("u2", "Z", 2),
+        ("u1", "A", 1),
+        ("u1", "X", 2),
+        ("u1", "B", 3),
+        ("u2", "Y", 1),
+        ("u2", "Z", 2),
         ("u4", "W", 1),  # not in truth: ignored everywhere, coverage included
     ]
 )  # u3 has no recommendations: counts as zero
@@ -65,9 +68,7 @@ def test_no_truth_users():
 
 
 def test_top_k_ties_exclusion_and_rank():
-    scores = pd.DataFrame(
-        {"user_id": ["a", "a", "a", "a", "b"], "item_id": ["z", "y", "x", "w", "x"], "score": [1.0, 1.0, 0.5, 2.0, 0.3]}
-    )
+    scores = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b"], "item_id": ["z", "y", "x", "w", "x"], "score": [1.0, 1.0, 0.5, 2.0, 0.3]})
     top = M.top_k(scores, 2, exclude=frame([("a", "w"), ("b", "q")], ("user_id", "item_id")))
     assert top.values.tolist() == [["a", "y", 1.0, 1], ["a", "z", 1.0, 2], ["b", "x", 0.3, 1]]  # tie -> item_id order
     with pytest.raises(ValueError):

@@ -21,11 +21,17 @@ def buys(rows, event_type="purchase"):
 INTER = buys(
     [
         # history: u rebuys A on three days, bought B once; w bought A and C; x bought C once
-        ("u", "A", -30), ("u", "A", -20), ("u", "A", -10), ("u", "B", -5),
-        ("w", "A", -40), ("w", "C", -40),
+        ("u", "A", -30),
+        ("u", "A", -20),
+        ("u", "A", -10),
+        ("u", "B", -5),
+        ("w", "A", -40),
+        ("w", "C", -40),
         ("x", "C", -3),
         # the horizon: u rebuys A and tries C (new to u); newbie buys A; x buys nothing
-        ("u", "A", 2), ("u", "C", 3), ("newbie", "A", 1),
+        ("u", "A", 2),
+        ("u", "C", 3),
+        ("newbie", "A", 1),
         ("u", "D", 40),  # after a 28-day horizon
     ]
 )
@@ -34,8 +40,13 @@ INTER = buys(
 def test_purchase_split_truth_segments_and_customers():
     split = E.purchase_split(INTER, CUT, 28)
     assert sorted(map(tuple, split.truth.values.tolist())) == [("newbie", "A"), ("u", "A"), ("u", "C")]
-    assert split.bought.set_index(["user_id", "item_id"])["days"].to_dict() == {("u", "A"): 3, ("u", "B"): 1, ("w", "A"): 1,
-                                                                               ("w", "C"): 1, ("x", "C"): 1}
+    assert split.bought.set_index(["user_id", "item_id"])["days"].to_dict() == {
+        ("u", "A"): 3,
+        ("u", "B"): 1,
+        ("w", "A"): 1,
+        ("w", "C"): 1,
+        ("x", "C"): 1,
+    }
     assert split.heavy_days == 3  # at least 3 purchase days
     assert split.segment.to_dict() == {"newbie": "new", "u": "heavy", "w": "returning", "x": "returning"}
     assert sorted(split.customers) == ["u", "w", "x"]
@@ -77,8 +88,14 @@ def test_coverage_counts_earlier_customers_with_a_list():
 
 def test_beats_names_every_lost_comparison():
     table = pd.DataFrame(
-        [("ours", "repeats", "all", 0.20), ("own_history", "repeats", "all", 0.25), ("popularity", "repeats", "all", 0.05),
-         ("ours", "new_items", "all", 0.10), ("item_knn", "new_items", "all", 0.08), ("ours", "repeats", "heavy", 0.0)],
+        [
+            ("ours", "repeats", "all", 0.20),
+            ("own_history", "repeats", "all", 0.25),
+            ("popularity", "repeats", "all", 0.05),
+            ("ours", "new_items", "all", 0.10),
+            ("item_knn", "new_items", "all", 0.08),
+            ("ours", "repeats", "heavy", 0.0),
+        ],
         columns=["model", "protocol", "segment", "recall"],
     )
     ok, losses = E.beats(table, "ours")

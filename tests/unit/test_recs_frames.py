@@ -75,15 +75,41 @@ def test_pair_features_describe_the_users_history_with_the_item():
 
 
 def test_feature_spec_separates_pair_user_and_item_columns():
-    pairs = pd.DataFrame({
-        "user_id": ["u"], "item_id": ["i"], "group_id": [0], "label": [1], "rank": [1], "event_timestamp": [T("2024-01-01")],
-        "covis_score": [0.1], "user_item_count": [1.0], "user_category_share": [0.5], "user_view_count_30d": [3.0],
-        "item_view_count_30d": [5.0], "price": [1.0], "category_l1": ["home"], "user_top_category_l1": ["home"],
-        "source": ["covis"], "item_embedding": [np.zeros(2)],
-    })
-    config = {"features": {"categorical": ["source", "category_l1", "user_top_category_l1"], "crosses": [["user_top_category_l1", "category_l1"], ["x", "y"]]}}
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u"],
+            "item_id": ["i"],
+            "group_id": [0],
+            "label": [1],
+            "rank": [1],
+            "event_timestamp": [T("2024-01-01")],
+            "covis_score": [0.1],
+            "user_item_count": [1.0],
+            "user_category_share": [0.5],
+            "user_view_count_30d": [3.0],
+            "item_view_count_30d": [5.0],
+            "price": [1.0],
+            "category_l1": ["home"],
+            "user_top_category_l1": ["home"],
+            "source": ["covis"],
+            "item_embedding": [np.zeros(2)],
+        }
+    )
+    config = {
+        "features": {
+            "categorical": ["source", "category_l1", "user_top_category_l1"],
+            "crosses": [["user_top_category_l1", "category_l1"], ["x", "y"]],
+        }
+    }
     spec = recs.feature_spec(pairs, config)
-    assert set(spec.numeric) == {"covis_score", "user_item_count", "user_category_share", "user_view_count_30d", "item_view_count_30d", "price"}
+    assert set(spec.numeric) == {
+        "covis_score",
+        "user_item_count",
+        "user_category_share",
+        "user_view_count_30d",
+        "item_view_count_30d",
+        "price",
+    }
     assert spec.crosses == (("user_top_category_l1", "category_l1"),)  # a cross of absent columns is dropped
     assert set(spec.user_columns) == {"user_view_count_30d", "user_top_category_l1"}  # pair-level columns excluded
     assert set(spec.item_columns) == {"item_view_count_30d", "price", "category_l1"}
@@ -91,16 +117,25 @@ def test_feature_spec_separates_pair_user_and_item_columns():
 
 
 def test_business_rules_run_after_ranking():
-    scored = pd.DataFrame({
-        "user_id": ["u1"] * 5 + ["u2"],
-        "item_id": ["i1", "i2", "i3", "i4", "i5", "i1"],
-        "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
-        "source": ["covis"] * 6,
-    })
-    items = pd.DataFrame({"item_id": ["i1", "i2", "i3", "i4", "i5"], "brand": ["A", "A", "A", None, None],
-                          "is_in_stock": [True, False, None, True, True]})
-    history = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i1", "i1"], "event_type": ["purchase", "purchase"],
-                            "event_timestamp": [T("2024-01-09"), T("2023-12-01")]})
+    scored = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 5 + ["u2"],
+            "item_id": ["i1", "i2", "i3", "i4", "i5", "i1"],
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            "source": ["covis"] * 6,
+        }
+    )
+    items = pd.DataFrame(
+        {"item_id": ["i1", "i2", "i3", "i4", "i5"], "brand": ["A", "A", "A", None, None], "is_in_stock": [True, False, None, True, True]}
+    )
+    history = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i1"],
+            "event_type": ["purchase", "purchase"],
+            "event_timestamp": [T("2024-01-09"), T("2023-12-01")],
+        }
+    )
     out = recs.apply_rules(scored, items, history, T("2024-01-10"), {"exclude_purchased_days": 14, "max_per_brand": 1}, k=2)
     # u1: i1 bought 1 day ago, i2 out of stock; i3 (unknown stock) kept; brand A capped at one; items
     # without a brand are not capped together; k = 2. u2 bought i1 40 days ago: kept.
@@ -109,19 +144,25 @@ def test_business_rules_run_after_ranking():
 
 def test_rebuy_features_measure_the_repurchase_cycle():
     days = [0, 10, 20, 30]
-    own = pd.DataFrame({
-        "user_id": ["u"] * 6 + ["v"],
-        "item_id": ["A"] * 4 + ["A", "B"] + ["A"],
-        "event_type": ["purchase"] * 4 + ["purchase", "purchase", "purchase"],
-        "event_timestamp": [T("2024-01-01") + pd.Timedelta(days=d) for d in days]
-        + [T("2024-01-31 18:00"), T("2024-01-20"), T("2024-01-05")],  # a second line of A on day 30: one purchase day
-    })
+    own = pd.DataFrame(
+        {
+            "user_id": ["u"] * 6 + ["v"],
+            "item_id": ["A"] * 4 + ["A", "B"] + ["A"],
+            "event_type": ["purchase"] * 4 + ["purchase", "purchase", "purchase"],
+            "event_timestamp": [T("2024-01-01") + pd.Timedelta(days=d) for d in days]
+            + [T("2024-01-31 18:00"), T("2024-01-20"), T("2024-01-05")],  # a second line of A on day 30: one purchase day
+        }
+    )
     cands = pd.DataFrame({"user_id": ["u", "u", "u", "w"], "item_id": ["A", "B", "C", "A"]})
     f = recs.rebuy_features(cands, own, own, T("2024-02-10")).set_index(["user_id", "item_id"])
     a, b, c = f.loc[("u", "A")], f.loc[("u", "B")], f.loc[("u", "C")]
     assert a["user_item_purchase_days"] == 4 and a["user_item_cycle_days"] == pytest.approx(10.0)
     assert a["days_since_user_item_purchase"] == pytest.approx(10.0) and a["user_item_cycle_ratio"] == pytest.approx(1.0)  # due again
-    assert b["user_item_purchase_days"] == 1 and np.isnan(b["user_item_cycle_days"]) and b["days_since_user_item_purchase"] == pytest.approx(21.0)
+    assert (
+        b["user_item_purchase_days"] == 1
+        and np.isnan(b["user_item_cycle_days"])
+        and b["days_since_user_item_purchase"] == pytest.approx(21.0)
+    )
     assert c["user_item_purchase_days"] == 0 and np.isnan(c["days_since_user_item_purchase"])
     assert a["user_purchase_days"] == 5 and a["user_repeat_share"] == pytest.approx(3 / 5)  # 5 item purchase days of 2 items
     assert a["user_days_since_purchase"] == pytest.approx(10.0)
@@ -130,10 +171,16 @@ def test_rebuy_features_measure_the_repurchase_cycle():
 
 
 def test_new_item_groups_add_a_group_of_never_bought_candidates():
-    pairs = pd.DataFrame({
-        "group_id": [0, 0, 0, 1, 1], "rank": [1, 2, 3, 1, 2], "user_id": ["u", "u", "u", "v", "v"],
-        "item_id": ["A", "B", "C", "A", "D"], "user_item_purchase_days": [2.0, 0.0, 0.0, 1.0, 0.0], "label": [1, 1, 0, 1, 0],
-    })
+    pairs = pd.DataFrame(
+        {
+            "group_id": [0, 0, 0, 1, 1],
+            "rank": [1, 2, 3, 1, 2],
+            "user_id": ["u", "u", "u", "v", "v"],
+            "item_id": ["A", "B", "C", "A", "D"],
+            "user_item_purchase_days": [2.0, 0.0, 0.0, 1.0, 0.0],
+            "label": [1, 1, 0, 1, 0],
+        }
+    )
     out = recs.with_new_item_groups(pairs)
     extra = out[out["group_id"] > 1]
     assert extra["item_id"].tolist() == ["B", "C"]  # u's never-bought items; v's new group has no positive: left out

@@ -16,7 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml.models.embeddings import (
-    DIM, EmbeddingError, embed_texts, item_embeddings, load_encoder, read_cache, text_hash, write_embeddings,
+    DIM,
+    EmbeddingError,
+    embed_texts,
+    item_embeddings,
+    load_encoder,
+    read_cache,
+    text_hash,
+    write_embeddings,
 )
 from ml.models.search import BM25Index, SearchError, SemanticIndex, _top_k, compare, evaluate
 

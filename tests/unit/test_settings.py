@@ -92,13 +92,15 @@ def test_paths_and_env_file_resolve_from_the_project_the_user_stands_in(tmp_path
 
 def test_cli_failures_are_one_error_line_and_exit_2(tmp_path):
     env = {**__import__("os").environ, "DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.run([sys.executable, "-m", "ml", "warehouse", "query", "copy x to '/tmp/y'"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "ml", "warehouse", "query", "copy x to '/tmp/y'"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stderr.startswith("error: only SELECT") and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "ml", "ingest", "--mapping", "nope", __file__],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "ml", "ingest", "--mapping", "nope", __file__], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "error: mapping 'nope' is neither a preset" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "ml", "--debug", "demand", "plan", "x", "y"],
-                          capture_output=True, text=True, env={**env, "FEAST_REPO_DIR": str(tmp_path / "none")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ml", "--debug", "demand", "plan", "x", "y"],
+        capture_output=True,
+        text=True,
+        env={**env, "FEAST_REPO_DIR": str(tmp_path / "none")},
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr  # --debug: the traceback, for a bug report

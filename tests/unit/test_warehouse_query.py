@@ -31,20 +31,23 @@ def test_a_select_reads_tables_and_the_feature_parquet_views(wh):
     assert query(wh, "with f as (select * from feat_x) select revenue from f")["revenue"].tolist() == [3.5]
 
 
-@pytest.mark.parametrize("sql, message", [
-    ("copy fct_orders to '{out}/x.csv'", "not COPY"),
-    ("copy fct_orders to '{features}/feat_x.parquet'", "not COPY"),
-    ("attach '{warehouse}' as rw (read_only false)", "not ATTACH"),
-    ("detach warehouse", "not DETACH"),
-    ("install httpfs", "not LOAD"),  # DuckDB files INSTALL under LOAD
-    ("load httpfs", "not LOAD"),
-    ("set enable_external_access = true", "not SET"),
-    ("drop table fct_orders", "not DROP"),
-    ("select 1; drop table fct_orders", "one statement"),
-    ("select * from read_csv('/etc/passwd')", "Permission"),
-    ("select * from read_parquet('{out}/../**/*.parquet')", "Permission"),
-    ("select * from no_such_table", "no_such_table"),
-])
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("copy fct_orders to '{out}/x.csv'", "not COPY"),
+        ("copy fct_orders to '{features}/feat_x.parquet'", "not COPY"),
+        ("attach '{warehouse}' as rw (read_only false)", "not ATTACH"),
+        ("detach warehouse", "not DETACH"),
+        ("install httpfs", "not LOAD"),  # DuckDB files INSTALL under LOAD
+        ("load httpfs", "not LOAD"),
+        ("set enable_external_access = true", "not SET"),
+        ("drop table fct_orders", "not DROP"),
+        ("select 1; drop table fct_orders", "one statement"),
+        ("select * from read_csv('/etc/passwd')", "Permission"),
+        ("select * from read_parquet('{out}/../**/*.parquet')", "Permission"),
+        ("select * from no_such_table", "no_such_table"),
+    ],
+)
 def test_every_bypass_is_refused(wh, tmp_path, sql, message):
     sql = sql.format(out=tmp_path, features=wh.features_dir, warehouse=wh.warehouse_path)
     with pytest.raises(QueryError, match=message):
@@ -77,8 +80,12 @@ def test_a_build_that_stops_without_run_results_says_how_far_it_got(tmp_settings
     """dbt killed midway writes no run_results.json: the error must not say 'before any node'."""
     from ml import warehouse
 
-    lines = ["1 of 3 START sql view model staging.stg_x", "1 of 3 OK created sql view model staging.stg_x",
-             "2 of 3 PASS not_null_stg_x_id", "Killed"]
+    lines = [
+        "1 of 3 START sql view model staging.stg_x",
+        "1 of 3 OK created sql view model staging.stg_x",
+        "2 of 3 PASS not_null_stg_x_id",
+        "Killed",
+    ]
     monkeypatch.setattr(warehouse, "run_dbt", lambda settings, args, echo=None: (-9, lines))
     with pytest.raises(warehouse.WarehouseBuildError, match=r"stopped after 2 node\(s\) had finished.*exit -9"):
         warehouse.build(tmp_settings, echo=None)
