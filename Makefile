@@ -18,11 +18,12 @@ export FEAST_USAGE=False
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
 export MLFLOW_DISABLE_TELEMETRY=true
 
-.PHONY: help install demo test test-unit test-models test-soak bench lock docs clean
+.PHONY: help install demo test lint test-unit test-models test-soak bench lock docs clean
 
 help:
 	@echo "make demo   - create .venv, run ingest(generate SCALE, default small or .env's) -> dbt -> Feast -> train -> score through a local Airflow, print the UI login (DEMO_KEEP=1 keeps it serving)"
-	@echo "make test   - run unit, integration and e2e tests (creates .venv if missing; soak tests deselected)"
+	@echo "make test   - lint, then unit, models, integration and e2e tests (creates .venv if missing; soak tests deselected)"
+	@echo "make lint   - ruff check + ruff format --check (settings in pyproject.toml; \`ruff format .\` fixes the format)"
 	@echo "make test-unit / test-models - one tier: pure functions (fast) / model fits on small synthetic frames"
 	@echo "make test-soak - the long failure-recovery e2e scenarios (a killed dbt producer, ~8 min)"
 	@echo "make bench  - benchmarks (BENCH_SCALES=$(BENCH_SCALES), BENCH_ROWS=$(BENCH_ROWS)) -> bench/results/*.json, docs/benchmarks.md"
@@ -41,8 +42,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ecomml demo$(if $(SCALE), --scale $(SCALE),)$(if $(filter 1,$(DEMO_KEEP)), --keep,)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -472,7 +472,7 @@ def main() -> None:
             forwarded.append(a)
         print(f"demand scale {label}: {n:,} series ...", flush=True)
         proc = subprocess.run([sys.executable, __file__, *forwarded, "--child", str(n)], capture_output=True, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULTS")), None)
+        line = next((row for row in proc.stdout.splitlines() if row.startswith("RESULTS")), None)
         if proc.returncode or not line:
             sys.exit(f"bench_demand {label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
         m = json.loads(line[len("RESULTS") :])

@@ -18,7 +18,8 @@ chosen per series on the validation origins: demand_best), WAPE / MASE / bias / 
 n_series per model, WAPE relative to seasonal naive (the baseline in the same run), and, since
 Prophet covers only the series of its head and the origins where its fit succeeded, each model's
 WAPE over seasonal naive's on the same rows and every model's WAPE on Prophet's rows (from the
-backtest's forecasts, kept by wrapping ``backtest.rolling_origin`` for the call: ml/ is unchanged). Also: the ingestion report, how the warehouse keys the series (warehouse_id,
+backtest's forecasts, kept by wrapping ``backtest.rolling_origin`` for the call: ml/ is unchanged). Also: the ingestion report,
+how the warehouse keys the series (warehouse_id,
 countries in the head), the fit/predict seconds per model, and the load average (2 shared cores).
 
 Results: bench/results/demand_real.json (scale retail/all_origins and retail/test_origins: one

@@ -221,7 +221,7 @@ def run_size(users: int, stores: list[str], snapshots: int, stock_max_rows: int,
                 )
             )
             print(
-                f"{kind} {scale}: ours {ours:,.0f} rows/s ({ours_s:.1f} s), stock {stock:,.0f} rows/s ({stock_s:.1f} s, {stock_rows:,} rows)",
+                f"{kind} {scale}: ours {ours:,.0f} rows/s ({ours_s:.1f} s), stock {stock:,.0f} rows/s ({stock_s:.1f} s, {stock_rows:,} rows)",  # noqa: E501
                 flush=True,
             )
         finally:

@@ -105,7 +105,7 @@ def main() -> None:
                 text=True,
                 env={**os.environ, "MLFLOW_TRACKING_URI": ""},
             )
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULTS")), None)
+            line = next((row for row in proc.stdout.splitlines() if row.startswith("RESULTS")), None)
             if proc.returncode or not line:
                 sys.exit(f"bench_models {scale} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             results += [Result(**r) for r in json.loads(line[len("RESULTS") :])]

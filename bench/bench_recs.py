@@ -181,7 +181,7 @@ def main() -> None:
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULTS")), None)
+        line = next((row for row in proc.stdout.splitlines() if row.startswith("RESULTS")), None)
         if proc.returncode or not line:
             sys.exit(f"bench_recs {scale} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         for r in json.loads(line[len("RESULTS") :]):

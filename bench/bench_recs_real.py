@@ -121,7 +121,7 @@ def recbole(name: str, inter, items, config, seconds: dict) -> tuple[list[Result
     seconds["recbole_protocol"] = time.perf_counter() - t
     train, valid, test = protocols.random_split_per_user(inter, seed=2020)
     sources = rp.source_recall(train, valid, items, config)
-    for model, info in infos.items():
+    for info in infos.values():
         info["test_candidate_recall"] = rp.scored_recall(info, test)
     shown = table.set_index("model")
     shown.loc["RecBole BPR (published)"] = pd.Series(RECBOLE_BPR)

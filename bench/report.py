@@ -67,7 +67,7 @@ def demand_scale() -> str:
         for name, s in m["models"].items():
             models.append(
                 f"| {scale} | {name.removeprefix('demand_')} | {s['series_x_origins']:,} | {_num(s['fit_s'], 1)} "
-                f"| {_num(s['predict_s'], 1)} | {_num(s.get('cpu_s'), 1)} | {_num(s['series_per_s'], 1)} | {_num(s['wape'])} | {_num(s['naive_wape_same_rows'])} "
+                f"| {_num(s['predict_s'], 1)} | {_num(s.get('cpu_s'), 1)} | {_num(s['series_per_s'], 1)} | {_num(s['wape'])} | {_num(s['naive_wape_same_rows'])} "  # noqa: E501
                 f"| {_num(s['wape_ratio'])} | {_num(s.get('bias'))} | {_num(s.get('coverage'))} |"
             )
         sec, load = m["seconds"], m["load_avg"]
@@ -75,7 +75,7 @@ def demand_scale() -> str:
         met_mem = "met" if m["peak_pss_mib"] <= 8 * 1024 else "missed"
         totals.append(
             f"| {scale} | {m['n_series']:,} | {_num(sec['prepare'], 1)} | {_num(sec['backtest'], 1)} | {_num(sec['forecast'], 1)} "
-            f"| {_num(sec['plan'], 1)} | {_num(r['value'], 1)} | {_num(m.get('cpu_seconds', {}).get('total'), 1)} | {met_time} | {_gib(m['peak_pss_mib'])} (RSS sum {_gib(m['peak_rss_sum_mib'])}) | {met_mem} "
+            f"| {_num(sec['plan'], 1)} | {_num(r['value'], 1)} | {_num(m.get('cpu_seconds', {}).get('total'), 1)} | {met_time} | {_gib(m['peak_pss_mib'])} (RSS sum {_gib(m['peak_rss_sum_mib'])}) | {met_mem} "  # noqa: E501
             f"| {load['start_1_5_15'][0]} / {load['during_1min_mean']} / {load['during_1min_max']} | {(r.get('when') or '')[:10]} |"
         )
     return (

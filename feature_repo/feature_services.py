@@ -6,7 +6,6 @@ version (``_v2``) beside the old one, never an edit of a deployed version.
 """
 
 from feast import FeatureService
-
 from feature_views import (
     item_stats,
     item_warehouse_demand,

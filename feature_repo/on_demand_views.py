@@ -10,7 +10,6 @@ They only read the stored ``*_at`` timestamps; no SQL and no aggregation here.
 from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, UnixTimestamp
-
 from feature_views import user_activity, user_rfm
 
 # The time a prediction is made for; supplied with every request (or entity row).

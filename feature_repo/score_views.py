@@ -10,10 +10,9 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from entities import item, user, warehouse
 from feast import FeatureService, FeatureView, Field, FileSource
 from feast.types import Array, Bool, Float32, Float64, Int64, String
-
-from entities import item, user, warehouse
 
 # Where ml.models writes scores (Settings.scores_dir, handed over as $SCORES_DIR by ml.features.repo).
 SCORES_DIR = Path(os.environ.get("SCORES_DIR") or Path(__file__).resolve().parent.parent / "data" / "warehouse" / "scores")
@@ -87,7 +86,8 @@ item_embeddings = FeatureView(
 )
 
 # Batch recommendations (ml/models/recs.py): the champion ranker's top K per known user after the
-# business rules (and the top K among items the user never bought), plus one row for user_id "__fallback__" (the list for users without their own).
+# business rules (and the top K among items the user never bought), plus one row for user_id "__fallback__" (the list for users
+# without their own).
 recs_widedeep_scores_source = FileSource(
     name="recs_widedeep_scores_source",
     path=str(SCORES_DIR / "recs_widedeep.parquet"),

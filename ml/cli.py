@@ -771,7 +771,7 @@ def pipeline(
         + (
             f"  propensity_lgbm v{trained['version']}           {trained.get('model_type', 'lightgbm')}, test ROC AUC"
             f" {trained['test']['roc_auc']:.3f} vs RFM baseline {trained['baseline_test']['roc_auc']:.3f}, logistic regression"
-            f" {trained['logistic_test']['roc_auc']:.3f}; {'promoted' if trained['promoted'] else 'NOT promoted: ' + str(trained['decision'])};"
+            f" {trained['logistic_test']['roc_auc']:.3f}; {'promoted' if trained['promoted'] else 'NOT promoted: ' + str(trained['decision'])};"  # noqa: E501
             f" report {trained['report']}\n"
             f"  batch scores                    {s.scores_dir} ({scores_note})\n"
             f"  recs_widedeep v{recs_trained['version']}             test NDCG@10 {recs_trained['test']['recs_widedeep']['ndcg@10']:.3f}"
@@ -780,7 +780,7 @@ def pipeline(
             f'  ({recs_served.get("status")}); search: .venv/bin/ecomml recs search "running shoes"\n'
             + (
                 f"  demand_lgbm v{demand_trained['version']}               test WAPE {demand_trained['test_wape']} vs seasonal-naive"
-                f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"
+                f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"  # noqa: E501
                 f"  inventory plan                  {planned.get('plan_path')} ({planned.get('series', 0):,} series,"
                 f" {planned.get('orders_needed', 0):,} orders needed); .venv/bin/ecomml demand plan <item_id> <warehouse_id>\n"
                 if demand_trained.get("status") != "skipped"

@@ -13,7 +13,8 @@ Files are named by who wrote them (``gen-<seq>-<chunk>`` by the generator, ``ing
 by ingestion, one stem per source file) and become visible only when committed: ``_commits.json``
 lists the committed stems in arrival order (ml/lake.py). dbt reads ``<table>/**/*.parquet`` with
 ``hive_partitioning=false`` (the partition value is also a real column inside each file) and keeps
-the rows of committed stems; its staging models merge exports by their commit order. A table the dataset lacks is present as ``<table>/_empty.parquet`` (the
+the rows of committed stems; its staging models merge exports by their commit order. A table the dataset lacks is present as
+``<table>/_empty.parquet`` (the
 schema, zero rows) so dbt always builds, and ``_lake.json`` lists which tables hold data.
 """
 

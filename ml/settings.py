@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     )
     training_pool: str = Field(
         "model_training",
-        description="Airflow pool (size 1) for model training tasks: one trainer at a time on a small box, and one writer of a SQLite MLflow backend",
+        description="Airflow pool (size 1) for model training tasks: one trainer at a time on a small box, and one writer of a SQLite MLflow backend",  # noqa: E501
     )
     dbt_execution_mode: Literal["watcher", "local"] = Field(
         "watcher", description="Cosmos mode: watcher (one dbt build, node tasks mirror it) | local (one dbt call per node)"
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     # Governance (ml/governance/privacy.py): differentially private exports and their budget ledger.
     privacy_ledger_path: Path | None = Field(
         None,
-        description="SQLite ledger of every differentially private release (epsilon spent per dataset). Default: DATA_DIR/privacy/ledger.sqlite",
+        description="SQLite ledger of every differentially private release (epsilon spent per dataset). Default: DATA_DIR/privacy/ledger.sqlite",  # noqa: E501
     )
     privacy_exports_dir: Path | None = Field(
         None, description="Differentially private reports (noisy aggregates, no user_id). Default: DATA_DIR/privacy/exports"

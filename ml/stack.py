@@ -182,7 +182,7 @@ def init(settings: Settings, env: dict[str, str] | None = None, echo=print) -> d
     env = dict(os.environ) if env is None else env
     pools = setup(settings, env=env, manifest=False)
     parse(settings, echo=None)
-    get_store(settings).registry  # built lazily: creating it creates the SQL registry's tables
+    _ = get_store(settings).registry  # built lazily: creating it creates the SQL registry's tables
     if echo:
         echo(f"stack init: metadata migrated, pools {json.dumps(pools)}, dbt manifest written, Feast registry ready")
     return {"pools": pools}

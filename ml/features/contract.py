@@ -134,7 +134,7 @@ def feature_marts(manifest: dict) -> list[FeatureMart]:
     """Every model whose meta names a ``feature_view``, as FeatureMart, sorted by model name."""
     marts: list[FeatureMart] = []
     problems: list[str] = []
-    for unique_id, node in (manifest.get("nodes") or {}).items():
+    for node in (manifest.get("nodes") or {}).values():
         if node.get("resource_type") != "model":
             continue
         meta = _meta(node)
@@ -418,7 +418,7 @@ def compare(marts: list[FeatureMart], specs: dict[str, ViewSpec]) -> list[str]:
             if col not in expected:
                 problems.append(f"feature view {view.name!r}: column {col!r} is not in dbt model {m.model} (renamed or dropped in dbt?)")
     known = {m.feature_view for m in marts}
-    for name, view in specs.items():
+    for name in specs:
         if name not in known:
             problems.append(f"feature view {name!r} has no dbt feature mart (meta.feature_view) in the manifest")
     return problems

@@ -513,9 +513,9 @@ def _save_truth(lake_dir, sc, seed, beh, rate, cats, items, users, user_ids, tra
             "brands": cats.brands,
         },
         "files": {
-            "users_latent.parquet": "per user: category_l1 affinity (Dirichlet, rows sum to 1), favourite brand per category_l1, price sensitivity, activity, browse depth, purchase-intent logit offset, signup day",
-            "items_latent.parquet": "per item: popularity within its category_l3, weather temperature/rain coefficients, log price relative to its category_l3, launch day",
-            "categories.parquet": "per category_l3: tree, popularity within category_l1, weather coefficients, the text vocabulary and search queries",
+            "users_latent.parquet": "per user: category_l1 affinity (Dirichlet, rows sum to 1), favourite brand per category_l1, price sensitivity, activity, browse depth, purchase-intent logit offset, signup day",  # noqa: E501
+            "items_latent.parquet": "per item: popularity within its category_l3, weather temperature/rain coefficients, log price relative to its category_l3, launch day",  # noqa: E501
+            "categories.parquet": "per category_l3: tree, popularity within category_l1, weather coefficients, the text vocabulary and search queries",  # noqa: E501
             "calendar.parquet": "per region and day: traffic multiplier (weekly x yearly x holiday) and temperature anomaly (10 C units)",
             "inventory_policy.parquet": "per item x warehouse: lead time, reorder point, order-up-to level",
         },

@@ -55,7 +55,7 @@ class Behaviour:
     )
     age_affinity: dict = P(
         {"beauty": 0.0, "electronics": -0.4, "garden": 0.6, "apparel": -0.3, "home": 0.35, "grocery": 0.1, "sports": -0.3},
-        "Log-shift of the affinity Dirichlet base per category_l1 per +1 sd of age ((age-38)/12): older users lean garden/home, younger electronics/apparel/sports",
+        "Log-shift of the affinity Dirichlet base per category_l1 per +1 sd of age ((age-38)/12): older users lean garden/home, younger electronics/apparel/sports",  # noqa: E501
     )
     gender_effect: float = P(
         0.0, "Effect of gender on any behaviour: none (fairness audit ground truth: purchase behaviour is independent of gender)"

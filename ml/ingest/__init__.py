@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ml.contract import finalize_lake
+from ml.ingest.lake_lines import earlier_lines
 from ml.ingest.mapping import PRESETS, IngestError, Mapping, load_mapping
 from ml.ingest.pseudonymize import (
     FROM_SETTINGS,
@@ -33,7 +34,6 @@ from ml.ingest.pseudonymize import (
 )
 from ml.ingest.quarantine import IngestReport, append_ledger, read_ledger, write_quarantine
 from ml.ingest.readers import READABLE_SUFFIXES, read_source, sha256_of
-from ml.ingest.lake_lines import earlier_lines
 from ml.ingest.transform import check_columns, transform
 from ml.lake import begin, committed_files, read_commits
 

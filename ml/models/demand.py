@@ -797,7 +797,7 @@ def promotion_effect(settings: Settings, config: dict | None = None, echo: Calla
         )
         report.table("Estimates", table.round(4).reset_index(names="estimator"))
         fig, ax = plt.subplots(figsize=(6, 2.4))
-        for i, (name, row) in enumerate(table.iterrows()):
+        for i, (_name, row) in enumerate(table.iterrows()):
             ax.errorbar(
                 row["relative_lift"],
                 i,

@@ -62,9 +62,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml.models.hyperparams import as_config
 from ml.models import forecast_data as fd
 from ml.models.forecast_data import KEYS
+from ml.models.hyperparams import as_config
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ plus the file behind the model's Feast view (score_views.py).
     $SCORES_DIR/<model>.parquet                                every date's rows: the Feast source
 
 Hive layout: the scoring date lives in the folder name only, so ``pd.read_parquet(scores_root)``
-reads every date with its ``scoring_date`` (another key name, e.g. ``forecast_date``, via ``key``). Files are replaced atomically (write, then rename).
+reads every date with its ``scoring_date`` (another key name, e.g. ``forecast_date``, via ``key``). Files are replaced atomically
+(write, then rename).
 """
 
 from __future__ import annotations

@@ -564,7 +564,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
                 else ""
             )
             + (
-                f"The registered version is refit with the same parameters"
+                "The registered version is refit with the same parameters"
                 + (f" and {model.best_iteration} rounds" if served_type == "lightgbm" else "")
                 + " on all "
                 f"{sum(rows.values()):,} labelled user-weeks (cutoffs through {refit_tags['labelled_through']}), so it "

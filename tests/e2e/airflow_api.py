@@ -9,7 +9,6 @@ import signal
 import time
 from datetime import datetime, timezone
 
-
 RUN_TIMEOUT_S = 900
 PRODUCER = "dbt.dbt_producer_watcher"
 WRITERS = {("warehouse", PRODUCER), ("ingest", "ingest_new_files")}

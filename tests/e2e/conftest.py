@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pytest
 
 from ml.settings import PROJECT_ROOT, settings_for
-
 from tests.e2e.airflow_api import run_chain_clearing_once
 
 CHAIN_TIMEOUT_S = 480

@@ -35,7 +35,6 @@ from datetime import datetime, timezone
 import pytest
 
 from ml.settings import PROJECT_ROOT, settings_for
-
 from tests.e2e.airflow_api import (
     PRODUCER,
     clear_tasks,

@@ -49,7 +49,10 @@ PROBE = textwrap.dedent(
                 "catchup": dag.catchup,
                 "tasks": sorted(t.task_id for t in dag.tasks),
                 "retries": sorted({t.retries for t in dag.tasks}),
-                "callbacks": sorted({getattr(t.on_failure_callback[0] if isinstance(t.on_failure_callback, list) and t.on_failure_callback else t.on_failure_callback, "__name__", None) or "" for t in dag.tasks}),
+                "callbacks": sorted({
+                    getattr(t.on_failure_callback[0] if isinstance(t.on_failure_callback, list) and t.on_failure_callback
+                            else t.on_failure_callback, "__name__", None) or ""
+                    for t in dag.tasks}),
                 "pools": sorted({t.pool for t in dag.tasks}),
                 "timeouts": sorted({str(t.execution_timeout) for t in dag.tasks}),
             }
@@ -80,7 +83,7 @@ def probe(settings, **env_overrides) -> dict:
         text=True,
         timeout=120,
     )
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("PROBE")), None)
+    line = next((row for row in proc.stdout.splitlines() if row.startswith("PROBE")), None)
     assert line, f"probe failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(line[len("PROBE") :])
 

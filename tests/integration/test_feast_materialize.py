@@ -26,7 +26,7 @@ from ml.features import materialize as m
 from ml.features import repo
 from ml.settings import settings_for
 from tests.conftest import port_open, skip_or_fail
-from tests.integration.conftest import fill_missing_marts, copy_repo, mart_table
+from tests.integration.conftest import copy_repo, fill_missing_marts, mart_table
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ def raw(kind: str, settings) -> dict:
         con = sqlite3.connect(settings.feast_online_path)
         out = {
             view: con.execute(
-                f'select entity_key, feature_name, value, value_text, event_ts, created_ts from "{settings.feast_project}_{view}" order by 1, 2'
+                f'select entity_key, feature_name, value, value_text, event_ts, created_ts from "{settings.feast_project}_{view}" order by 1, 2'  # noqa: E501
             ).fetchall()
             for view in ENTITY_ROWS
         }

@@ -15,7 +15,6 @@ import pytest
 
 from ml.features import repo, training
 from ml.settings import PROJECT_ROOT, settings_for
-
 from tests.integration.conftest import copy_repo, fill_missing_marts, mart_table
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from ml.ingest import ingest_file
-
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,6 @@ from ml import warehouse
 from ml.ingest import ingest_file, ingest_landing
 from ml.lake import committed_files, data_files, read_commits
 from ml.settings import settings_for
-
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.integration

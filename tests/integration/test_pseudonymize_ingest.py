@@ -19,7 +19,6 @@ import pytest
 from ml.ingest import IdSpaceError, ingest_file
 from ml.ingest.pseudonymize import MARKER, Pseudonymizer, read_marker
 from ml.ingest.transform import to_id
-
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.integration

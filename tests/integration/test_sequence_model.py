@@ -17,7 +17,6 @@ from ml import warehouse
 
 pytestmark = pytest.mark.integration
 
-import torch
 
 LABEL = "is_purchased_7d"
 HORIZON_DAYS = 7

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 import torch  # noqa: F401 - a pinned dependency: a broken install fails here, not as a skip
 
 from ml.models import protocols as P  # noqa: E402

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 import torch
 
 from ml.models import sequence as S  # noqa: E402

@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from ml import orchestration, stack
-from ml.stack import COMPOSE_FILE, MissingVariable, as_mapping, interpolate, load_compose, variables_used
 from ml.settings import PROJECT_ROOT, TELEMETRY_OFF, Secrets, Settings, settings_for
+from ml.stack import COMPOSE_FILE, MissingVariable, as_mapping, interpolate, load_compose, variables_used
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 
 from ml.features import repo
 from ml.settings import settings_for
@@ -83,9 +83,9 @@ def test_feast_settings_and_env(tmp_path):
     assert env["FEAST_REGISTRY_PATH"] == str(tmp_path / "feast" / "registry.db")
     assert env["FEAST_ONLINE_PATH"] == str(tmp_path / "feast" / "online_store.db")
     assert env["FEAST_REPO_DIR"].endswith("feature_repo")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # pydantic's ValidationError
         settings_for(data_dir=tmp_path, feast_mode="cloud")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         settings_for(data_dir=tmp_path, feast_project="bad-name")
 
 

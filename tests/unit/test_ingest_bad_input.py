@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from ml.ingest import QuarantineShareError, ingest_file
-
 from tests.unit.test_ingest import counts, dirs, lake, retail_row, write_csv
 
 GOOD = retail_row(invoice="500000", code="11111", customer=11111.0)

@@ -17,7 +17,6 @@ import pytest
 
 from ml.features import materialize as m
 
-
 INT_EDGES = [0, 1, -1, 127, 128, 300, 16383, 16384, 2**31 - 1, -(2**31), 2**53, -(2**53), 2**62, 2**63 - 1, -(2**63)]
 # With a null in the column Feast's to_numpy() makes the int64 column float64, so beyond 2**53 it
 # rounds (and raises past 2**63 - 1); we keep the exact integer. Equal bytes up to 2**53:
