@@ -15,24 +15,14 @@ import pandas as pd
 import pytest
 
 from ml import warehouse
+from ml.models.propensity import RFM_SEGMENTS
 from ml.settings import settings_for
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.integration
 
-SEGMENTS = {
-    "champions",
-    "loyal_customers",
-    "potential_loyalists",
-    "new_customers",
-    "promising",
-    "need_attention",
-    "about_to_sleep",
-    "at_risk",
-    "cannot_lose_them",
-    "hibernating",
-    "lost",
-}
+# the segments dbt may emit are the categories the propensity model encodes rfm_segment with
+SEGMENTS = set(RFM_SEGMENTS)
 
 
 def expected_segment(r: int, f: int, m: int) -> str:
