@@ -149,12 +149,17 @@ def entity_columns(needs: dict, entity_rows: "list[dict] | dict", request_time: 
 
 def get_online_features(
     settings_or_store: "Settings | FeatureStore",
-    feature_service: str,
+    feature_service: "str | list[str] | tuple[str, ...]",
     entity_rows: "list[dict] | dict",
     request_time: Any = None,
     full_feature_names: bool = False,
 ) -> dict[str, list]:
-    """The latest values of ``feature_service``'s features for each entity row, from the online store.
+    """The latest values of ``feature_service``'s features for each entity row, from the online store:
+    the platform's one online read (the CLI, the recommender's lists, the re-ranker, the demand plan).
+
+    ``feature_service`` is a service name, or a list of ``view:feature`` refs (a score view read as it
+    is, e.g. a user's stored list and the user features a re-ranker needs, in one call): then the rows
+    go to Feast as given and the answer holds the join keys and every ref's feature.
 
     ``entity_rows``: one dict or a list of dicts holding the service's join keys (``user_id``;
     ``item_id`` + ``warehouse_id``); other keys are ignored. ``request_time`` (datetime, ISO string
@@ -164,6 +169,11 @@ def get_online_features(
     Pass a FeatureStore (or reuse settings: the store is opened once) to keep latency low.
     """
     store = _store(settings_or_store)
+    if not isinstance(feature_service, str):
+        rows = [dict(r) for r in _rows(entity_rows)]
+        if not rows:
+            return {}
+        return store.get_online_features(features=list(feature_service), entity_rows=rows, full_feature_names=full_feature_names).to_dict()
     service, needs = _service(store, feature_service)
     columns = entity_columns(needs, entity_rows, request_time)
     names = _output_names(service, needs, full_feature_names)

@@ -199,7 +199,6 @@ def backtest(
 ) -> BacktestResult:
     """Backtest every configured model on the warehouse's demand (module doc). ``prepared``: the
     output of ``prepared_series`` when the caller has it already."""
-    import mlflow
     import pandas as pd
 
     from ml.models import registry
@@ -267,8 +266,7 @@ def backtest(
         for model, row in test.iterrows():
             registry.log_metrics({k: row[k] for k in ("wape", "mase", "bias", "coverage") if k in row}, prefix=f"test_{model}_")
         path = _report(settings, run.info.run_id, overall, test, preparation, forecasts, clean, freq, n_series, by_origin, served)
-        mlflow.log_artifacts(str(path.parent), artifact_path="report")
-        mlflow.set_tag("report", str(path))
+        registry.log_report(settings, path)
         run_id = run.info.run_id
     return BacktestResult(
         overall,
@@ -379,10 +377,11 @@ def plan_online(settings: Settings, keys: list[tuple[str, str]], store=None) -> 
     import pandas as pd
 
     from ml.features.repo import get_store
+    from ml.features.serving import get_online_features
 
     store = store or get_store(settings)
     rows = [{"item_id": i, "warehouse_id": w} for i, w in keys]
-    return pd.DataFrame(store.get_online_features(features=store.get_feature_service("demand_plan_v1"), entity_rows=rows).to_dict())
+    return pd.DataFrame(get_online_features(store, "demand_plan_v1", rows))
 
 
 # --- train: backtest + the serving model, registered ----------------------------------------------

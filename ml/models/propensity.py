@@ -614,8 +614,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
             report.table("PCA of the standardised user feature space: variance explained", pca["variance"])
             report.figure("pca_segments", pca["figure"])
         path = report.write(report_dir(settings, MODEL_NAME, run_id), model=MODEL_NAME, run_id=run_id)
-        mlflow.log_artifacts(str(path.parent), artifact_path="report")
-        mlflow.set_tag("report", str(path))
+        registry.log_report(settings, path)
     say(f"{MODEL_NAME}: version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason}); report {path}")
     return TrainResult(
         run_id,

@@ -755,9 +755,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         say(f"recs: {name} version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
     # the report, once every ranker is registered and decided, on the Wide & Deep run (where it always lived)
     path = _report(settings, config, evaluation, frames, rows, models, versions, decisions, fit_seconds, report_run)
-    mlflow_client = registry.client(settings)
-    mlflow_client.log_artifacts(report_run, str(path.parent), artifact_path="report")
-    mlflow_client.set_tag(report_run, "report", str(path))
+    registry.log_report(settings, path, run_id=report_run)
     seconds["total"] = time.perf_counter() - t0
     return TrainResult(versions, decisions, evaluation, path, rows, seconds, config["serving"]["model"])
 
@@ -1042,13 +1040,12 @@ def recommend(settings: Settings, user_id: str, store=None, new_only: bool = Fal
     import pandas as pd
 
     from ml.features.repo import get_store
+    from ml.features.serving import get_online_features
 
     if not isinstance(user_id, str) or not user_id.strip():
         raise ValueError(f"user_id must be a non-empty string, got {user_id!r}")
     store = store or get_store(settings)
-    rows = store.get_online_features(
-        features=[f"{SCORE_VIEW}:{f}" for f in REC_FIELDS], entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]
-    ).to_dict()
+    rows = get_online_features(store, [f"{SCORE_VIEW}:{f}" for f in REC_FIELDS], [{"user_id": user_id}, {"user_id": FALLBACK_USER}])
     pick = 0 if rows["rec_item_ids"][0] else 1
     ids_col, scores_col = ("new_item_ids", "new_scores") if new_only else ("rec_item_ids", "rec_scores")
     ids = rows[ids_col][pick] or []
@@ -1091,9 +1088,9 @@ class Reranker:
         import numpy as np
         import pandas as pd
 
-        online = self.store.get_online_features(
-            features=self.features, entity_rows=[{"user_id": user_id}, {"user_id": FALLBACK_USER}]
-        ).to_dict()
+        from ml.features.serving import get_online_features
+
+        online = get_online_features(self.store, self.features, [{"user_id": user_id}, {"user_id": FALLBACK_USER}])
         if item_ids is None:
             item_ids = online["rec_item_ids"][0] or online["rec_item_ids"][1] or []
         user_row = {field: online[ref.split(":", 1)[1]][0] for field, ref in self.refs.items()}

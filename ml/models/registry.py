@@ -346,6 +346,19 @@ def log_model(
     return mlflow_client.get_model_version(model_name, version)
 
 
+def log_report(settings: Settings, path: Path, run_id: str | None = None) -> None:
+    """Attach an HTML report (``path`` and the files beside it) to a run under ``report/`` and tag the
+    run ``report`` = its local path: the active training run, or ``run_id`` once that run has ended."""
+    if run_id is None:
+        mlflow = _mlflow()
+        mlflow.log_artifacts(str(Path(path).parent), artifact_path="report")
+        mlflow.set_tag("report", str(path))
+        return
+    mlflow_client = client(settings)
+    mlflow_client.log_artifacts(run_id, str(Path(path).parent), artifact_path="report")
+    mlflow_client.set_tag(run_id, "report", str(path))
+
+
 # --- promotion -------------------------------------------------------------------------------------
 
 

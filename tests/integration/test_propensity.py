@@ -109,6 +109,7 @@ def test_worse_challenger_is_not_promoted(small_store, trained):
     config["num_boost_round"] = 1
     config["sequence_model"] = {"enabled": False}
     config["promotion"] = {**config["promotion"], "reference_margin": -1.0}  # the reference gate lets it through
+    config["serve_logistic_when_better"] = False  # and the weak booster stays this version's model
     weak = propensity.train(small_store, config, echo=None)
     assert weak.metrics["roc_auc"] < trained.metrics["roc_auc"] - 0.005
     assert not weak.decision.promoted
