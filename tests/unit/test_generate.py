@@ -379,3 +379,27 @@ def test_customers_rebuy_on_their_categorys_cycle(t):
     median_gap = lines.dropna(subset=["gap"]).groupby("category_l1")["gap"].median()
     assert abs(median_gap["grocery"] - cycles["grocery"]) < 4, median_gap
     assert median_gap["grocery"] < median_gap["beauty"] < cycles["default"], median_gap
+
+
+def test_a_reorder_of_a_blocked_purchase_never_happens_and_takes_no_stock():
+    """simulate_stock(requires=): a line whose required line (an earlier day) was blocked is excluded —
+    it sells nothing and leaves the stock to the lines after it — while one whose required line sold
+    goes through like any other line."""
+    from ml.generate.inventory import simulate_stock
+    from ml.generate.params import Behaviour
+
+    beh = Behaviour(min_order_units=1, cover_days=(0.0, 0.0), safety_days=(0.0, 0.0), lead_time_days=(20, 20))
+    # one cell; day 0: a 1-unit line sells, a 50-unit line is blocked (more than the opening stock);
+    # day 1: a reorder of each (the second requires the blocked one), then a 1-unit line
+    day = np.array([0, 0, 1, 1, 1])
+    qty = np.array([1, 50, 1, 1, 1])
+    requires = np.array([-1, -1, 0, 1, -1])
+    t = day * 86400.0 + np.arange(5)
+    stock = simulate_stock(
+        np.random.default_rng(0), beh, np.zeros(5, dtype=np.int64), day, t, qty, 1, np.array([-10]), 30, requires=requires
+    )
+    assert stock.accepted.tolist() == [True, False, True, False, True]
+    assert stock.excluded.tolist() == [False, False, False, True, False]  # blocked is not excluded
+    sold = int(qty[stock.accepted].sum())
+    opening = int(stock.on_hand[1, 0]) + int(qty[stock.accepted & (day == 1)].sum())  # stock before day 1's sales
+    assert sold == 3 and opening >= 2
