@@ -292,13 +292,11 @@ class LogisticModel:
         """For each transformed column, the index of the input feature it comes from."""
         import numpy as np
 
-        names = self.pipeline[0].get_feature_names_out()
+        longest_first = sorted(enumerate(self.features), key=lambda t: -len(t[1]))  # `a_now` before its prefix `a`
         owners = []
-        for name in names:
+        for name in self.pipeline[0].get_feature_names_out():
             body = name.split("__", 1)[1].removeprefix("missingindicator_")
-            owners.append(
-                next(i for i, f in sorted(enumerate(self.features), key=lambda t: -len(t[1])) if body == f or body.startswith(f + "_"))
-            )
+            owners.append(next(i for i, f in longest_first if body == f or body.startswith(f + "_")))
         return np.asarray(owners)
 
     def predict(self, x: "pd.DataFrame", num_iteration=None, pred_contrib: bool = False) -> "np.ndarray":
