@@ -8,18 +8,18 @@ memory within 8 GiB.
 
 Per scale, in its own subprocess (so each peak memory is its own):
 
-- data (setup, not measured): ``forecast_data.synthetic_frame(n, periods + horizon, "D", seed 42)``
+- data (setup, not measured): ``demand.data.synthetic_frame(n, periods + horizon, "D", seed 42)``
   (planted promotion and temperature effects); the first ``periods`` days are the history, the
   last ``horizon`` days' regressors (promotions, temperature) stand for the known future
   (promotion calendar, weather forecast) and their demand is dropped.
-- ``prepare``: ``forecast_data.prepare`` (the bad-input rules) with ``data.min_history``.
+- ``prepare``: ``demand.data.prepare`` (the bad-input rules) with ``data.min_history``.
 - ``backtest``: ``backtest.rolling_origin`` (``--origins`` origins, horizon 28, step = horizon) of
   demand_seasonal_naive, demand_moving_average, demand_lgbm (configs/demand.yaml ``lgbm``),
   demand_prophet (the yaml ``prophet`` section with max_series = ``--prophet-head``, 2 forked
   workers) and, with ``--lstm``, demand_lstm (the yaml ``lstm`` section); then ``backtest.metrics``
   and ``backtest.choose`` (the model per series on the earlier origins, scored on the last).
 - ``forecast``: demand_lgbm fitted on all history, then the horizon predicted with the future
-  regressors from ``forecast_data.future_frame`` (known = the held-out promotion/temperature days).
+  regressors from ``demand.data.future_frame`` (known = the held-out promotion/temperature days).
 - ``plan``: ``inventory.policy`` on those forecasts (warehouse-level lead times of 7 days, the yaml
   ``forecast`` service level and review period).
 
@@ -162,7 +162,7 @@ def mib(nbytes: float) -> float:
 
 
 def bench_config(args) -> dict:
-    from ml.models.forecast_models import load_config
+    from ml.models.demand.forecasters import load_config
 
     config = load_config()
     models = ["demand_seasonal_naive", "demand_moving_average", "demand_lgbm", "demand_prophet"]
@@ -200,7 +200,7 @@ def overrides(args) -> list[tuple[str, object]]:
 
 def same_row_wape(forecasts, model: str) -> tuple[float, float, int]:
     """(model WAPE, seasonal-naive WAPE) on the rows the model forecast, and its series x origins."""
-    from ml.models.forecast_data import KEYS
+    from ml.models.demand.data import KEYS
 
     key = ["origin", *KEYS, "ds"]
     mine = forecasts.loc[forecasts["model"] == model, [*key, "y", "yhat"]].dropna()
@@ -215,10 +215,10 @@ def measure(n_series: int, args) -> dict:
     import numpy as np
     import pandas as pd
 
-    from ml.models import forecast_data as fd
-    from ml.models import inventory
-    from ml.models.backtest import choose, metrics, rolling_origin
-    from ml.models.forecast_models import SECTIONS, build, model_factories
+    from ml.models.demand import data as fd
+    from ml.models.demand import inventory
+    from ml.models.demand.forecasters import SECTIONS, build, model_factories
+    from ml.models.demand.rolling_origin import choose, metrics, rolling_origin
 
     logging.basicConfig(level=logging.WARNING)
     for category in (FutureWarning, DeprecationWarning):

@@ -121,7 +121,7 @@ def weekly(settings, config):
     import pandas as pd
 
     from ml.models import demand
-    from ml.models import forecast_data as fd
+    from ml.models.demand import data as fd
 
     raw = demand.load_series(settings)
     raw["ds"] = pd.to_datetime(raw["ds"])
@@ -139,7 +139,7 @@ def weekly(settings, config):
 def capture_forecasts(box: dict) -> None:
     """Keep the forecasts of the next ``backtest.rolling_origin`` call in ``box`` (demand.backtest imports
     it from the module when it runs; the module's function itself is unchanged)."""
-    from ml.models import backtest as bt
+    from ml.models.demand import rolling_origin as bt
 
     original = bt.rolling_origin
 

@@ -5,14 +5,14 @@
 Per scale, in its own subprocess (so each peak RSS is its own): generate -> dbt build -> feast apply
 (setup, not measured), then
 
-- ``propensity_train``: ml.models.propensity.train end to end (labels, point-in-time features for
+- ``propensity_train``: ml.models.user.propensity.train end to end (labels, point-in-time features for
   train/valid/test through Feast, LightGBM with early stopping, baseline, fairness, PCA, report,
   MLflow logging + registration); rows = labelled user-weeks used. Baseline beside it: the LightGBM
   fit alone on the same matrices (what the rest of the pipeline adds).
-- ``propensity_score``: ml.models.propensity.score (champion load, current features through Feast,
+- ``propensity_score``: ml.models.user.propensity.score (champion load, current features through Feast,
   predictions + SHAP contributions, partition + Feast source written); rows = users scored.
 - ``propensity_gru_fit``: the GRU sequence model's fit on the same split (sequences built from
-  seq_user_events), when ml.models.sequence is present.
+  seq_user_events), when ml.models.user.sequence is present.
 
 Results: bench/results/models.json.
 """
@@ -36,7 +36,7 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
     from ml import warehouse
     from ml.features.repo import apply
     from ml.generate import generate
-    from ml.models import propensity
+    from ml.models.user import propensity
     from ml.settings import settings_for
 
     settings = settings_for(data_dir=data_dir)

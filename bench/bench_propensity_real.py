@@ -1,7 +1,7 @@
 """Benchmark purchase propensity on real public data, entered as a user's own export would be: the
 Online Retail II invoice lines through the ingestion adapter (``ml.ingest``, preset
 ``online_retail_ii``) into a fresh lake, ``dbt build`` (label_user_purchase and the user feature
-marts), ``feast apply``, then ``ml.models.propensity.train`` exactly as ``ecomml models train`` runs it
+marts), ``feast apply``, then ``ml.models.user.propensity.train`` exactly as ``ecomml models train`` runs it
 (Feast service point in time, MLflow in the temp dir, the reference gate, the refit). Nothing below
 knows which dataset it reads.
 
@@ -47,7 +47,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from ml.features import repo
-    from ml.models import propensity
+    from ml.models.user import propensity
 
     path = Path(args.file) if args.file else shared_data().joinpath(*RETAIL)
     if not path.exists():

@@ -52,7 +52,9 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
     from ml.features.materialize import materialize_incremental
     from ml.features.repo import apply
     from ml.generate import generate
-    from ml.models import outputs, ranking, recs, search
+    from ml.models import recs
+    from ml.models.lifecycle import outputs
+    from ml.models.recs import ranking, search
     from ml.settings import settings_for
 
     settings = settings_for(data_dir=data_dir)

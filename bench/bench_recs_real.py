@@ -6,9 +6,9 @@ exports fct_interactions / mart_item_catalogue. Nothing below knows which datase
 
 Per dataset (its own temp DATA_DIR and feature-repo copy):
 
-- ``recbole`` (MovieLens-100k): RecBole's protocol (ml.models.protocols: random 8:1:1 split per
+- ``recbole`` (MovieLens-100k): RecBole's protocol (bench.protocols: random 8:1:1 split per
   user, seed 2020, full ranking over all items, train and valid masked): Pop, ItemKNN, BPR, and
-  ours (ml.models.recs_protocols.candidate_ranker): candidates from the train part, LambdaRank /
+  ours (bench.recs_protocols.candidate_ranker): candidates from the train part, LambdaRank /
   Wide & Deep trained with the valid part as labels, then candidates from train + valid ranked for
   the test part (every non-candidate item below the candidates, by popularity). Beside RecBole's
   published BPR (its documentation; Recall@10 0.2523, NDCG@10 0.2920, Hit@10 0.7953).
@@ -20,7 +20,7 @@ Per dataset (its own temp DATA_DIR and feature-repo copy):
   frame-level (recs_protocols.time_split_evaluation), and the JSON records why. Its references:
   popularity and RecBole's ItemKNN (recs.baselines).
 
-- ``purchases`` (a shop's own question, ml.models.recs_eval): train up to a cutoff (the lake's end
+- ``purchases`` (a shop's own question, ml.models.recs.evaluation): train up to a cutoff (the lake's end
   minus 28 days, and 28 days before that: two origins), serve lists for every known customer at the
   cutoff exactly as ``recs score`` does (recs.serving_pairs + serve_lists, frame-level: no Feast
   service), then the next 28 days' purchases: repeats Recall@10, new_items Recall@20 (with the
@@ -105,8 +105,9 @@ def prepare(name: str, root: Path, max_rows: int, seconds: dict):
 def recbole(name: str, inter, items, config, seconds: dict) -> tuple[list[Result], dict]:
     import pandas as pd
 
-    from ml.models import protocols, recs
-    from ml.models import recs_protocols as rp
+    from bench import protocols
+    from bench import recs_protocols as rp
+    from ml.models import recs
 
     infos = {"recs_lgbm": {}, "recs_lgbm[test_history=train]": {}, "recs_widedeep": {}}
     extra = {
@@ -172,9 +173,9 @@ def repeat_share(inter, start, days: int) -> float:
 
 
 def time_split(name: str, settings, inter, items, config, seconds: dict) -> tuple[list[Result], dict]:
+    from bench import recs_protocols as rp
     from ml.features import repo
     from ml.models import recs
-    from ml.models import recs_protocols as rp
 
     window = rp.pick_window_days(inter)
     config = {**config, "split": {**config["split"], "window_days": window}}
@@ -240,8 +241,9 @@ def purchases(
 ) -> tuple[list[Result], dict]:
     import pandas as pd
 
-    from ml.models import recs, recs_eval
-    from ml.models import recs_protocols as rp
+    from bench import recs_protocols as rp
+    from ml.models import recs
+    from ml.models.recs import evaluation as recs_eval
 
     cfg = {**config, "feature_service": None}
     results, detail = [], {}

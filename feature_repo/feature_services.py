@@ -58,7 +58,7 @@ demand_lgbm_v1 = FeatureService(
 # Recommendation rankers (recs_widedeep, with recs_lgbm and recs_fm on the same features): user side
 # (profile, activity, affinity, RFM) and item side (engagement, price). Entities: user, item. The
 # trainer retrieves each side at the cutoff apart (ml.features.training keys=) and crosses them per
-# candidate pair in ml/models/recs.py.
+# candidate pair in ml/models/recs/.
 recs_widedeep_v1 = FeatureService(
     name="recs_widedeep_v1",
     features=[user_profile, user_activity, user_affinity, user_rfm, item_stats],

@@ -17,7 +17,7 @@ from feast.types import Array, Bool, Float32, Float64, Int64, String
 # Where ml.models writes scores (Settings.scores_dir, handed over as $SCORES_DIR by ml.features.repo).
 SCORES_DIR = Path(os.environ.get("SCORES_DIR") or Path(__file__).resolve().parent.parent / "data" / "warehouse" / "scores")
 
-# propensity_lgbm (ml/models/propensity.py): P(order in the horizon) with its top SHAP contributions.
+# propensity_lgbm (ml/models/user/propensity.py): P(order in the horizon) with its top SHAP contributions.
 propensity_lgbm_scores_source = FileSource(
     name="propensity_lgbm_scores_source",
     path=str(SCORES_DIR / "propensity_lgbm.parquet"),
@@ -46,7 +46,7 @@ user_propensity = FeatureView(
     online=True,
     description="Current purchase-propensity score per user, with explanations (model propensity_lgbm)",
     owner="data-platform",
-    tags={"model": "propensity_lgbm", "produced_by": "ml.models.propensity.score"},
+    tags={"model": "propensity_lgbm", "produced_by": "ml.models.user.propensity.score"},
 )
 
 # What consumers (CRM, on-site personalisation) read online: the score and its explanations.
@@ -58,7 +58,7 @@ propensity_scores_v1 = FeatureService(
     tags={"model": "propensity_lgbm", "version": "1", "entities": "user", "kind": "scores"},
 )
 
-# Item text embeddings (ml/models/embeddings.py: all-MiniLM-L6-v2 over mart_item_catalogue.item_text,
+# Item text embeddings (ml/models/recs/embeddings.py: all-MiniLM-L6-v2 over mart_item_catalogue.item_text,
 # cached by text hash): content features for cold-start items and semantic search. Items without
 # text have no row.
 item_embeddings_source = FileSource(
@@ -85,7 +85,7 @@ item_embeddings = FeatureView(
     tags={"model": "all-MiniLM-L6-v2", "produced_by": "ml.models.recs.embed_items"},
 )
 
-# Batch recommendations (ml/models/recs.py): the champion ranker's top K per known user after the
+# Batch recommendations (ml/models/recs/): the champion ranker's top K per known user after the
 # business rules (and the top K among items the user never bought), plus one row for user_id "__fallback__" (the list for users
 # without their own).
 recs_widedeep_scores_source = FileSource(
@@ -126,7 +126,7 @@ recs_scores_v1 = FeatureService(
     tags={"model": "recs_widedeep", "version": "1", "entities": "user", "kind": "scores"},
 )
 
-# The inventory plan (ml/models/demand.py forecast -> ml/models/inventory.py policy): per item x
+# The inventory plan (ml/models/demand/pipeline.py forecast -> ml/models/demand/inventory.py policy): per item x
 # warehouse, from the champion demand forecaster's quantiles over the horizon and the lead time.
 # Written per forecast date (the last day of the demand history) under $SCORES_DIR/demand_plan/.
 demand_plan_source = FileSource(

@@ -398,7 +398,7 @@ def models_train(
     config: Optional[Path] = typer.Option(None, help="Model config YAML (default ml/models/configs/propensity_lgbm.yaml)."),
 ) -> None:
     """Train propensity_lgbm from its Feast service, evaluate vs the RFM baseline, register, promote if not worse."""
-    from ml.models.propensity import load_config, train
+    from ml.models.user.propensity import load_config, train
 
     result = train(get_settings(), load_config(config), echo=typer.echo)
     _echo_json(result.summary())
@@ -434,7 +434,7 @@ def models_cart() -> None:
 @models_app.command("reports")
 def models_reports() -> None:
     """List the model reports (HTML) of every training run, newest first."""
-    from ml.models.report import list_reports
+    from ml.models.lifecycle.report import list_reports
 
     reports = list_reports(get_settings())
     if not reports:
@@ -513,7 +513,7 @@ def recs_search(
 ) -> None:
     """Product search: the top-k items for a query."""
     from ml.models.recs import search_items
-    from ml.models.search import SearchError
+    from ml.models.recs.search import SearchError
 
     try:
         result = search_items(get_settings(), query, k=k, method=method)
@@ -751,7 +751,7 @@ def pipeline(
         demand_trained = orchestration.train_demand(s)
         planned = orchestration.forecast_demand(s)
         orchestration.serve_demand_plan(s, planned)
-    from ml.models import propensity
+    from ml.models.user import propensity
 
     user = (
         duckdb.connect()

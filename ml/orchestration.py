@@ -296,7 +296,7 @@ def materialize_view(settings: Settings, view: str, start: datetime | None, end:
 
 def train_user_models(settings: Settings) -> dict:
     """Train propensity_lgbm (and its sequence-model comparison); promote if not worse."""
-    from ml.models.propensity import train
+    from ml.models.user.propensity import train
 
     return _jsonable(train(settings).summary())
 
@@ -311,15 +311,15 @@ def require_promotion(summary: dict) -> None:
 
 def cart_analytics(settings: Settings) -> dict:
     """Cart-abandonment curve + decay estimate (report); a no-op note for orders-only lakes."""
-    from ml.models import cart
+    from ml.models.user import cart
 
     return _jsonable(cart.analyze(settings))
 
 
 def score_propensity(settings: Settings) -> dict:
     """Batch-score with the champion; {"status": "no_champion"} until a model has been promoted."""
-    from ml.models import registry
-    from ml.models.propensity import MODEL_NAME, score
+    from ml.models.lifecycle import registry
+    from ml.models.user.propensity import MODEL_NAME, score
 
     if registry.champion(settings, MODEL_NAME) is None:
         log.warning("%s has no champion yet: nothing to score (train_user_models promotes one)", MODEL_NAME)
@@ -329,7 +329,7 @@ def score_propensity(settings: Settings) -> dict:
 
 def serve_scores(settings: Settings, scored: dict) -> dict:
     """Materialize the scores' feature view for the scoring date (no-op when nothing was scored)."""
-    from ml.models.propensity import SCORE_VIEW
+    from ml.models.user.propensity import SCORE_VIEW
 
     if scored.get("status") != "scored":
         return {"status": scored.get("status"), "view": SCORE_VIEW}
@@ -339,7 +339,7 @@ def serve_scores(settings: Settings, scored: dict) -> dict:
 
 def cart_at_risk(settings: Settings) -> dict:
     """Today's open carts at risk, scored by the conversion curve (a note for orders-only lakes)."""
-    from ml.models import cart
+    from ml.models.user import cart
 
     return _jsonable(cart.score_at_risk(settings))
 
@@ -368,7 +368,7 @@ def train_recommender(settings: Settings) -> dict:
 
 def score_recommender(settings: Settings) -> dict:
     """Batch top-K with the champion ranker; {"status": "no_champion"} until one was promoted."""
-    from ml.models import registry
+    from ml.models.lifecycle import registry
     from ml.models.recs import load_config, score
 
     model = load_config()["serving"]["model"]
@@ -409,8 +409,8 @@ def train_demand(settings: Settings) -> dict:
 
 def forecast_demand(settings: Settings) -> dict:
     """Forecast + inventory plan with the champion; {"status": "no_champion"} until one was promoted."""
-    from ml.models import registry
     from ml.models.demand import forecast, load_config
+    from ml.models.lifecycle import registry
 
     model = load_config()["forecast"]["model"]
     if registry.champion(settings, model) is None:
@@ -889,7 +889,8 @@ def _print_demand(settings: Settings) -> None:
     """The demo's demand proof: the backtest table, where the plan is, one plan row read online."""
     import pandas as pd
 
-    from ml.models import demand, outputs
+    from ml.models import demand
+    from ml.models.lifecycle import outputs
 
     try:
         backtest = demand.latest_backtest(settings)
@@ -975,7 +976,7 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
         print(f"Airflow UI: {airflow.url}   login: {user} / {password}", flush=True)
         runs = run_chain(airflow.client(), conf={"generate_scale": scale}, timeout=timeout, models=True)
         run_ids = "\n                    ".join(f"{d}: {r['dag_run_id']}" for d, r in runs.items())
-        from ml.models.report import list_reports
+        from ml.models.lifecycle.report import list_reports
 
         reports = [r for r in list_reports(settings) if r["model"] == "propensity_lgbm"]
         recs_reports = [r for r in list_reports(settings) if r["model"] == "recs_widedeep"]

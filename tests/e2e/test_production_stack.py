@@ -271,7 +271,7 @@ def test_mlflow_server_tracks_and_registers_from_the_workers_settings(stack):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from ml.models import registry
+    from ml.models.lifecycle import registry
 
     settings = stack.settings()
     assert settings.mlflow_tracking_uri == stack.url("mlflow")

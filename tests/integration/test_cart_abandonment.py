@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ml.models import cart
+from ml.models.user import cart
 from ml.settings import settings_for
 from tests.conftest import shared_file
 

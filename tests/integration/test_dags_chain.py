@@ -119,10 +119,10 @@ def test_model_dags_train_register_score_and_serve(chain):
     import pandas as pd
 
     from ml.features.serving import get_online_features
-    from ml.models import registry
-    from ml.models.outputs import scores_root
-    from ml.models.propensity import MODEL_NAME
-    from ml.models.report import list_reports
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.outputs import scores_root
+    from ml.models.lifecycle.report import list_reports
+    from ml.models.user.propensity import MODEL_NAME
 
     settings, env, _ = chain
     for dag_id in ("train_user_models", "score_user_models"):
@@ -147,8 +147,9 @@ def test_recommender_dags_train_register_score_and_serve(chain):
     scoring-date partition with a fallback row, one user's list online."""
     import pandas as pd
 
-    from ml.models import recs, registry
-    from ml.models.outputs import scores_root
+    from ml.models import recs
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.outputs import scores_root
 
     settings, env, _ = chain
     for dag_id in ("train_recommender", "score_recommender"):
@@ -172,8 +173,9 @@ def test_demand_dags_backtest_register_forecast_and_serve(chain):
     forecast-date partition of the plan covering every demand series, one plan row online."""
     import pandas as pd
 
-    from ml.models import demand, registry
-    from ml.models.outputs import scores_root
+    from ml.models import demand
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.outputs import scores_root
 
     settings, env, _ = chain
     for dag_id in ("train_demand", "forecast_demand"):

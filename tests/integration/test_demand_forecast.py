@@ -27,7 +27,7 @@ def run(built_warehouse):
 
 
 def test_train_registers_an_unbiased_forecaster_that_beats_seasonal_naive(run):
-    from ml.models import registry
+    from ml.models.lifecycle import registry
 
     settings, trained, _, _ = run
     assert trained.decision.promoted and str(registry.champion(settings, "demand_lgbm").version) == trained.version
@@ -69,7 +69,7 @@ def test_plan_is_consistent(run):
 
 
 def test_rerun_for_the_same_forecast_date_rewrites_it(run):
-    from ml.models.outputs import scores_root, source_path
+    from ml.models.lifecycle.outputs import scores_root, source_path
 
     settings, _, first, second = run
     assert first.plan_path == second.plan_path and first.forecast_path == second.forecast_path

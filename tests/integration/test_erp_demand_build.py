@@ -171,7 +171,7 @@ def test_dimensions_hold_the_exports_items_and_locations(built, con):
 
 def test_named_regressors_and_attributes_reach_the_forecasters_frame(built):
     from ml.models import demand
-    from ml.models import forecast_data as fd
+    from ml.models.demand import data as fd
 
     settings = built[0]
     frame = demand.load_series(settings)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import registry
-from ml.models.evaluate import binary_metrics
+from ml.models.lifecycle import registry
+from ml.models.lifecycle.evaluate import binary_metrics
 from ml.settings import settings_for
 from tests.conftest import skip_or_fail
 

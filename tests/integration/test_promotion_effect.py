@@ -21,7 +21,7 @@ tiny generations ~10 s, double ML ~7 s): true lift 3.39 (A 303 vs B 69 units on 
 item): 2.65 [2.06, 3.35], z = -1.6 on the log scale against the truth with both uncertainties; over
 six tiny worlds (seeds 42, 1-5) the z-scores were about -1.5, 0.4, 0.2, 0.6, -1.6, -0.7. The
 linear model gives 2.27 [1.74, 2.83] (a Var(T|X)-weighted mean of unequal lifts), a log1p outcome
-0.06 (not a lift of units: see ml/models/causal.py), the naive promoted/unpromoted ratio 2.37
+0.06 (not a lift of units: see ml/models/demand/causal.py), the naive promoted/unpromoted ratio 2.37
 (promotions are random in this generator, so not badly confounded; the unit tests cover that).
 The difference-in-differences cross-check: 1.65 [0.93, 2.88], lower: its episodes need 14 clean
 days after the first sale, which leaves mostly fast movers, the items with the smaller lift.
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import causal
+from ml.models.demand import causal
 
 pytestmark = pytest.mark.integration
 

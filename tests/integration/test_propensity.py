@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import outputs, propensity, registry
-from ml.models.report import list_reports
+from ml.models.lifecycle import outputs, registry
+from ml.models.lifecycle.report import list_reports
+from ml.models.user import propensity
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,7 @@ def test_fairness_audit_finds_no_gender_disparity(small_store, split_frames):
     split, features = split_frames
     model, _ = registry.load_champion(small_store, propensity.MODEL_NAME)
     p = propensity.predict(model, propensity.feature_matrix(split.test, features))
-    from ml.models.evaluate import group_metrics
+    from ml.models.lifecycle.evaluate import group_metrics
 
     table = group_metrics(split.test["label"].to_numpy(), p, split.test["gender"].fillna("unknown"), threshold=float(np.quantile(p, 0.9)))
     big = table[~table["too_small"]]
@@ -144,7 +145,7 @@ def test_score_is_idempotent_and_served_online(small_store, trained):
 
 def test_bad_inputs_fail_clearly_and_change_nothing(small_store, trained):
     from ml.features.training import TrainingSetError
-    from ml.models.evaluate import InsufficientLabelsError
+    from ml.models.lifecycle.evaluate import InsufficientLabelsError
 
     client_versions = lambda: len(registry.client(small_store).search_model_versions(f"name='{propensity.MODEL_NAME}'"))  # noqa: E731
     before = client_versions()

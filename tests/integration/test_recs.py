@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from ml.models import outputs, recs, registry
+from ml.models import recs
+from ml.models.lifecycle import outputs, registry
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_rankers_beat_the_baselines_and_are_registered(small_store, trained):
         assert trained.decisions[name].promoted, s
         model, version = registry.load_champion(small_store, name)
         assert str(version.version) == trained.versions[name]
-        assert type(model).__module__ == "ml.models.ranking"  # the pickled ranker came back whole
+        assert type(model).__module__ == "ml.models.recs.ranking"  # the pickled ranker came back whole
     cold = trained.evaluation.cold
     assert set(cold["cut"]) >= {"cold_items"}  # new items launched inside the span are reported apart
 
@@ -158,7 +159,7 @@ def test_request_time_rerank_with_online_features(small_store, trained, scored):
 
 
 def test_search_cli_function_and_bad_queries(small_store, trained):
-    from ml.models.search import SearchError
+    from ml.models.recs.search import SearchError
 
     items = recs.load_items(small_store)
     category = items["category_l3"].dropna().iloc[0]

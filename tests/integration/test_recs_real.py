@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench import protocols
+from bench.recs_protocols import candidate_ranker
 from ml import warehouse
 from ml.ingest import ingest_file
-from ml.models import protocols, recs
-from ml.models.recs_protocols import candidate_ranker
+from ml.models import recs
 from ml.settings import settings_for
 from tests.conftest import shared_file
 
@@ -88,8 +89,8 @@ def test_served_lists_beat_the_plain_references_on_a_real_shops_purchases(retail
     Recall@10 0.170 vs own history 0.156, new items Recall@20 0.089 vs item-kNN 0.085; coverage 100 %."""
     import pandas as pd
 
-    from ml.models import recs_eval
-    from ml.models.recs_protocols import fit_ranker
+    from bench.recs_protocols import fit_ranker
+    from ml.models.recs import evaluation as recs_eval
 
     inter, items = retail
     config = {**recs.load_config(), "feature_service": None}

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import embeddings
-from ml.models.search import BM25Index, SemanticIndex, evaluate, latency
+from ml.models.recs import embeddings
+from ml.models.recs.search import BM25Index, SemanticIndex, evaluate, latency
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ HORIZON_DAYS = 7
 
 
 def test_seq_user_events_is_every_event_in_time_order(built_warehouse):
-    from ml.models import sequence
+    from ml.models.user import sequence
 
     events = sequence.load_events(built_warehouse)
     assert list(events.columns) == ["user_id", "event_timestamp", *sequence.FIELDS]
@@ -52,8 +52,8 @@ def test_seq_user_events_is_every_event_in_time_order(built_warehouse):
 def test_gru_learns_purchase_propensity_from_sequences(built_warehouse):
     from sklearn.metrics import roc_auc_score
 
-    from ml.models import sequence
-    from ml.models.splits import time_split
+    from ml.models.lifecycle.splits import time_split
+    from ml.models.user import sequence
 
     labels = pd.read_parquet(built_warehouse.exports_dir / "label_user_purchase.parquet")
     labelled = labels[labels[LABEL].notna()]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ml import warehouse
-from ml.models.propensity import RFM_SEGMENTS
+from ml.models.user.propensity import RFM_SEGMENTS
 from ml.settings import settings_for
 from tests.conftest import shared_file
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import backtest as bt
-from ml.models import forecast_data as fd
-from ml.models import forecast_models as fm
+from ml.models.demand import data as fd
+from ml.models.demand import forecasters as fm
+from ml.models.demand import rolling_origin as bt
 
 DAY = pd.Timedelta(days=1)
 FAST_LGBM = {"params": {**fm.LightGBMConfig().params, "num_threads": 1}, "num_boost_round": 60, "max_train_rows": 5000}

@@ -1,4 +1,4 @@
-"""Promotion-effect estimators on small synthetic panels with planted effects (ml/models/causal.py).
+"""Promotion-effect estimators on small synthetic panels with planted effects (ml/models/demand/causal.py).
 
 The panels are confounded on purpose: promotions are more likely in high season, when demand is
 high anyway, so the naive promoted-vs-not difference is far off and only an estimator that
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import causal
+from ml.models.demand import causal
 
 
 def panel(

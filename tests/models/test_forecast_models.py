@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import forecast_data as fd
-from ml.models import forecast_models as fm
+from ml.models.demand import data as fd
+from ml.models.demand import forecasters as fm
 
 FAST_LGBM = {
     "params": {**fm.LightGBMConfig().params, "num_threads": 1, "min_data_in_leaf": 20},

@@ -1,11 +1,11 @@
-"""The propensity reference gate (ml.models.propensity.reference_losses): a real deficit on many rows
+"""The propensity reference gate (ml.models.user.propensity.reference_losses): a real deficit on many rows
 is a loss, a tie on a few rows is not, a lead passes; margins and lower-is-better metrics."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ml.models.propensity import reference_losses
+from ml.models.user.propensity import reference_losses
 
 
 def rows(n: int, seed: int = 0):
@@ -49,7 +49,7 @@ def test_the_logistic_model_scores_explains_and_pickles_like_the_booster():
 
     import pandas as pd
 
-    from ml.models.propensity import RFM_SEGMENTS, LogisticModel, logistic_fit
+    from ml.models.user.propensity import RFM_SEGMENTS, LogisticModel, logistic_fit
 
     rng = np.random.default_rng(3)
     n = 2_000

@@ -1,4 +1,4 @@
-"""ml/models/protocols.py: the RecBole split rule, full-ranking metrics on hand-computed cases, and
+"""bench/protocols.py: the RecBole split rule, full-ranking metrics on hand-computed cases, and
 the reference models (Pop, ItemKNN, BPR with real torch) on tiny frames."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch  # noqa: F401 - a pinned dependency: a broken install fails here, not as a skip
 
-from ml.models import protocols as P  # noqa: E402
+from bench import protocols as P  # noqa: E402
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 

@@ -1,4 +1,4 @@
-"""Rankers (ml/models/ranking.py) with real torch / LightGBM on a small synthetic pair frame whose
+"""Rankers (ml/models/recs/ranking.py) with real torch / LightGBM on a small synthetic pair frame whose
 label depends on a cross (user_cat == item_cat): each must learn it, tolerate unknown values, and
 give the same scores for the same seed."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import ranking as R  # noqa: E402
-from ml.models.rank_metrics import group_ndcg  # noqa: E402
+from ml.models.recs import ranking as R  # noqa: E402
+from ml.models.recs.metrics import group_ndcg  # noqa: E402
 
 CATS = np.array(["a", "b", "c", "d"])
 SPEC = R.FeatureSpec(

@@ -1,4 +1,4 @@
-"""propensity_gru (ml/models/sequence.py): sequence building on tiny frames, and the real torch model
+"""propensity_gru (ml/models/user/sequence.py): sequence building on tiny frames, and the real torch model
 on small synthetic tasks (no files except tmp_path)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ml.models import sequence as S  # noqa: E402
+from ml.models.user import sequence as S  # noqa: E402
 
 T0 = pd.Timestamp("2026-03-01 00:00", tz="UTC")
 HOUR = pd.Timedelta(hours=1)

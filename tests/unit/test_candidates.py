@@ -1,4 +1,4 @@
-"""Candidate sources (ml/models/candidates.py) on hand-made interaction frames with known answers."""
+"""Candidate sources (ml/models/recs/candidates.py) on hand-made interaction frames with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import candidates as C
+from ml.models.recs import candidates as C
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 NOW = T0 + pd.Timedelta(days=100)
@@ -234,6 +234,6 @@ def test_knn_candidates_propose_neighbours_of_all_the_users_items_not_the_items_
     scores = got.set_index("item_id")["score"]
     assert scores.index.tolist()[0] == "P"  # P neighbours both X and Y: the highest sum
     assert scores["P"] > scores["Q"] > 0
-    # the reference form (recs_protocols.itemknn_rankings) keeps the user's own items: Y neighbours X
+    # the reference form (recs.evaluation.itemknn_rankings) keeps the user's own items: Y neighbours X
     with_own = C.knn_scores(history, ["a"], 5, exclude_own=False).set_index("item_id")["score"]
     assert {"X", "Y"} <= set(with_own.index) and with_own["P"] == pytest.approx(scores["P"])

@@ -1,4 +1,4 @@
-"""Cart-abandonment maths and the at-risk list on tiny hand-made marts (ml/models/cart.py).
+"""Cart-abandonment maths and the at-risk list on tiny hand-made marts (ml/models/user/cart.py).
 
 Wilson intervals against textbook values, the late-conversion ratio's delta-method interval and the
 truncated-exponential delay MLE against their sampling distributions (seeded simulations), curve
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import cart
+from ml.models.user import cart
 
 # ----------------------------------------------------------------------------- Wilson
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import forecast_data as fd
+from ml.models.demand import data as fd
 
 
 def _series(item: str, n: int = 40, start: str = "2023-01-02", freq: str = "D", **columns) -> pd.DataFrame:

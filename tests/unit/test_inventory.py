@@ -1,4 +1,4 @@
-"""Inventory policy maths on hand-computed cases (ml/models/inventory.py).
+"""Inventory policy maths on hand-computed cases (ml/models/demand/inventory.py).
 
 Safety stock, reorder point and order-up-to level against the textbook formulas worked by hand
 (z = 1.6449 at 95 %), projected stock-out dates and days of cover on hand-made forecasts, lead-time
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import inventory as inv
+from ml.models.demand import inventory as inv
 
 Z95 = 1.6448536
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models.report import (
+from ml.models.lifecycle.report import (
     Report,
     list_reports,
     plot_calibration,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models.evaluate import (
+from ml.models.lifecycle.evaluate import (
     InsufficientLabelsError,
     binary_metrics,
     calibration_table,
@@ -17,7 +17,7 @@ from ml.models.evaluate import (
     lift_table,
     top_mask,
 )
-from ml.models.splits import Split, time_split
+from ml.models.lifecycle.splits import Split, time_split
 
 
 def weekly(n_weeks: int, users: int = 3, start: str = "2024-01-01") -> pd.DataFrame:

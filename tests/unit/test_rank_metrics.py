@@ -1,4 +1,4 @@
-"""Top-K metrics (ml/models/rank_metrics.py) against hand-computed values on tiny frames."""
+"""Top-K metrics (ml/models/recs/metrics.py) against hand-computed values on tiny frames."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.models import rank_metrics as M
+from ml.models.recs import metrics as M
 
 L2, L3, L4 = math.log2(2), math.log2(3), math.log2(4)
 

@@ -1,4 +1,4 @@
-"""The purchase protocols and plain references (ml/models/recs_eval.py) on hand-made purchases with
+"""The purchase protocols and plain references (ml/models/recs/evaluation.py) on hand-made purchases with
 known answers, and the reference gate in the registry's promotion."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml.models import recs_eval as E
+from ml.models.recs import evaluation as E
 
 CUT = pd.Timestamp("2026-02-01", tz="UTC")
 

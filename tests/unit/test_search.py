@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ml.models.embeddings import (
+from ml.models.recs.embeddings import (
     DIM,
     EmbeddingError,
     embed_texts,
@@ -25,7 +25,7 @@ from ml.models.embeddings import (
     text_hash,
     write_embeddings,
 )
-from ml.models.search import BM25Index, SearchError, SemanticIndex, _top_k, compare, evaluate
+from ml.models.recs.search import BM25Index, SearchError, SemanticIndex, _top_k, compare, evaluate
 
 VOCAB = ["red", "apple", "car", "green", "pie", "blue", "shoe", "running", "coffee", "bean"]
 

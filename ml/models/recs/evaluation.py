@@ -29,11 +29,14 @@ sample and ``recs.train`` on its test cutoff.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ml.models.rank_metrics import ranking_metrics, top_k
+from ml.models.recs.data import SEARCH_MART, CutoffFrames, embeddings_path, load_items
+from ml.models.recs.metrics import ranking_metrics, top_k
+from ml.settings import Settings
 
 KEYS = ["user_id", "item_id"]
 PROTOCOLS = {"repeats": 10, "new_items": 20}  # protocol -> its k
@@ -103,8 +106,6 @@ def complete(lists: pd.DataFrame, users, popular: pd.DataFrame, k: int) -> pd.Da
 
 def references(split: PurchaseSplit, users=None, k: int = 100, popular_days: int = 90, neighbours: int = 100) -> dict[str, pd.DataFrame]:
     """The plain references (module doc) for ``users`` (default: truth users and earlier customers)."""
-    from ml.models.recs_protocols import itemknn_rankings
-
     users = split.segment.index if users is None else pd.Index(users)
     popular = popularity(split, popular_days)
     own = split.bought.rename(columns={"days": "score"})
@@ -194,3 +195,102 @@ def pivot(table: pd.DataFrame, metric: str = "recall") -> pd.DataFrame:
     table = table.assign(cell=table["protocol"] + "@" + table["k"].astype(str) + " " + table["segment"])
     out = table.pivot_table(index="model", columns="cell", values=metric, aggfunc="first")
     return out[[c for c in dict.fromkeys(table["cell"]) if c in out.columns]]
+
+
+# --- the test week: rankers and references on the training cutoffs ------------------------------
+
+
+def predict(model, pairs: "pd.DataFrame") -> "np.ndarray":
+    """Scores of any ranker (recs_widedeep, recs_lgbm, recs_fm) for the pair rows."""
+    return model.predict(pairs)
+
+
+def ranked_pairs(pairs: "pd.DataFrame", scores) -> "pd.DataFrame":
+    return pairs[["user_id", "item_id"]].assign(score=scores)
+
+
+@dataclass
+class Evaluation:
+    """Test-week results: metrics per model/baseline, per-source candidate recall, cold-start cuts."""
+
+    metrics: "pd.DataFrame"
+    candidate_recall: "pd.DataFrame"
+    cold: "pd.DataFrame"
+    search: "pd.DataFrame | None" = None
+    purchases: dict | None = None  # purchase_evaluation: served lists vs the plain references
+
+
+def evaluate_rankings(
+    rankings: dict[str, "pd.DataFrame"], truth: "pd.DataFrame", history: "pd.DataFrame", n_items: int, ks=(10, 20)
+) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """Full ranking of each model's scored pairs against the test week's truth (users without any
+    ranked item count as misses). Returns (metrics per model, cold-start metrics per model): cold
+    users have no history before the cutoff; cold items had no interaction before it."""
+    import pandas as pd
+
+    from ml.models.recs.metrics import ranking_metrics, top_k
+
+    popularity = history.groupby("item_id").size()
+    known_users = set(history["user_id"].unique())
+    cold_user_truth = truth[~truth["user_id"].isin(known_users)]
+    cold_item_truth = truth[~truth["item_id"].isin(popularity.index)]
+    rows, cold = [], []
+    for name, scored in rankings.items():
+        top = top_k(scored, max(ks))
+        rows.append({"model": name, **ranking_metrics(top, truth, ks=ks, item_popularity=popularity, n_items=n_items)})
+        for cut, cut_truth in (("cold_users", cold_user_truth), ("cold_items", cold_item_truth)):
+            if len(cut_truth):
+                m = ranking_metrics(top[top["user_id"].isin(cut_truth["user_id"])], cut_truth, ks=ks)
+                cold.append(
+                    {
+                        "model": name,
+                        "cut": cut,
+                        "n_users": m.get("n_users"),
+                        **{k: m[k] for k in (f"recall@{ks[0]}", f"recall@{ks[-1]}", f"ndcg@{ks[0]}") if k in m},
+                    }
+                )
+    return pd.DataFrame(rows).set_index("model"), pd.DataFrame(cold)
+
+
+def baselines(cf: CutoffFrames, users, k: int = 100) -> dict[str, "pd.DataFrame"]:
+    """Popularity (the overall recency-decayed list for everyone) and item-kNN as a textbook has it
+    (RecBole's ItemKNN: cosine of the binary user x item columns of the history, 100 neighbours per
+    item, every item scored; ``itemknn_rankings``) as scored pairs."""
+    from ml.models.recs import candidates as cand
+
+    popular = cand.popular_candidates(users, cf.pop_table, None, n=k)
+    knn = itemknn_rankings(cf.history, users, k=k)
+    return {"popularity": popular[["user_id", "item_id", "score"]], "item_knn": knn[["user_id", "item_id", "score"]]}
+
+
+def evaluate_search(settings: Settings, config: dict) -> "pd.DataFrame | None":
+    """Semantic search vs BM25 on the lake's search -> purchase pairs (None without searches)."""
+    import pandas as pd
+
+    from ml.models.recs import search
+
+    path = Path(settings.exports_dir) / f"{SEARCH_MART}.parquet"
+    if not path.exists() or not embeddings_path(settings).exists():
+        return None
+    pairs = pd.read_parquet(path)
+    if pairs.empty:
+        return None
+    embeddings = pd.read_parquet(embeddings_path(settings))
+    if embeddings.empty:  # a catalogue without item text: nothing to search semantically
+        return None
+    cfg = config.get("search", {})
+    ids = pairs["search_id"].drop_duplicates()
+    if len(ids) > int(cfg.get("max_eval_searches", 2000)):
+        ids = ids.sample(int(cfg.get("max_eval_searches", 2000)), random_state=0)
+    pairs = pairs[pairs["search_id"].isin(ids)]
+    return search.compare(pairs, embeddings, load_items(settings), k=int(cfg.get("k", 10)))
+
+
+def itemknn_rankings(history: pd.DataFrame, users, k: int = 100, neighbours: int = 100) -> pd.DataFrame:
+    """A reference item-kNN over the whole item set: RecBole's ItemKNN (cosine of the binary user x
+    item columns of ``history``, ``neighbours`` per item; ``candidates.knn_scores``) scores every item
+    for each of ``users`` found in ``history``, items the user already has included (nothing is masked
+    in a time split, where repeats count). Returns the best ``k`` per user [user_id, item_id, score]."""
+    from ml.models.recs.candidates import knn_scores
+
+    return knn_scores(history, users, k, neighbours=neighbours, exclude_own=False)

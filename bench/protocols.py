@@ -252,7 +252,7 @@ class ItemKNN:
         self.mapping, self.k, self.shrink = mapping, k, shrink
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None) -> "ItemKNN":
-        from ml.models.candidates import item_knn_weights
+        from ml.models.recs.candidates import item_knn_weights
 
         self.train = self.mapping.matrix(train)
         self.weights = item_knn_weights(self.train, self.k, self.shrink)

@@ -247,7 +247,7 @@ def plot_roc_pr(y, scores: dict) -> "Figure":
 
 def plot_calibration(y, scores: dict, bins: int = 10) -> "Figure":
     """Reliability diagram: mean predicted probability vs observed rate per quantile bin."""
-    from ml.models.evaluate import calibration_table
+    from ml.models.lifecycle.evaluate import calibration_table
 
     plt = _agg()
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -268,7 +268,7 @@ def plot_lift_gain(y, scores: dict, bins: int = 10) -> "Figure":
     """Lift per score decile (bars) and the cumulative gain curve of each named score."""
     import numpy as np
 
-    from ml.models.evaluate import lift_table
+    from ml.models.lifecycle.evaluate import lift_table
 
     plt = _agg()
     fig, (lift, gain) = plt.subplots(1, 2, figsize=(11, 4.5))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
+from ml.models.lifecycle.config import CONFIGS_DIR
 from ml.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "propensity_lgbm"
-CONFIG_PATH = Path(__file__).parent / "configs" / f"{MODEL_NAME}.yaml"
+CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
 LABELS_MART = "label_user_purchase"
 SCORE_VIEW = "user_propensity"
 AUDIT_COLUMNS = ("gender", "age_band", "region")
@@ -407,8 +408,8 @@ def training_frames(settings: Settings, config: dict, horizon: int) -> tuple[Any
     """The time split of the labelled rows, with point-in-time features from the service."""
     from ml.features.repo import get_store
     from ml.features.training import build_training_set, service_requirements
-    from ml.models.evaluate import check_labels
-    from ml.models.splits import time_split
+    from ml.models.lifecycle.evaluate import check_labels
+    from ml.models.lifecycle.splits import time_split
 
     labels = load_labels(settings, horizon)
     labelled = labels[labels["label"].notna()].copy()
@@ -456,9 +457,9 @@ def _snapshot(settings: Settings) -> dict:
 
 def train(settings: Settings, config: dict | None = None, echo: Callable[[str], None] | None = print) -> TrainResult:
     """Train, evaluate, report, register; promote if not worse than the champion (see module doc)."""
-    from ml.models import registry
-    from ml.models.evaluate import binary_metrics, group_metrics
-    from ml.models.report import Report, plot_calibration, plot_importance, plot_lift_gain, plot_roc_pr, report_dir
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.evaluate import binary_metrics, group_metrics
+    from ml.models.lifecycle.report import Report, plot_calibration, plot_importance, plot_lift_gain, plot_roc_pr, report_dir
 
     say = echo or (lambda _m: None)
     config = config or load_config()
@@ -635,9 +636,9 @@ def train_sequence_model(settings: Settings, split, config: dict, horizon: int, 
     version, promoted if not worse than its champion on these test rows. None when disabled."""
     import time
 
-    from ml.models import registry
-    from ml.models import sequence as seq
-    from ml.models.evaluate import binary_metrics
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.evaluate import binary_metrics
+    from ml.models.user import sequence as seq
 
     options = config.get("sequence_model") or {}
     if not options.get("enabled", False):
@@ -779,8 +780,8 @@ def _pca(x: "pd.DataFrame", segments, config: dict) -> dict | None:
 def _champion_on(settings: Settings, test: "pd.DataFrame", features: list[str], y, config: dict) -> float | None:
     """The champion's test metric on the challenger's test rows (None: no champion, or it cannot
     score these features; the registry then compares with the champion's logged metric)."""
-    from ml.models import registry
-    from ml.models.evaluate import binary_metrics
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.evaluate import binary_metrics
 
     try:
         champion, version = registry.load_champion(settings, MODEL_NAME)
@@ -819,7 +820,7 @@ def score(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     import pandas as pd
 
     from ml.features.training import build_training_set
-    from ml.models import outputs, registry
+    from ml.models.lifecycle import outputs, registry
 
     say = echo or (lambda _m: None)
     config = config or load_config()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ml.models.embeddings import Encode, embed_texts, embedding_matrix
+from ml.models.recs.embeddings import Encode, embed_texts, embedding_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from ml.models import forecast_data as fd
-from ml.models.forecast_data import KEYS
+from ml.models.demand import data as fd
+from ml.models.demand.data import KEYS
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def rolling_origin(
 ) -> pd.DataFrame:
     """Forecasts of every model at every origin, trained on the data before that origin only.
 
-    ``models``: name -> factory returning an unfitted model (``forecast_models.model_factories``).
+    ``models``: name -> factory returning an unfitted model (``forecasters.model_factories``).
     ``min_train``: periods of history an origin needs (``backtest_origins``).
     """
     freq = freq or fd.infer_frequency(frame)

@@ -1,5 +1,5 @@
 """The recommender's candidates + rankers (``ml.models.recs``) under the offline protocols of
-``ml.models.protocols``, on any interactions frame (fct_interactions: user_id, item_id, session_id,
+``bench.protocols``, on any interactions frame (fct_interactions: user_id, item_id, session_id,
 event_type, event_timestamp) and item catalogue (mart_item_catalogue). Nothing here knows a dataset.
 
     candidate_ranker(items, config, model=...) -> build(train, valid, mapping) -> score_fn
@@ -16,7 +16,6 @@ event_type, event_timestamp) and item catalogue (mart_item_catalogue). Nothing h
     time_split_evaluation(inter, items, config, ...) -> TimeSplitResult
         the project's own time split (weekly cutoffs, recs.training_frames) without Feast or MLflow:
         rankers against popularity and item-kNN on the test window, as recs.train reports them
-    itemknn_rankings(history, users, k=100)             RecBole's ItemKNN as a time-split reference
 
 Grades: an interaction's label is recs.GRADES of its event type (view 1, add_to_cart 2, purchase 3);
 a user x item pair keeps its strongest.
@@ -33,8 +32,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from bench.protocols import IndexMap, ScoreFn
 from ml.models import recs
-from ml.models.protocols import IndexMap, ScoreFn
 
 KEYS = ["user_id", "item_id"]
 # A random split has no time order: recency and time decay carry no signal there, so candidate_ranker
@@ -99,7 +98,7 @@ def candidate_pairs(
 def fit_ranker(model: str, train: pd.DataFrame, valid: pd.DataFrame, config: dict):
     """Fit ``model`` (recs_lgbm, recs_widedeep or recs_fm) on labelled pair frames with its config
     section; the spec is recs.feature_spec (recs.fm_spec for the FM)."""
-    from ml.models import ranking
+    from ml.models.recs import ranking
 
     if model not in FITS:
         raise ValueError(f"model must be one of {sorted(FITS)}, not {model!r}")
@@ -212,7 +211,7 @@ def source_recall(
 ) -> pd.DataFrame:
     """candidate_ranker's stage-1 candidates (train history, train pairs excluded) scored against the
     valid pairs: recall@k of each source alone and merged (candidates.recall_by_source)."""
-    from ml.models import candidates as cand
+    from ml.models.recs import candidates as cand
 
     config = copy.deepcopy(config or recs.load_config())
     config["candidates"] = {**config["candidates"], **(candidates or {})}
@@ -222,16 +221,6 @@ def source_recall(
 
 
 # ------------------------------------------------------------------------------------ time split
-
-
-def itemknn_rankings(history: pd.DataFrame, users, k: int = 100, neighbours: int = 100) -> pd.DataFrame:
-    """A reference item-kNN over the whole item set: RecBole's ItemKNN (cosine of the binary user x
-    item columns of ``history``, ``neighbours`` per item; ``candidates.knn_scores``) scores every item
-    for each of ``users`` found in ``history``, items the user already has included (nothing is masked
-    in a time split, where repeats count). Returns the best ``k`` per user [user_id, item_id, score]."""
-    from ml.models.candidates import knn_scores
-
-    return knn_scores(history, users, k, neighbours=neighbours, exclude_own=False)
 
 
 def pick_window_days(inter: pd.DataFrame, choices=(7, 14, 28), min_users: int = 200) -> int:
@@ -266,7 +255,7 @@ def time_split_evaluation(
     (pair features only), ``models`` fitted on the train cutoffs with early stopping on the valid
     one, then the test window's full ranking of the candidate set against recs.baselines
     (popularity, item-kNN), candidate recall per source and the cold-start cuts."""
-    from ml.models import candidates as cand
+    from ml.models.recs import candidates as cand
 
     say = say or (lambda _m: None)
     config = {**(config or recs.load_config()), "feature_service": None}

@@ -32,6 +32,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ml.models.lifecycle.config import CONFIGS_DIR
 from ml.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 MODEL_NAME = "cart_abandonment"
-CONFIG_PATH = Path(__file__).parent / "configs" / f"{MODEL_NAME}.yaml"
+CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
 CONVERSIONS_MART = "fct_cart_conversions"
 CURVE_MART = "mart_cart_conversion_curve"
 AT_RISK = "cart_at_risk"
@@ -408,7 +409,7 @@ def analyze(settings: Settings, config: dict | None = None) -> dict:
     """
     from datetime import datetime, timezone
 
-    from ml.models.report import Report, report_dir
+    from ml.models.lifecycle.report import Report, report_dir
 
     try:
         curve = conversion_curve(settings, config)

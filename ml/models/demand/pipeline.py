@@ -1,7 +1,7 @@
 """Demand forecasting on the warehouse: backtest, train + register, forecast + inventory plan.
 
     backtest(settings)  the dbt export mart_demand_series (fct_daily_demand: item x warehouse x day or
-                        week, with regressors) -> forecast_data.prepare (the bad-input rules, each
+                        week, with regressors) -> data.prepare (the bad-input rules, each
                         counted) -> the head of series by volume (``data.max_series``) -> rolling-origin
                         backtest of seasonal-naive, moving average, global LightGBM, Prophet (volume
                         head) and the global LSTM -> WAPE / MASE / bias / coverage overall and per
@@ -13,7 +13,7 @@
                         logged one (``forecast.promotion``).
     forecast(settings)  the champion forecasts ``horizon`` periods after the history (future
                         promotions from the export mart_promotion_calendar; other regressors by
-                        forecast_data.future_frame's documented fills); series too short for the model
+                        data.future_frame's documented fills); series too short for the model
                         get the moving average over what they have, all-zero series 0 ->
                         inventory.policy with stock and lead times from mart_inventory_position
                         (``forecast.default_lead_time_days`` where none is known, counted) ->
@@ -65,7 +65,7 @@ class NoDemandDataError(DemandError):
 
 
 def load_config(path: Path | str | None = None, **overrides) -> dict:
-    from ml.models.forecast_models import load_config as load
+    from ml.models.demand.forecasters import load_config as load
 
     config = load(path)
     config.update(overrides)
@@ -98,7 +98,7 @@ def _with_extras(settings: Settings, frame: "pd.DataFrame") -> "pd.DataFrame":
     float where every value parses as a number, else text, a category to the global models)."""
     import pandas as pd
 
-    from ml.models.forecast_data import ATTRIBUTE_PREFIX
+    from ml.models.demand.data import ATTRIBUTE_PREFIX
 
     keys = ["item_id", "warehouse_id"]
     path = Path(settings.exports_dir) / f"{REGRESSORS_MART}.parquet"
@@ -175,7 +175,7 @@ class BacktestResult:
 
 def prepared_series(settings: Settings, config: dict) -> tuple["pd.DataFrame", "pd.DataFrame", str]:
     """(clean frame of the modellable series, preparation report, frequency) from the export."""
-    from ml.models.forecast_data import infer_frequency, prepare
+    from ml.models.demand.data import infer_frequency, prepare
 
     frame = load_series(settings)
     if frame.empty:
@@ -201,14 +201,14 @@ def backtest(
     output of ``prepared_series`` when the caller has it already."""
     import pandas as pd
 
-    from ml.models import registry
-    from ml.models.backtest import choose, metrics, rolling_origin
-    from ml.models.forecast_models import model_factories
+    from ml.models.demand.forecasters import model_factories
+    from ml.models.demand.rolling_origin import choose, metrics, rolling_origin
+    from ml.models.lifecycle import registry
 
     say = echo or (lambda _m: None)
     config = config or load_config()
-    from ml.models.backtest import backtest_origins
-    from ml.models.forecast_data import default_horizon
+    from ml.models.demand.data import default_horizon
+    from ml.models.demand.rolling_origin import backtest_origins
 
     clean, preparation, freq = prepared_series(settings, config) if prepared is None else prepared
     if clean.empty:
@@ -287,7 +287,7 @@ def per_origin(forecasts: "pd.DataFrame", history: "pd.DataFrame", freq: str) ->
     """WAPE of every model at every origin (model x origin): the spread the pooled figures hide."""
     import pandas as pd
 
-    from ml.models.backtest import metrics
+    from ml.models.demand.rolling_origin import metrics
 
     rows = {origin: metrics(part, history, freq=freq)[0].set_index("model")["wape"] for origin, part in forecasts.groupby("origin")}
     table = pd.DataFrame(rows)
@@ -301,7 +301,7 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ml.models.report import Report, report_dir
+    from ml.models.lifecycle.report import Report, report_dir
 
     report = Report("demand — rolling-origin backtest", subtitle=f"MLflow run {run_id}")
     report.text(
@@ -359,7 +359,7 @@ def latest_backtest(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame",
     """(all origins, test origins, report) of the newest backtest report, None before the first."""
     import pandas as pd
 
-    from ml.models.report import list_reports
+    from ml.models.lifecycle.report import list_reports
 
     for r in list_reports(settings):
         folder = Path(r["path"]).parent
@@ -414,8 +414,8 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     """Backtest, fit the serving model on all history, register it, promote if not worse (module doc)."""
     import time
 
-    from ml.models import registry
-    from ml.models.forecast_models import SECTIONS, build
+    from ml.models.demand.forecasters import SECTIONS, build
+    from ml.models.lifecycle import registry
 
     say = echo or (lambda _m: None)
     config = config or load_config()
@@ -509,7 +509,7 @@ def known_future(settings: Settings, history: "pd.DataFrame", horizon: int, freq
     covers it and 0 where none does (a known "no promotion", not a fill). None without the export."""
     import pandas as pd
 
-    from ml.models.forecast_data import KEYS, future_periods, snap
+    from ml.models.demand.data import KEYS, future_periods, snap
 
     calendar = _export(settings, CALENDAR_MART)
     if calendar is None:
@@ -549,7 +549,7 @@ def stock_inputs(settings: Settings) -> tuple["pd.DataFrame", "pd.DataFrame | No
 
 def _zero_forecast(rows: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFrame":
     """0 for the ``horizon`` periods after the rows' last date (every series from the same date)."""
-    from ml.models.forecast_data import KEYS, future_periods
+    from ml.models.demand.data import KEYS, future_periods
 
     last = rows.groupby(KEYS, sort=True)["ds"].max().reset_index().assign(ds=rows["ds"].max())
     return future_periods(last, horizon, freq).assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
@@ -567,11 +567,11 @@ def forecast_frame(
 ) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Forecasts of every series in ``raw``: the fitted global ``model`` for the prepared series, the
     moving average over what a too-short series has, 0 for all-zero series (``method`` says which);
-    and the report of the future regressor values that had to be filled (forecast_data.future_frame)."""
+    and the report of the future regressor values that had to be filled (data.future_frame)."""
     import pandas as pd
 
-    from ml.models.forecast_data import KEYS, REPORT_COLUMNS, future_frame, prepare
-    from ml.models.forecast_models import MovingAverage
+    from ml.models.demand.data import KEYS, REPORT_COLUMNS, future_frame, prepare
+    from ml.models.demand.forecasters import MovingAverage
 
     parts, fills = [], pd.DataFrame(columns=REPORT_COLUMNS)
     if len(clean):
@@ -627,7 +627,8 @@ def forecast(settings: Settings, config: dict | None = None, echo: Callable[[str
     import numpy as np
     import pandas as pd
 
-    from ml.models import inventory, outputs, registry
+    from ml.models.demand import inventory
+    from ml.models.lifecycle import outputs, registry
 
     say = echo or (lambda _m: None)
     config = config or load_config()
@@ -690,7 +691,7 @@ def _turnover(settings: Settings, plan: "pd.DataFrame", freq: str) -> dict:
     """inventory.turnover over the daily history that has end-of-day stock (a note when none has)."""
     import pandas as pd
 
-    from ml.models import inventory
+    from ml.models.demand import inventory
 
     path = Path(settings.exports_dir) / f"{SERIES_MART}.parquet"
     history = pd.read_parquet(path, columns=["item_id", "warehouse_id", "demand_date", "units", "on_hand_units"])
@@ -705,14 +706,14 @@ def _turnover(settings: Settings, plan: "pd.DataFrame", freq: str) -> dict:
 def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summary, preparation, fills, config) -> Path:
     import pandas as pd
 
-    from ml.models.report import Report, report_dir
+    from ml.models.lifecycle.report import Report, report_dir
 
     fc = config["forecast"]
     report = Report("demand — forecast and inventory plan", subtitle=f"{name} v{version}, forecast date {as_of:%Y-%m-%d}")
     report.text(
         f"Service level {fc['service_level']}, review period {fc['review_period_days']} days; lead times from "
         f"{POSITION_MART} (item, else warehouse median, else {fc['default_lead_time_days']} days). Safety stock and "
-        "order-up-to from the forecast's mean and P10-P90 spread (ml/models/inventory.py)."
+        "order-up-to from the forecast's mean and P10-P90 spread (ml/models/demand/inventory.py)."
     )
     report.table("Series per forecasting method", plan["method"].value_counts().rename("series").reset_index())
     report.table("Lead time source", plan["lead_time_source"].value_counts().rename("series").reset_index())
@@ -749,16 +750,16 @@ def promotion_effect(settings: Settings, config: dict | None = None, echo: Calla
     """The promotions' uplift on the prepared series (the backtest's head by volume): double ML
     (cross-fitted LightGBM nuisances on calendar, weather, price and the item's category; a
     multiplicative lift, CI clustered by item) and the difference-in-differences cross-check
-    (ml/models/causal.py) -> report with both estimates and their intervals + MLflow run."""
+    (ml/models/demand/causal.py) -> report with both estimates and their intervals + MLflow run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from ml.models import registry
-    from ml.models.causal import did_uplift, dml_uplift
-    from ml.models.report import Report, report_dir
+    from ml.models.demand.causal import did_uplift, dml_uplift
+    from ml.models.lifecycle import registry
+    from ml.models.lifecycle.report import Report, report_dir
 
     say = echo or (lambda _m: None)
     config = config or load_config()
@@ -792,7 +793,7 @@ def promotion_effect(settings: Settings, config: dict | None = None, echo: Calla
             "Relative lift = promoted demand / the same days' demand without the promotion - 1, controlling for "
             "calendar, weather, price and category (double ML, cross-fitted LightGBM nuisances, CI clustered by "
             "item); the difference in differences compares promoted series' days before and after a promotion "
-            "start with comparable unpromoted series (ml/models/causal.py)."
+            "start with comparable unpromoted series (ml/models/demand/causal.py)."
         )
         report.table("Estimates", table.round(4).reset_index(names="estimator"))
         fig, ax = plt.subplots(figsize=(6, 2.4))

@@ -1,11 +1,15 @@
-"""Hyperparameter sections of the model configs (``ml/models/configs/*.yaml``) as dataclasses."""
+"""The model configs: ``CONFIGS_DIR`` (``ml/models/configs/<model>.yaml``, one file per model: data
+windows, hyperparameters, promotion tolerances) and their hyperparameter sections as dataclasses."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def as_config(cls: type[C], config: Any) -> C:

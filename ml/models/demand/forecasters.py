@@ -1,4 +1,4 @@
-"""Demand forecasters over the series frame (ml/models/forecast_data.py): two baselines, a global
+"""Demand forecasters over the series frame (ml/models/demand/data.py): two baselines, a global
 LightGBM quantile model, Prophet per series and a global LSTM.
 
 Every model has the same two calls:
@@ -7,7 +7,7 @@ Every model has the same two calls:
 ``predict`` forecasts the ``horizon`` periods (default and maximum: the fitted horizon, 28 days / 8
 weeks) after each series' last training date. ``future``: the forecast periods' regressor values
 (keys, ds, regressor columns: the promotion calendar, the weather table); whatever it lacks is filled
-by ``forecast_data.future_frame``'s documented fallback, so build it with that function to get the
+by ``data.future_frame``'s documented fallback, so build it with that function to get the
 fill report. yhat is the point forecast, never negative: the median (P50) for every model but
 demand_lgbm with ``point: mean`` (the default there), whose yhat is the expected demand; P10/P90 bound
 the 80% interval.
@@ -17,7 +17,7 @@ the 80% interval.
         Baseline intervals: each series' empirical 10th/90th percentiles of the in-sample errors of
         the same rule (one-season-back / one-window-back), added to the point forecast.
     demand_lgbm             GlobalLightGBM: one model across all series, direct multi-horizon (a row per
-        origin and step h, features known at the origin: ``forecast_data.make_features``), target
+        origin and step h, features known at the origin: ``data.make_features``), target
         divided by the series' mean; boosters for P10 / P90 (quantile objective, alpha 0.1 / 0.9) and the
         point forecast: ``point: mean`` a Tweedie booster (the expected demand, unbiased on intermittent
         series where the median is 0; what inventory policy needs) or ``point: median`` the alpha 0.5
@@ -62,13 +62,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml.models import forecast_data as fd
-from ml.models.forecast_data import KEYS
-from ml.models.hyperparams import as_config
+from ml.models.demand import data as fd
+from ml.models.demand.data import KEYS
+from ml.models.lifecycle.config import CONFIGS_DIR, as_config
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = Path(__file__).parent / "configs" / "demand.yaml"
+CONFIG_PATH = CONFIGS_DIR / "demand.yaml"
 FORECAST_COLUMNS = [*KEYS, "ds", "yhat", "yhat_p10", "yhat_p90"]
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -235,8 +235,8 @@ class LightGBMConfig:
     )
     num_boost_round: int = 500
     early_stopping_rounds: int = 30
-    lags: tuple | None = None  # None = forecast_data.default_lags
-    windows: tuple | None = None  # None = forecast_data.default_windows
+    lags: tuple | None = None  # None = data.default_lags
+    windows: tuple | None = None  # None = data.default_windows
     max_train_rows: int | None = 300_000
     refit: bool = True  # refit on all rows (validation included) for the early-stopped round count
     seed: int = 42

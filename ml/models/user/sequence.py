@@ -39,9 +39,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ml.models.lifecycle.config import CONFIGS_DIR
+
 MODEL_NAME = "propensity_gru"
 EXPORT = "seq_user_events"
-CONFIG_PATH = Path(__file__).resolve().parent / "configs" / f"{MODEL_NAME}.yaml"
+CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
 
 FIELDS = ("event_type", "category_l1", "price_band")  # categorical inputs, one embedding each
 PAD, UNK, NONE = "<pad>", "<unk>", "<none>"  # ids 0 and 1; NONE stands for a null value (searches)

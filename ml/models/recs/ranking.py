@@ -44,8 +44,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ml.models.hyperparams import as_config
-from ml.models.rank_metrics import group_ndcg
+from ml.models.lifecycle.config import as_config
+from ml.models.recs.metrics import group_ndcg
 
 NONE = "<none>"  # the token of a null categorical value
 N_HEADS = 3  # label >= 1 (click), >= 2 (cart), >= 3 (purchase)

@@ -16,9 +16,9 @@ better, sorted by user, score descending, item_id). All functions are pure: fram
         items do not dominate; the best ``top_n_per_item`` neighbours per item
     covisit_candidates(history, covis, n, ...)          sum over recent items of weight x covis score
     item_knn_weights(r, k, shrink) -> item x item sparse W   cosine of the binary user x item columns,
-        each item's k nearest (RecBole's ItemKNN; also the reference in ml.models.recs_eval)
+        each item's k nearest (RecBole's ItemKNN; also the reference in ml.models.recs.evaluation)
     knn_scores(pairs, users, n, ...)                    item-kNN over the users' whole item sets: score =
-        sum over the user's items of W[item, candidate] (the reference in ml.models.recs_eval too)
+        sum over the user's items of W[item, candidate] (the reference in ml.models.recs.evaluation too)
     knn_candidates(history, users, n, ...)              knn_scores of the weighted interactions, the items
         the user has left out
     repeat_candidates(history, now, n, ...)             "buy again": the user's own items, score = sum
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml.models.hyperparams import as_config
-from ml.models.rank_metrics import ranking_metrics
+from ml.models.lifecycle.config import as_config
+from ml.models.recs.metrics import ranking_metrics
 
 ALL = "__all__"  # the overall popularity list in a pop table (users without a known segment)
 SOURCES = {
