@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, timed, write_results  # noqa: E402
-from ml import orchestration  # noqa: E402
+from ml.orchestration import chain, local_airflow  # noqa: E402
 from ml.settings import PROJECT_ROOT, settings_for  # noqa: E402
 
 
@@ -65,21 +65,21 @@ def _seconds(run: dict) -> float:
 
 def through_airflow(scale: str, mode: str, root: Path) -> dict[str, float]:
     s = _settings(root, dbt_execution_mode=mode)
-    airflow = orchestration.LocalAirflow(s)
+    airflow = local_airflow.LocalAirflow(s)
     with timed() as start_s:
         airflow.start()
     try:
         client = airflow.client()
-        client.wait_for_dags(orchestration.CHAIN)
+        client.wait_for_dags(chain.CHAIN)
         t0 = time.perf_counter()
-        runs = orchestration.run_chain(client, conf={"generate_scale": scale}, timeout=3600, echo=None)
-        chain = time.perf_counter() - t0
+        runs = local_airflow.run_chain(client, conf={"generate_scale": scale}, timeout=3600, echo=None)
+        chain_s = time.perf_counter() - t0
         n_tasks = len(client.task_instances("warehouse", runs["warehouse"]["dag_run_id"]))
     finally:
         airflow.stop()
     return {
         "startup": start_s(),
-        "chain": chain,
+        "chain": chain_s,
         "warehouse_tasks": n_tasks,
         **{f"{dag}_run": _seconds(run) for dag, run in runs.items()},
     }

@@ -48,13 +48,14 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 def measure(scale: str, data_dir: Path) -> list[dict]:
     import pandas as pd
 
-    from ml import orchestration, warehouse
+    from ml import warehouse
     from ml.features.materialize import materialize_incremental
     from ml.features.repo import apply
     from ml.generate import generate
     from ml.models import recs
     from ml.models.lifecycle import outputs
     from ml.models.recs import ranking, search
+    from ml.orchestration import tasks
     from ml.settings import settings_for
 
     settings = settings_for(data_dir=data_dir)
@@ -120,7 +121,7 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
             extra={"seconds": round(t(), 1), "users": scored["users"], "peak_rss_mib": peak.peak_mib},
         ).__dict__
     )
-    orchestration.serve_recommendations(settings, {"status": "scored", **scored})
+    tasks.serve_recommendations(settings, {"status": "scored", **scored})
 
     queries = pd.read_parquet(settings.exports_dir / "fct_search_purchases.parquet")["search_query"].drop_duplicates().head(200).tolist()
     semantic = search.SemanticIndex(pd.read_parquet(recs.embeddings_path(settings)))

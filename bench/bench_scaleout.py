@@ -4,7 +4,7 @@
 
 ``local`` is the laptop default (`airflow standalone`: LocalExecutor, SQLite metadata,
 PARALLELISM=2). ``celery:W:C`` is the production stack of docker-compose.yaml run natively
-(ml.stack.NativeStack: PostgreSQL metadata, Redis broker, Feast on Redis + SQL registry, MLflow
+(tests/support/native_stack.py NativeStack: PostgreSQL metadata, Redis broker, Feast on Redis + SQL registry, MLflow
 server) with W Celery workers of C task slots each and PARALLELISM = W x C. Each configuration starts
 fresh (new data, new databases) and runs ingest(generate <scale>) -> warehouse -> feature_store (and,
 with --models, the three train/score pairs) off the Assets, triggered through the API.
@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PeakRSS, Result, write_results  # noqa: E402
-from ml import orchestration  # noqa: E402
+from ml.orchestration import local_airflow  # noqa: E402
 from ml.settings import PROJECT_ROOT, settings_for  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def _timed_chain(start, client, stop, scale: str, models: bool) -> dict:
             startup = time.perf_counter() - t0
             api = client()
             t1 = time.perf_counter()
-            runs = orchestration.run_chain(api, conf={"generate_scale": scale}, timeout=5400, echo=None, models=models)
+            runs = local_airflow.run_chain(api, conf={"generate_scale": scale}, timeout=5400, echo=None, models=models)
             chain = time.perf_counter() - t1
             measured = _measure(api, runs)
         finally:
@@ -74,12 +74,12 @@ def _timed_chain(start, client, stop, scale: str, models: bool) -> dict:
 def run_local(scale: str, root: Path, models: bool) -> dict:
     repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, airflow_port=0, airflow_parallelism=2)
-    airflow = orchestration.LocalAirflow(settings)
+    airflow = local_airflow.LocalAirflow(settings)
     return _timed_chain(lambda: airflow.start(timeout=300), airflow.client, airflow.stop, scale, models)
 
 
 def run_celery(scale: str, root: Path, workers: int, concurrency: int, models: bool) -> dict:
-    from ml.stack import NativeStack
+    from tests.support.native_stack import NativeStack
 
     stack = NativeStack(
         root, workers=workers, variables={"AIRFLOW_PARALLELISM": str(workers * concurrency), "AIRFLOW_WORKER_CONCURRENCY": str(concurrency)}

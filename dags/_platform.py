@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset
 
-from ml import orchestration
+from ml.orchestration import tasks
 from ml.settings import get_settings
 
 SETTINGS = get_settings()
@@ -26,14 +26,14 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(minutes=60),
-    "on_failure_callback": orchestration.log_failure,
+    "on_failure_callback": tasks.log_failure,
 }
 
 # The chain: ingest -> LAKE -> warehouse -> FEATURE_WAREHOUSE -> feature_store -> FEATURE_STORE ->
 # train_user_models -> USER_MODELS -> score_user_models (also on FEATURE_STORE) -> USER_SCORES, and
 # FEATURE_STORE -> train_recommender -> RECOMMENDER -> score_recommender (also on FEATURE_STORE) -> RECOMMENDATIONS,
 # FEATURE_STORE -> train_demand -> DEMAND_MODEL -> forecast_demand (also on FEATURE_STORE) -> DEMAND_PLAN.
-# Each event carries the ingest run's data interval in its `extra` (orchestration.interval_extra).
+# Each event carries the ingest run's data interval in its `extra` (tasks.interval_extra).
 LAKE = Asset(name="lake", uri=SETTINGS.lake_dir.as_uri(), group="ecomml")
 FEATURE_WAREHOUSE = Asset(name="feature_warehouse", uri=SETTINGS.features_dir.as_uri(), group="ecomml")
 FEATURE_STORE = Asset(name="feature_store", uri=(SETTINGS.data_dir / "feast").as_uri(), group="ecomml")
@@ -60,7 +60,7 @@ def dbt_task_group(group_id: str = "dbt"):
     DBT_EXECUTION_MODE=local: one `dbt build --select <model>` (model + its tests) per task, each in
     the pool. Measured in docs/operations.md.
     """
-    manifest = orchestration.manifest_file(SETTINGS)
+    manifest = tasks.manifest_file(SETTINGS)
     if not manifest.exists():
         return None
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -72,7 +72,7 @@ def dbt_task_group(group_id: str = "dbt"):
     project = ProjectConfig(
         dbt_project_path=SETTINGS.dbt_project_dir,
         manifest_path=manifest,
-        env_vars=orchestration.dbt_task_env(SETTINGS),
+        env_vars=tasks.dbt_task_env(SETTINGS),
         install_dbt_deps=False,
     )
     profile = ProfileConfig(

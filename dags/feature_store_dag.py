@@ -24,11 +24,11 @@ from __future__ import annotations
 from _platform import DEFAULT_ARGS, FEATURE_STORE, FEATURE_WAREHOUSE, SETTINGS, START_DATE, TAGS_PLATFORM
 from airflow.sdk import Param, dag, get_current_context, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.FEATURE_STORE_DAG,
+    dag_id=chain.FEATURE_STORE_DAG,
     schedule=[FEATURE_WAREHOUSE],
     start_date=START_DATE,
     catchup=False,
@@ -41,7 +41,7 @@ from ml import orchestration
 def feature_store():
     @task
     def check_sources() -> list[str]:
-        return orchestration.check_feature_sources(SETTINGS)
+        return tasks.check_feature_sources(SETTINGS)
 
     @task(pool=SETTINGS.feast_pool)
     def feast_apply() -> float:
@@ -53,12 +53,12 @@ def feature_store():
     def materialize(view: str, params=None) -> dict:
         context = get_current_context()
         context["feature_view"] = view  # names the mapped task in the UI and in log_failure
-        start, end = orchestration.materialize_window(context, params["window"])
-        return orchestration.materialize_view(SETTINGS, view, start, end)
+        start, end = tasks.materialize_window(context, params["window"])
+        return tasks.materialize_view(SETTINGS, view, start, end)
 
     @task(outlets=[FEATURE_STORE])
     def publish_feature_store(stats: list[dict], outlet_events=None, **context) -> dict:
-        extra = orchestration.interval_extra(*orchestration.run_interval(context))
+        extra = tasks.interval_extra(*tasks.run_interval(context))
         outlet_events[FEATURE_STORE].extra = {**extra, "rows": sum(s.get("rows") or 0 for s in stats)}
         return outlet_events[FEATURE_STORE].extra
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 from _platform import DEFAULT_ARGS, DEMAND_MODEL, DEMAND_PLAN, FEATURE_STORE, SETTINGS, START_DATE, TAGS_PLATFORM
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.FORECAST_DEMAND_DAG,
+    dag_id=chain.FORECAST_DEMAND_DAG,
     schedule=(FEATURE_STORE | DEMAND_MODEL),
     start_date=START_DATE,
     catchup=False,
@@ -36,11 +36,11 @@ from ml import orchestration
 def forecast_demand():
     @task
     def forecast_and_plan() -> dict:
-        return orchestration.forecast_demand(SETTINGS)
+        return tasks.forecast_demand(SETTINGS)
 
     @task(pool=SETTINGS.feast_pool, outlets=[DEMAND_PLAN])
     def serve_demand_plan(planned: dict, outlet_events=None) -> dict:
-        served = orchestration.serve_demand_plan(SETTINGS, planned)
+        served = tasks.serve_demand_plan(SETTINGS, planned)
         outlet_events[DEMAND_PLAN].extra = {"status": served["status"], "forecast_date": planned.get("forecast_date")}
         return served
 

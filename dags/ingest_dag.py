@@ -20,11 +20,11 @@ from __future__ import annotations
 from _platform import DEFAULT_ARGS, LAKE, SETTINGS, START_DATE, TAGS_PLATFORM
 from airflow.sdk import Param, dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.INGEST_DAG,
+    dag_id=chain.INGEST_DAG,
     schedule="@daily",
     start_date=START_DATE,
     catchup=False,
@@ -51,7 +51,7 @@ def ingest():
         from ml.ingest import IngestError
 
         try:
-            return orchestration.run_ingest(SETTINGS, params["mapping"], params["generate_scale"], params["seed"])
+            return tasks.run_ingest(SETTINGS, params["mapping"], params["generate_scale"], params["seed"])
         except IngestError as exc:  # bad data does not get better on retry
             raise AirflowFailException(f"ingest failed: {exc}") from exc
 
@@ -61,7 +61,7 @@ def ingest():
 
         if not result["new_data"]:
             raise AirflowSkipException("no new data in the landing folder: nothing downstream to run")
-        extra = orchestration.interval_extra(*orchestration.run_interval(context))
+        extra = tasks.interval_extra(*tasks.run_interval(context))
         outlet_events[LAKE].extra = extra
         return extra
 

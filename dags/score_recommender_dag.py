@@ -19,11 +19,11 @@ from __future__ import annotations
 from _platform import DEFAULT_ARGS, FEATURE_STORE, RECOMMENDATIONS, RECOMMENDER, SETTINGS, START_DATE, TAGS_PLATFORM
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.SCORE_RECOMMENDER_DAG,
+    dag_id=chain.SCORE_RECOMMENDER_DAG,
     schedule=(FEATURE_STORE | RECOMMENDER),
     start_date=START_DATE,
     catchup=False,
@@ -35,11 +35,11 @@ from ml import orchestration
 def score_recommender():
     @task
     def score_recommendations() -> dict:
-        return orchestration.score_recommender(SETTINGS)
+        return tasks.score_recommender(SETTINGS)
 
     @task(pool=SETTINGS.feast_pool, outlets=[RECOMMENDATIONS])
     def serve_recommendations(scored: dict, outlet_events=None) -> dict:
-        served = orchestration.serve_recommendations(SETTINGS, scored)
+        served = tasks.serve_recommendations(SETTINGS, scored)
         outlet_events[RECOMMENDATIONS].extra = {"status": served["status"], "scored": scored}
         return served
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 from _platform import DEFAULT_ARGS, FEATURE_STORE, SETTINGS, START_DATE, TAGS_PLATFORM, USER_MODELS, USER_SCORES
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.SCORE_USER_MODELS_DAG,
+    dag_id=chain.SCORE_USER_MODELS_DAG,
     schedule=(FEATURE_STORE | USER_MODELS),
     start_date=START_DATE,
     catchup=False,
@@ -35,15 +35,15 @@ from ml import orchestration
 def score_user_models():
     @task
     def score_propensity() -> dict:
-        return orchestration.score_propensity(SETTINGS)
+        return tasks.score_propensity(SETTINGS)
 
     @task(pool=SETTINGS.feast_pool)
     def serve_propensity(scored: dict) -> dict:
-        return orchestration.serve_scores(SETTINGS, scored)
+        return tasks.serve_scores(SETTINGS, scored)
 
     @task
     def cart_at_risk() -> dict:
-        return orchestration.cart_at_risk(SETTINGS)
+        return tasks.cart_at_risk(SETTINGS)
 
     @task(outlets=[USER_SCORES], trigger_rule="none_failed")
     def publish_user_scores(served: dict, carts: dict, outlet_events=None) -> dict:

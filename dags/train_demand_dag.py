@@ -21,11 +21,11 @@ from datetime import timedelta
 from _platform import DEFAULT_ARGS, DEMAND_MODEL, FEATURE_STORE, SETTINGS, START_DATE, TAGS_PLATFORM
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.TRAIN_DEMAND_DAG,
+    dag_id=chain.TRAIN_DEMAND_DAG,
     schedule=[FEATURE_STORE],
     start_date=START_DATE,
     catchup=False,
@@ -37,11 +37,11 @@ from ml import orchestration
 def train_demand():
     @task(execution_timeout=timedelta(minutes=90), pool=SETTINGS.training_pool)
     def backtest_and_train() -> dict:
-        return orchestration.train_demand(SETTINGS)
+        return tasks.train_demand(SETTINGS)
 
     @task(outlets=[DEMAND_MODEL])
     def publish_demand_model(summary: dict, outlet_events=None) -> dict:
-        orchestration.require_promotion(summary)  # skips this task when nothing was promoted
+        tasks.require_promotion(summary)  # skips this task when nothing was promoted
         outlet_events[DEMAND_MODEL].extra = {summary["model"]: summary["version"], "test_wape": summary["test_wape"]}
         return outlet_events[DEMAND_MODEL].extra
 

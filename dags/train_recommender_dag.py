@@ -26,11 +26,11 @@ from datetime import timedelta
 from _platform import DEFAULT_ARGS, FEATURE_STORE, RECOMMENDER, SETTINGS, START_DATE, TAGS_PLATFORM
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.TRAIN_RECOMMENDER_DAG,
+    dag_id=chain.TRAIN_RECOMMENDER_DAG,
     schedule=[FEATURE_STORE],
     start_date=START_DATE,
     catchup=False,
@@ -42,15 +42,15 @@ from ml import orchestration
 def train_recommender():
     @task
     def embed_items() -> dict:
-        return orchestration.embed_items(SETTINGS)
+        return tasks.embed_items(SETTINGS)
 
     @task(execution_timeout=timedelta(minutes=90), pool=SETTINGS.training_pool)
     def train_rankers(embedded: dict) -> dict:
-        return orchestration.train_recommender(SETTINGS)
+        return tasks.train_recommender(SETTINGS)
 
     @task(outlets=[RECOMMENDER])
     def publish_recommender(summary: dict, outlet_events=None) -> dict:
-        orchestration.require_promotion(summary)  # skips this task when nothing was promoted
+        tasks.require_promotion(summary)  # skips this task when nothing was promoted
         outlet_events[RECOMMENDER].extra = {summary["model"]: summary["version"]}
         return outlet_events[RECOMMENDER].extra
 

@@ -25,11 +25,11 @@ from datetime import timedelta
 from _platform import DEFAULT_ARGS, FEATURE_STORE, SETTINGS, START_DATE, TAGS_PLATFORM, USER_MODELS
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.TRAIN_USER_MODELS_DAG,
+    dag_id=chain.TRAIN_USER_MODELS_DAG,
     schedule=[FEATURE_STORE],
     start_date=START_DATE,
     catchup=False,
@@ -41,15 +41,15 @@ from ml import orchestration
 def train_user_models():
     @task(execution_timeout=timedelta(minutes=90), pool=SETTINGS.training_pool)
     def train_propensity() -> dict:
-        return orchestration.train_user_models(SETTINGS)
+        return tasks.train_user_models(SETTINGS)
 
     @task
     def cart_analytics() -> dict:
-        return orchestration.cart_analytics(SETTINGS)
+        return tasks.cart_analytics(SETTINGS)
 
     @task(outlets=[USER_MODELS])
     def publish_user_models(summary: dict, outlet_events=None) -> dict:
-        orchestration.require_promotion(summary)  # skips this task when nothing was promoted
+        tasks.require_promotion(summary)  # skips this task when nothing was promoted
         outlet_events[USER_MODELS].extra = {"propensity_lgbm": summary["version"]}
         return outlet_events[USER_MODELS].extra
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 from _platform import DEFAULT_ARGS, FEATURE_WAREHOUSE, LAKE, SETTINGS, START_DATE, TAGS_PLATFORM, dbt_task_group
 from airflow.sdk import dag, task
 
-from ml import orchestration
+from ml.orchestration import chain, tasks
 
 
 @dag(
-    dag_id=orchestration.WAREHOUSE_DAG,
+    dag_id=chain.WAREHOUSE_DAG,
     schedule=[LAKE],
     start_date=START_DATE,
     catchup=False,
@@ -35,11 +35,11 @@ from ml import orchestration
 def warehouse():
     @task
     def mark_build_start(run_id=None) -> dict:
-        return orchestration.record_build_start(SETTINGS, run_id)
+        return tasks.record_build_start(SETTINGS, run_id)
 
     @task(outlets=[FEATURE_WAREHOUSE])
     def publish_warehouse(outlet_events=None, **context) -> dict:
-        extra = orchestration.interval_extra(*orchestration.run_interval(context))
+        extra = tasks.interval_extra(*tasks.run_interval(context))
         outlet_events[FEATURE_WAREHOUSE].extra = extra
         return extra
 

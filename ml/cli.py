@@ -216,7 +216,7 @@ def _as_of_vars(as_of: Optional[str]) -> dict | None:
 @warehouse_app.command("parse")
 def warehouse_parse() -> None:
     """`dbt parse`: write manifest.json, from which the warehouse DAG builds one task per dbt node."""
-    from ml.orchestration import parse
+    from ml.orchestration.tasks import parse
 
     typer.echo(parse(get_settings(), echo=typer.echo))
 
@@ -409,26 +409,26 @@ def models_score(
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the scores into the online store."),
 ) -> None:
     """Batch-score the current users with the champion propensity_lgbm (and serve the scores online)."""
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     s = get_settings()
-    scored = orchestration.score_propensity(s)
+    scored = tasks.score_propensity(s)
     if scored["status"] != "scored":
         typer.echo(f"nothing scored: {scored}", err=True)
         raise typer.Exit(1)
     result = {"score": scored}
     if serve:
-        result["serve"] = orchestration.serve_scores(s, scored)
+        result["serve"] = tasks.serve_scores(s, scored)
     _echo_json(result)
 
 
 @models_app.command("cart")
 def models_cart() -> None:
     """Cart-abandonment analytics: conversion curve with intervals, decay estimate, today's carts at risk."""
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     s = get_settings()
-    _echo_json({"analysis": orchestration.cart_analytics(s), "at_risk": orchestration.cart_at_risk(s)})
+    _echo_json({"analysis": tasks.cart_analytics(s), "at_risk": tasks.cart_at_risk(s)})
 
 
 @models_app.command("reports")
@@ -477,14 +477,14 @@ def recs_train(config: Optional[Path] = typer.Option(None, help="Model config (d
 @recs_app.command("score")
 def recs_score(serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the lists into the online store.")) -> None:
     """Batch top-K recommendations for every active user with the champion ranker (and serve them)."""
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     s = get_settings()
-    scored = orchestration.score_recommender(s)
+    scored = tasks.score_recommender(s)
     if scored["status"] != "scored":
         typer.echo(f"nothing scored: {scored}", err=True)
         raise typer.Exit(1)
-    _echo_json({"score": scored, **({"serve": orchestration.serve_recommendations(s, scored)} if serve else {})})
+    _echo_json({"score": scored, **({"serve": tasks.serve_recommendations(s, scored)} if serve else {})})
 
 
 @recs_app.command("show")
@@ -573,14 +573,14 @@ def demand_forecast(
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Also materialize the plan into the online store."),
 ) -> None:
     """Forecast every item x warehouse with the champion and write the inventory plan (and serve it)."""
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     s = get_settings()
-    planned = orchestration.forecast_demand(s)
+    planned = tasks.forecast_demand(s)
     if planned["status"] != "forecast":
         typer.echo(f"nothing forecast: {planned}", err=True)
         raise typer.Exit(1)
-    _echo_json({"forecast": planned, **({"serve": orchestration.serve_demand_plan(s, planned)} if serve else {})})
+    _echo_json({"forecast": planned, **({"serve": tasks.serve_demand_plan(s, planned)} if serve else {})})
 
 
 @demand_app.command("plan")
@@ -647,7 +647,7 @@ def privacy_budget(releases: bool = typer.Option(False, "--releases", help="List
 @airflow_app.command("setup")
 def airflow_setup() -> None:
     """`airflow db migrate`, the single-writer pools, and dbt's manifest for the warehouse DAG."""
-    from ml.orchestration import pools, setup
+    from ml.orchestration.local_airflow import pools, setup
 
     s = get_settings()
     setup(s)
@@ -659,7 +659,7 @@ def airflow_standalone() -> None:
     """Start a local Airflow (API server + scheduler + DAG processor + triggerer) until Ctrl-C."""
     import time
 
-    from ml.orchestration import LocalAirflow
+    from ml.orchestration.local_airflow import LocalAirflow
 
     airflow = LocalAirflow(get_settings()).start()
     user, password = airflow.credentials()
@@ -698,14 +698,14 @@ def pipeline(
     ),
 ) -> None:
     """The same steps without Airflow: generate (or use the ingested lake), dbt build, feast apply, materialize, train, score."""
-    import duckdb
 
     from ml import contract as c
-    from ml import orchestration
     from ml.features.materialize import materialize_incremental
     from ml.features.repo import apply
     from ml.generate import generate as run_generate
-    from ml.warehouse import build, feature_path
+    from ml.orchestration.chain import FAMILIES, run_family
+    from ml.orchestration.demo.demo import sample_user, where_to_look
+    from ml.warehouse import build
 
     s = get_settings()
     s.ensure_dirs()
@@ -735,66 +735,28 @@ def pipeline(
     typer.echo("[4/6] materializing the latest feature values into the online store")
     stats = materialize_incremental(s, _utc(as_of) + timedelta(days=1) if as_of else _now())
     rows = stats["rows"]
-    trained, served, recs_trained, recs_served, demand_trained, planned = None, {}, None, {}, None, {}
+    results: dict[str, dict] = {}
     if models:
-        typer.echo(
-            "[5/6] training the user-behaviour models, the recommender and the demand forecaster (MLflow registry, promote if not worse)"
-        )
-        trained = orchestration.train_user_models(s)
-        orchestration.cart_analytics(s)
-        orchestration.embed_items(s)
-        recs_trained = orchestration.train_recommender(s)
+        typer.echo("[5/6] training each model family (MLflow registry, promote if not worse)")
+        for family in FAMILIES:
+            typer.echo(f"      {family.name}: {', '.join(n for step in family.train for n in step.names)}")
+            results.update(run_family(s, family, "train"))
         typer.echo("[6/6] batch scoring with the champions and serving the scores, recommendations and inventory plan online")
-        served = orchestration.serve_scores(s, orchestration.score_propensity(s))
-        orchestration.cart_at_risk(s)
-        recs_served = orchestration.serve_recommendations(s, orchestration.score_recommender(s))
-        demand_trained = orchestration.train_demand(s)
-        planned = orchestration.forecast_demand(s)
-        orchestration.serve_demand_plan(s, planned)
-    from ml.models.user import propensity
-
-    user = (
-        duckdb.connect()
-        .execute(f"select user_id from read_parquet('{feature_path(s, 'feat_user_rfm')}') order by event_timestamp desc limit 1")
-        .fetchone()
-    )
+        for family in FAMILIES:
+            typer.echo(f"      {family.name}: {', '.join(n for step in family.score for n in step.names)}")
+            results.update(run_family(s, family, "score"))
     features = sorted(p.name for p in s.features_dir.glob("*.parquet"))
     held = [n for n, t in c.lake_status(s.lake_dir)["tables"].items() if t["present"]]
-    scores_note = f"{served.get('rows', 0):,} served online" if served.get("status") == "served" else f"none: {served.get('status')}"
+    served = {name: r.get("status") for name, r in results.items() if name.startswith("serve_")}
     typer.echo(
         "\nDone. Where to look:\n"
         f"  lake (raw Parquet, {len(held)} tables)   {s.lake_dir}\n"
-        f"  warehouse (DuckDB)              {s.warehouse_path}\n"
-        f"  feature marts (Parquet)         {s.features_dir}: {', '.join(features)}\n"
-        f"  dbt build                       {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
-        f"  online store (SQLite)           {s.feast_online_path} ({rows:,} rows materialized)\n"
-        + (
-            f"  propensity_lgbm v{trained['version']}           {trained.get('model_type', 'lightgbm')}, test ROC AUC"
-            f" {trained['test']['roc_auc']:.3f} vs RFM baseline {trained['baseline_test']['roc_auc']:.3f}, logistic regression"
-            f" {trained['logistic_test']['roc_auc']:.3f}; {'promoted' if trained['promoted'] else 'NOT promoted: ' + str(trained['decision'])};"  # noqa: E501
-            f" report {trained['report']}\n"
-            f"  batch scores                    {s.scores_dir} ({scores_note})\n"
-            f"  recs_widedeep v{recs_trained['version']}             test NDCG@10 {recs_trained['test']['recs_widedeep']['ndcg@10']:.3f}"
-            f" vs popularity {recs_trained['test']['popularity']['ndcg@10']:.3f}; report {recs_trained['report']}\n"
-            f"  recommendations                 .venv/bin/ecomml recs show {user[0] if user else '<user_id>'}"
-            f'  ({recs_served.get("status")}); search: .venv/bin/ecomml recs search "running shoes"\n'
-            + (
-                f"  demand_lgbm v{demand_trained['version']}               test WAPE {demand_trained['test_wape']} vs seasonal-naive"
-                f" {demand_trained['backtest']['test_origins'].get('demand_seasonal_naive', {}).get('wape')}; backtest report {demand_trained['backtest']['report']}\n"  # noqa: E501
-                f"  inventory plan                  {planned.get('plan_path')} ({planned.get('series', 0):,} series,"
-                f" {planned.get('orders_needed', 0):,} orders needed); .venv/bin/ecomml demand plan <item_id> <warehouse_id>\n"
-                if demand_trained.get("status") != "skipped"
-                else f"  demand forecasting              skipped: {demand_trained['reason']}\n"
-            )
-            + "  MLflow UI                       .venv/bin/ecomml models ui\n"
-            if trained
-            else ""
-        )
-        + f'  explore the warehouse           .venv/bin/ecomml warehouse query "select * from fct_daily_demand limit 5"\n'
-        f"  one user's online features      .venv/bin/ecomml features online --service {propensity.load_config()['feature_service']}"
-        f" --entity user_id={user[0] if user else '<user_id>'}\n"
-        f"  list feature services           .venv/bin/ecomml features services"
+        f"  feature marts (Parquet)   {s.features_dir}: {', '.join(features)}\n"
+        f"  dbt build            {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
+        f"  online store (SQLite)   {s.feast_online_path} ({rows:,} rows materialized)"
+        + (f"\n  served online        {served}" if served else "")
     )
+    typer.echo("\n".join(where_to_look(s, sample_user(s), results)))
 
 
 stack_app = typer.Typer(help="The production stack (docker-compose.yaml, docs/deployment.md).", no_args_is_help=True)

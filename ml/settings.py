@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         description="Production mode: SQLAlchemy URL of the Feast SQL registry (PostgreSQL, psycopg 3)",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Production mode: Redis online store (redis://[:password@]host:port/db)")
-    # Airflow (dags/ + ml/orchestration.py): where its metadata lives, the single-writer pools, how dbt runs.
+    # Airflow (dags/ + ml/orchestration/): where its metadata lives, the single-writer pools, how dbt runs.
     airflow_home: Path | None = Field(None, description="Airflow home (airflow.cfg, SQLite metadata, logs). Default: DATA_DIR/airflow")
     airflow_port: int = Field(8080, ge=0, le=65535, description="Port of the local Airflow API server / UI (0 = pick a free one)")
     airflow_parallelism: int = Field(2, ge=1, description="Airflow [core] parallelism (task slots; = cores here)")

@@ -90,23 +90,23 @@ def clear_failed(client, dag_id: str, run_id: str) -> None:
 
 
 def run_chain_clearing_once(client, conf: dict, timeout: float = 300) -> dict:
-    """``orchestration.run_chain``, except that a failed warehouse run is cleared (failed tasks
+    """``local_airflow.run_chain``, except that a failed warehouse run is cleared (failed tasks
     only) and waited for once more. Airflow 3.3's scheduler can fail a deferrable task whose trigger
     fires within a second of deferring ("finished with state success, but the task instance's state
     attribute is queued": apache/airflow#66374, #71580, #72716); the watcher-mode dbt sensors defer
     and have no retries, so that race fails a warehouse run whose dbt build succeeded. Clearing the
     failed sensors is the operator's documented fix (docs/operations.md); the producer is not re-run."""
-    from ml import orchestration
+    from ml.orchestration import chain, local_airflow
 
-    client.wait_for_dags(orchestration.CHAIN)
-    for dag_id in orchestration.CHAIN:
+    client.wait_for_dags(chain.CHAIN)
+    for dag_id in chain.CHAIN:
         client.set_paused(dag_id, False)
     started = datetime.now(timezone.utc)
     run = client.trigger("ingest", conf=conf)
     runs = {"ingest": client.wait_for_run("ingest", run["dag_run_id"], timeout=timeout)}
     try:
         runs["warehouse"] = client.wait_for_run("warehouse", after=started, timeout=timeout)
-    except orchestration.OrchestrationError as exc:
+    except local_airflow.OrchestrationError as exc:
         failed = [r for r in client.runs("warehouse") if r["state"] == "failed"]
         if not failed:
             raise

@@ -30,12 +30,12 @@ class SharedAirflow:
 
 @pytest.fixture(scope="session")
 def shared_airflow(tmp_path_factory):
-    from ml import orchestration
+    from ml.orchestration import local_airflow
 
     root = tmp_path_factory.mktemp("airflow_e2e")
     repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     settings = settings_for(data_dir=root / "data", feast_repo_dir=repo, dbt_execution_mode="watcher", airflow_port=0)
-    airflow = orchestration.LocalAirflow(settings)
+    airflow = local_airflow.LocalAirflow(settings)
     # a task whose process died with the old scheduler is detected in seconds, not the default 5 min
     airflow.env.update(
         {

@@ -112,7 +112,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def crash(tmp_path_factory):
-    from ml import orchestration
+    from ml.orchestration import chain, local_airflow
 
     root = tmp_path_factory.mktemp("airflow_producer_crash")
     ignore = shutil.ignore_patterns("__pycache__", "target", "logs", "dbt_packages", ".user.yml")
@@ -126,11 +126,11 @@ def crash(tmp_path_factory):
         dbt_execution_mode="watcher",
         airflow_port=0,
     )
-    airflow = orchestration.LocalAirflow(settings)
+    airflow = local_airflow.LocalAirflow(settings)
     try:
         airflow.start(timeout=300)
         client = airflow.client()
-        client.wait_for_dags(orchestration.CHAIN)
+        client.wait_for_dags(chain.CHAIN)
         client.set_paused("ingest", False)
         client.set_paused("warehouse", False)  # feature_store stays paused (see the module docstring)
         started = datetime.now(timezone.utc)

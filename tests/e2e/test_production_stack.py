@@ -1,10 +1,10 @@
 """The production configuration of docker-compose.yaml, run natively (no Docker engine here):
-``ml.stack.NativeStack`` starts the processes the compose file declares — MLflow server, Airflow
+``NativeStack`` (tests/support/native_stack.py) starts the processes the compose file declares — MLflow server, Airflow
 api-server, scheduler, dag-processor, triggerer, TWO Celery workers (one task slot each), the
 Feast feature server and the Feast UI — with each service's container environment and command, against this
 machine's PostgreSQL (own databases and roles, created by the compose file's postgres-init SQL) and
 Redis (db 13: the Celery broker's keys prefixed with the stack's name, Feast's ending with it).
-Only what a machine without compose's network needs is mapped (ml/stack.py says exactly what).
+Only what a machine without compose's network needs is mapped (tests/support/native_stack.py says exactly what).
 
 Through the API (login required), the chain ingest(generate tiny) -> warehouse (dbt via Cosmos,
 watcher mode) -> feature_store runs on the CeleryExecutor: every task instance must have been
@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ml.stack import WORKER, NativeStack
+from ml.stack import WORKER
 from tests.conftest import require_services, skip_or_fail
 from tests.e2e.airflow_api import (
     PRODUCER,
@@ -44,6 +44,7 @@ from tests.e2e.airflow_api import (
     wait_until,
     writer_intervals,
 )
+from tests.support.native_stack import NativeStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.services]
 
@@ -167,7 +168,7 @@ def test_every_service_passes_its_compose_health_check(stack):
 
 
 def test_api_requires_login(stack):
-    from ml.orchestration import AirflowClient, OrchestrationError
+    from ml.orchestration.local_airflow import AirflowClient, OrchestrationError
 
     assert _get(f"{stack.api_url}/api/v2/dags") == 401
     assert _get(f"{stack.api_url}/api/v2/dags", token="not-a-token") in (401, 403)

@@ -33,6 +33,12 @@ PROBE = textwrap.dedent(
     from airflow.dag_processing.dagbag import BundleDagBag
     warm = time.perf_counter() - t0
     folder = Path(sys.argv[1])
+    def asset_names(condition):  # an Asset, or AssetAll / AssetAny of them, or None
+        if condition is None:
+            return []
+        if hasattr(condition, "objects"):
+            return [n for o in condition.objects for n in asset_names(o)]
+        return [condition.name]
     out = {"warmup_s": warm, "files": {}, "errors": {}, "dags": {}}
     for path in sorted(folder.glob("*_dag.py")):
         t = time.perf_counter()
@@ -55,6 +61,8 @@ PROBE = textwrap.dedent(
                     for t in dag.tasks}),
                 "pools": sorted({t.pool for t in dag.tasks}),
                 "timeouts": sorted({str(t.execution_timeout) for t in dag.tasks}),
+                "schedule": sorted(asset_names(getattr(dag.timetable, "asset_condition", None))),
+                "outlets": sorted({o.name for t in dag.tasks for o in (t.outlets or []) if hasattr(o, "name")}),
             }
     heavy = sys.argv[2].split(",")
     out["heavy"] = [m for m in heavy if m in sys.modules]
@@ -91,11 +99,11 @@ def probe(settings, **env_overrides) -> dict:
 @pytest.fixture(scope="module")
 def parsed_settings(tmp_path_factory):
     """Settings on a temp DATA_DIR whose dbt manifest exists (`dbt parse`, no data needed)."""
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     settings = settings_for(data_dir=tmp_path_factory.mktemp("dags") / "data")
     settings.ensure_dirs()
-    orchestration.parse(settings, echo=None)
+    tasks.parse(settings, echo=None)
     return settings
 
 
@@ -181,33 +189,54 @@ def test_run_interval_follows_the_triggering_asset_events():
     from datetime import datetime, timezone
     from types import SimpleNamespace
 
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     d = lambda day: datetime(2026, 11, day, tzinfo=timezone.utc)  # noqa: E731
     events = {
         "lake": [
-            SimpleNamespace(extra=orchestration.interval_extra(d(1), d(2))),
-            SimpleNamespace(extra=orchestration.interval_extra(d(2), d(3))),
+            SimpleNamespace(extra=tasks.interval_extra(d(1), d(2))),
+            SimpleNamespace(extra=tasks.interval_extra(d(2), d(3))),
         ]
     }
-    assert orchestration.run_interval({"triggering_asset_events": events}) == (d(1), d(3))
-    assert orchestration.run_interval({"data_interval_start": d(4), "data_interval_end": d(5)}) == (d(4), d(5))
-    start, end = orchestration.run_interval({})
+    assert tasks.run_interval({"triggering_asset_events": events}) == (d(1), d(3))
+    assert tasks.run_interval({"data_interval_start": d(4), "data_interval_end": d(5)}) == (d(4), d(5))
+    start, end = tasks.run_interval({})
     assert start is None and end.tzinfo is not None
     ctx = {"triggering_asset_events": events}
-    assert orchestration.materialize_window(ctx, "full") == (None, d(3))
-    assert orchestration.materialize_window(ctx, "interval") == (d(1), d(3))
+    assert tasks.materialize_window(ctx, "full") == (None, d(3))
+    assert tasks.materialize_window(ctx, "interval") == (d(1), d(3))
 
 
 def test_failure_callback_names_the_dbt_node_or_view(capsys):
     from types import SimpleNamespace
 
-    from ml import orchestration
+    from ml.orchestration import tasks
 
     ti = SimpleNamespace(dag_id="warehouse", task_id="dbt.fct_orders.test", try_number=1, map_index=-1)
     task = SimpleNamespace(model_unique_id="model.ecom_warehouse.fct_orders", task_id=ti.task_id)
-    orchestration.log_failure({"ti": ti, "task": task, "run_id": "r1", "exception": ValueError("test failed\nmore")})
+    tasks.log_failure({"ti": ti, "task": task, "run_id": "r1", "exception": ValueError("test failed\nmore")})
     assert "dbt node model.ecom_warehouse.fct_orders" in capsys.readouterr().err
     ti = SimpleNamespace(dag_id="feature_store", task_id="materialize", try_number=2, map_index=1, rendered_map_index="user_rfm")
-    orchestration.log_failure({"ti": ti, "task": SimpleNamespace(task_id="materialize"), "run_id": "r2", "exception": RuntimeError("x")})
+    tasks.log_failure({"ti": ti, "task": SimpleNamespace(task_id="materialize"), "run_id": "r2", "exception": RuntimeError("x")})
     assert "feature view user_rfm" in capsys.readouterr().err
+
+
+def test_the_dag_files_follow_the_chain(parsed):
+    """ml/orchestration/chain.py defines the order once; the DAG files' Assets and task bodies must
+    follow it (run_chain and `ecomml pipeline` use chain.py, Airflow uses the DAG files)."""
+    from ml.orchestration import chain
+
+    dags = parsed["dags"]
+    assert set(dags) == set(chain.CHAIN + chain.MODEL_DAGS)
+    assert dags[chain.CHAIN[0]]["schedule"] == []  # triggered (by an operator, run_chain or the landing sensor)
+    for upstream, downstream in zip(chain.CHAIN, chain.CHAIN[1:]):
+        assert set(dags[upstream]["outlets"]) & set(dags[downstream]["schedule"]), (upstream, downstream)
+    feature_store = set(dags[chain.CHAIN[-1]]["outlets"])
+    for family in chain.FAMILIES:
+        train, score = dags[family.train_dag], dags[family.score_dag]
+        assert feature_store & set(train["schedule"]), family.train_dag
+        assert set(train["outlets"]) & set(score["schedule"]), (family.train_dag, family.score_dag)
+        for dag, steps in ((train, family.train), (score, family.score)):
+            source = (PROJECT_ROOT / "dags" / dag["file"]).read_text()
+            for name in (n for step in steps for n in step.names):
+                assert f"tasks.{name}(" in source, f"{dag['file']} does not call tasks.{name}"

@@ -27,9 +27,9 @@ DAY = "2026-11-28T00:00:00+00:00"
 
 
 def dags_test(settings, env, dag_id: str, conf: str | None = None) -> subprocess.CompletedProcess:
-    from ml import orchestration
+    from ml.orchestration import local_airflow
 
-    args = [orchestration.airflow_bin(), "dags", "test", dag_id, DAY] + (["-c", conf] if conf else [])
+    args = [local_airflow.airflow_bin(), "dags", "test", dag_id, DAY] + (["-c", conf] if conf else [])
     proc = subprocess.run(args, env=env, cwd=str(PROJECT_ROOT), capture_output=True, text=True, timeout=600)
     (settings.data_dir / f"{dag_id}.dags-test.log").write_text(proc.stdout + proc.stderr)
     return proc
@@ -52,13 +52,13 @@ def checksum(path) -> str:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    from ml import orchestration
+    from ml.orchestration import local_airflow
 
     root = tmp_path_factory.mktemp("dags_chain")
     repo = shutil.copytree(PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     settings = settings_for(data_dir=root / "data", feast_repo_dir=repo)
-    env = orchestration.airflow_env(settings, port=orchestration.free_port())
-    orchestration.setup(settings, env=env, manifest=False)  # no manifest: the warehouse DAG's one-task path
+    env = local_airflow.airflow_env(settings, port=local_airflow.free_port())
+    local_airflow.setup(settings, env=env, manifest=False)  # no manifest: the warehouse DAG's one-task path
     results = {}
     for dag_id, conf in (("ingest", '{"generate_scale": "tiny"}'), ("warehouse", None), ("feature_store", None)):
         proc = dags_test(settings, env, dag_id, conf)
@@ -200,8 +200,8 @@ def test_ingest_dag_lands_monthly_exports_and_reports_a_broken_one(tmp_path):
     check_failed_files (red in the UI) while publish_lake still announces the new data."""
     import pandas as pd
 
-    from ml import orchestration
     from ml.lake import read_commits
+    from ml.orchestration import local_airflow
     from tests.conftest import shared_file
 
     frame = pd.read_parquet(shared_file("online_retail_ii", "online_retail_ii_2009-12_2010-12.parquet"))
@@ -212,8 +212,8 @@ def test_ingest_dag_lands_monthly_exports_and_reports_a_broken_one(tmp_path):
         frame[when.dt.strftime("%Y-%m") == month].to_parquet(settings.landing_dir / f"export_{month}.parquet", index=False)
     frame[(when >= "2010-01-15") & (when < "2010-02-15")].to_parquet(settings.landing_dir / "export_2010-02_resend.parquet", index=False)
     (settings.landing_dir / "export_2010-03.csv").write_text("not,an\nexport,at all\n")
-    env = {**orchestration.airflow_env(settings, port=orchestration.free_port()), "INGEST_MAPPING": "online_retail_ii"}
-    orchestration.setup(settings, env=env, manifest=False)
+    env = {**local_airflow.airflow_env(settings, port=local_airflow.free_port()), "INGEST_MAPPING": "online_retail_ii"}
+    local_airflow.setup(settings, env=env, manifest=False)
     proc = dags_test(settings, env, "ingest")
     output = proc.stdout + proc.stderr
     assert "check_failed_files" in output and "export_2010-03.csv" in output and "failed and moved" in output

@@ -79,8 +79,8 @@ def test_rerun_for_the_same_forecast_date_rewrites_it(run):
 
 
 def test_plan_is_served_online(run, tmp_path):
-    from ml import orchestration
     from ml.features.repo import apply
+    from ml.orchestration import tasks
     from tests.integration.conftest import copy_repo
 
     built, _, _, second = run
@@ -94,7 +94,7 @@ def test_plan_is_served_online(run, tmp_path):
         }
     )
     apply(settings)
-    served = orchestration.serve_demand_plan(settings, {"status": "forecast", "forecast_date": f"{second.forecast_date:%Y-%m-%d}"})
+    served = tasks.serve_demand_plan(settings, {"status": "forecast", "forecast_date": f"{second.forecast_date:%Y-%m-%d}"})
     assert served["status"] == "served"
     rows = second.plan.sort_values("forecast_units", ascending=False).head(3)
     online = demand.plan_online(settings, list(zip(rows["item_id"], rows["warehouse_id"])))
@@ -103,10 +103,10 @@ def test_plan_is_served_online(run, tmp_path):
 
 
 def test_forecast_without_a_champion_is_a_clear_no_op(tmp_path):
-    from ml import orchestration
+    from ml.orchestration import tasks
     from ml.settings import settings_for
 
-    assert orchestration.forecast_demand(settings_for(data_dir=tmp_path / "data"))["status"] == "no_champion"
+    assert tasks.forecast_demand(settings_for(data_dir=tmp_path / "data"))["status"] == "no_champion"
 
 
 def test_promotion_effect_report_on_the_warehouse(run):

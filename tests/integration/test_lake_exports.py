@@ -280,8 +280,8 @@ def test_a_lake_without_warehouses_builds_validates_and_skips_demand(tmp_path):
     the demand family steps aside with the fix in its message instead of failing the chain."""
     import yaml
 
-    from ml import orchestration
     from ml.features.repo import validate_sources
+    from ml.orchestration import tasks
     from ml.settings import PROJECT_ROOT
     from tests.integration.conftest import copy_repo
 
@@ -300,7 +300,7 @@ def test_a_lake_without_warehouses_builds_validates_and_skips_demand(tmp_path):
     assert report["item_warehouse_demand"]["rows"] == 0 and not report["item_warehouse_demand"]["problems"]
     for mart in ("fct_search_purchases", "fct_cart_conversions", "mart_inventory_position", "mart_promotion_calendar"):
         assert len(pd.read_parquet(settings.exports_dir / f"{mart}.parquet")) == 0, f"{mart}: an all-null placeholder row"
-    summary = orchestration.train_demand(settings)
+    summary = tasks.train_demand(settings)
     assert summary["status"] == "skipped" and not summary["promoted"]
     assert "constants: {warehouse_id: main}" in summary["reason"]
 

@@ -120,8 +120,8 @@ def test_worse_challenger_is_not_promoted(small_store, trained):
 
 
 def test_score_is_idempotent_and_served_online(small_store, trained):
-    from ml import orchestration
     from ml.features.serving import get_online_features
+    from ml.orchestration import tasks
 
     first = propensity.score(small_store, echo=None)
     part = pd.read_parquet(first["path"])
@@ -135,7 +135,7 @@ def test_score_is_idempotent_and_served_online(small_store, trained):
     assert pd.read_parquet(second["path"]).equals(part)
     assert len(list(outputs.scores_root(small_store, propensity.MODEL_NAME).glob("scoring_date=*"))) == 1
 
-    served = orchestration.serve_scores(small_store, {"status": "scored", **first})
+    served = tasks.serve_scores(small_store, {"status": "scored", **first})
     assert served["status"] == "served"
     top = part.sort_values("propensity_score", ascending=False).iloc[0]
     online = get_online_features(small_store, "propensity_scores_v1", {"user_id": top["user_id"]})

@@ -22,12 +22,12 @@ def trained(small_store):
 
 @pytest.fixture(scope="module")
 def scored(small_store, trained):
-    from ml import orchestration
     from ml.features.materialize import materialize_incremental
+    from ml.orchestration import tasks
 
     materialize_incremental(small_store, datetime.now(timezone.utc))  # the user features the FM reads online
     first = recs.score(small_store, echo=None)
-    orchestration.serve_recommendations(small_store, {"status": "scored", **first})
+    tasks.serve_recommendations(small_store, {"status": "scored", **first})
     return first
 
 

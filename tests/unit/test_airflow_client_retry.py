@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ml.orchestration import AirflowClient, OrchestrationError
+from ml.orchestration.local_airflow import AirflowClient, OrchestrationError
 
 
 class Flaky(BaseHTTPRequestHandler):

@@ -6,7 +6,7 @@ docs/deployment.md (secrets required and never committed, internal services unpu
 Compose's variable interpolation is reproduced in ml/stack.py (``interpolate``), so "compose refuses
 to start without a secret" is checked on the parsed file. Where a Docker Compose CLI is installed,
 ``docker compose config`` checks the same file too (skipped otherwise). The same processes run
-natively against PostgreSQL and Redis in tests/e2e/test_production_stack.py (ml.stack.NativeStack).
+natively against PostgreSQL and Redis in tests/e2e/test_production_stack.py (tests/support/native_stack.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from ml import orchestration, stack
+from ml import stack
+from ml.orchestration import local_airflow
 from ml.settings import PROJECT_ROOT, TELEMETRY_OFF, Secrets, Settings, settings_for
 from ml.stack import COMPOSE_FILE, MissingVariable, as_mapping, interpolate, load_compose, variables_used
 
@@ -66,7 +67,7 @@ OTHER_ENV = {
 # `[celery]` comes with apache-airflow-providers-celery; these are the options this file uses, for
 # when the provider is not installed where the test runs.
 CELERY_OPTIONS = {"broker_url", "result_backend", "worker_concurrency"}
-# What ml.orchestration.airflow_env() sets, and how the compose file relates to it.
+# What ml.orchestration.local_airflow.airflow_env() sets, and how the compose file relates to it.
 NATIVE_SAME = {  # equal values
     "AIRFLOW__CORE__LOAD_EXAMPLES",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
@@ -459,10 +460,10 @@ def test_init_runs_the_stack_init_as_the_compose_user_and_every_service_names_th
     # ml.stack.init: `airflow db migrate` + ensure_pools + parse + the Feast registry, with this
     # environment's Airflow configuration (PostgreSQL, CeleryExecutor), as AIRFLOW_UID
     assert re.search(r'exec setpriv --reuid="\$\$uid" --regid=0 --clear-groups ecomml stack init\s*$', command), command
-    created = set(orchestration.pools(service_settings(as_mapping(resolved["airflow-init"]["environment"]))))
+    created = set(local_airflow.pools(service_settings(as_mapping(resolved["airflow-init"]["environment"]))))
     assert len(created) == 3
     for name in _airflow_services(services):  # the DAGs read the pool names from the same settings
-        assert set(orchestration.pools(service_settings(as_mapping(resolved[name]["environment"])))) == created, name
+        assert set(local_airflow.pools(service_settings(as_mapping(resolved[name]["environment"])))) == created, name
 
 
 def _ecomml_commands(text: str) -> list[list[str]]:
@@ -493,13 +494,13 @@ def test_commands_call_cli_commands_that_exist(services):
 
 
 def test_airflow_configuration_mirrors_the_native_one(services, isolated):
-    """Every variable ml.orchestration.airflow_env() sets is either the same in compose, the same
+    """Every variable ml.orchestration.local_airflow.airflow_env() sets is either the same in compose, the same
     thing at a container path, or a documented production substitution."""
     variables = {**SAMPLE_VARIABLES, "AIRFLOW_PARALLELISM": "3"}  # both sides must follow the variable
     for name in _airflow_services(services):
         env = compose_environment(name, variables)
         settings = service_settings(env)
-        native = orchestration.airflow_env(settings, port=8080)
+        native = local_airflow.airflow_env(settings, port=8080)
         own = {k for k, v in native.items() if k not in settings.as_env() and k not in OPTIONAL_SECRETS and os.environ.get(k) != v}
         unclassified = own - NATIVE_SAME - NATIVE_RELOCATED - set(NATIVE_PRODUCTION)
         assert not unclassified, f"airflow_env() sets {sorted(unclassified)}: decide their production value in docker-compose.yaml"

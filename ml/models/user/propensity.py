@@ -40,6 +40,7 @@ MODEL_NAME = "propensity_lgbm"
 CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
 LABELS_MART = "label_user_purchase"
 SCORE_VIEW = "user_propensity"
+SCORES_SERVICE = "propensity_scores_v1"  # Feast service of the served scores (feature_repo/score_views.py)
 AUDIT_COLUMNS = ("gender", "age_band", "region")
 KEYS = ("user_id", "event_timestamp", "cutoff_date")
 # RFM segments, best first: the fixed category order of the rfm_segment feature.
