@@ -202,13 +202,13 @@ def same_row_wape(forecasts, model: str) -> tuple[float, float, int]:
     """(model WAPE, seasonal-naive WAPE) on the rows the model forecast, and its series x origins."""
     from ml.models.demand.data import KEYS
 
-    key = ["origin", *KEYS, "ds"]
-    mine = forecasts.loc[forecasts["model"] == model, [*key, "y", "yhat"]].dropna()
+    key = ["origin", *KEYS, "demand_date"]
+    mine = forecasts.loc[forecasts["model"] == model, [*key, "units", "yhat"]].dropna()
     base = forecasts.loc[forecasts["model"] == BASELINE, [*key, "yhat"]].rename(columns={"yhat": "naive"})
     both = mine.merge(base, on=key)
-    total = both["y"].sum()
+    total = both["units"].sum()
     pairs = int(mine[["origin", *KEYS]].drop_duplicates().shape[0])
-    return float((both["yhat"] - both["y"]).abs().sum() / total), float((both["naive"] - both["y"]).abs().sum() / total), pairs
+    return float((both["yhat"] - both["units"]).abs().sum() / total), float((both["naive"] - both["units"]).abs().sum() / total), pairs
 
 
 def measure(n_series: int, args) -> dict:
@@ -229,8 +229,11 @@ def measure(n_series: int, args) -> dict:
 
     t = time.perf_counter()
     raw = fd.synthetic_frame(n_series, args.periods + horizon, freq, seed=42)
-    cut = raw["ds"].min() + pd.Timedelta(days=args.periods)
-    history, known = raw[raw["ds"] < cut].reset_index(drop=True), raw[raw["ds"] >= cut].drop(columns="y").reset_index(drop=True)
+    cut = raw["demand_date"].min() + pd.Timedelta(days=args.periods)
+    history, known = (
+        raw[raw["demand_date"] < cut].reset_index(drop=True),
+        raw[raw["demand_date"] >= cut].drop(columns="units").reset_index(drop=True),
+    )
     del raw
     seconds["generate (setup, not in the total)"] = time.perf_counter() - t
 

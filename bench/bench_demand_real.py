@@ -84,10 +84,10 @@ def series_shape(settings, config, prepared=None) -> dict:
     lake = Path(settings.lake_dir) / "warehouses"
     warehouses = pd.read_parquet(lake) if lake.exists() else pd.DataFrame()
     by_wh = head.groupby("warehouse_id")[["item_id"]].nunique()["item_id"].sort_values(ascending=False)
-    days = pd.to_datetime(raw["ds"])
-    weekday_units = raw.assign(wd=days.dt.day_name()).groupby("wd")["y"].sum().round(0).to_dict()
-    mean_daily = head.groupby(["item_id", "warehouse_id"])["y"].mean()
-    zero_share = head.assign(z=head["y"].eq(0)).groupby(["item_id", "warehouse_id"])["z"].mean()
+    days = pd.to_datetime(raw["demand_date"])
+    weekday_units = raw.assign(wd=days.dt.day_name()).groupby("wd")["units"].sum().round(0).to_dict()
+    mean_daily = head.groupby(["item_id", "warehouse_id"])["units"].mean()
+    zero_share = head.assign(z=head["units"].eq(0)).groupby(["item_id", "warehouse_id"])["z"].mean()
     return {
         "freq": freq,
         "series_in_mart": int(raw.groupby(["item_id", "warehouse_id"]).ngroups),
@@ -105,11 +105,11 @@ def series_shape(settings, config, prepared=None) -> dict:
         "head_zero_day_share_median": round(float(zero_share.median()), 3),
         "head_series_mean_ge_1_per_day": int((mean_daily >= 1).sum()),
         "dates": [str(days.min().date()), str(days.max().date())],
-        "regressor_columns": [c for c in clean.columns if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1")],
+        "regressor_columns": [c for c in clean.columns if c not in ("item_id", "warehouse_id", "demand_date", "units", "category_l1")],
         "regressor_nonzero_share_in_head": {
             c: round(float(head[c].fillna(0).ne(0).mean()), 4)
             for c in head.columns
-            if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1")
+            if c not in ("item_id", "warehouse_id", "demand_date", "units", "category_l1")
         },
         "units_by_weekday": weekday_units,
         "preparation": preparation.groupby("rule")["rows"].sum().to_dict() if len(preparation) else {},
@@ -124,14 +124,14 @@ def weekly(settings, config):
     from ml.models.demand import data as fd
 
     raw = demand.load_series(settings)
-    raw["ds"] = pd.to_datetime(raw["ds"])
-    first, last = raw["ds"].min(), raw["ds"].max()
-    week = fd.snap(raw["ds"], "W-SUN")
+    raw["demand_date"] = pd.to_datetime(raw["demand_date"])
+    first, last = raw["demand_date"].min(), raw["demand_date"].max()
+    week = fd.snap(raw["demand_date"], "W-SUN")
     whole = (week - pd.Timedelta(days=6) >= first) & (week <= last)
     flags = [c for c in raw.columns if c.startswith("is_")]
-    values = [c for c in raw.columns if c not in ("item_id", "warehouse_id", "ds", "y", "category_l1", *flags)]
-    how = {"y": "sum", "category_l1": "first", **{c: "max" for c in flags}, **{c: "mean" for c in values}}
-    frame = raw[whole].assign(ds=week[whole]).groupby(["item_id", "warehouse_id", "ds"], as_index=False).agg(how)
+    values = [c for c in raw.columns if c not in ("item_id", "warehouse_id", "demand_date", "units", "category_l1", *flags)]
+    how = {"units": "sum", "category_l1": "first", **{c: "max" for c in flags}, **{c: "mean" for c in values}}
+    frame = raw[whole].assign(demand_date=week[whole]).groupby(["item_id", "warehouse_id", "demand_date"], as_index=False).agg(how)
     clean, preparation = fd.prepare(frame, "W-SUN", min_history=int(config["data"]["min_history"]))
     return clean, preparation, "W-SUN"
 
@@ -157,8 +157,8 @@ def same_rows(forecasts, test_after=None) -> dict:
     origins after this date (the test origins)."""
     import pandas as pd
 
-    key = ["origin", "item_id", "warehouse_id", "ds"]
-    f = forecasts.dropna(subset=["y", "yhat"])
+    key = ["origin", "item_id", "warehouse_id", "demand_date"]
+    f = forecasts.dropna(subset=["units", "yhat"])
     f.attrs = {}  # rolling_origin's timings frame there breaks pandas' merge
     if test_after is not None:
         f = f[pd.to_datetime(f["origin"]) > pd.Timestamp(test_after)]
@@ -167,16 +167,16 @@ def same_rows(forecasts, test_after=None) -> dict:
     out = {}
     for model, rows in f.groupby("model"):
         both = rows.merge(naive, on=key)
-        y = both["y"].sum()
+        y = both["units"].sum()
         entry = {
-            "wape": round(float((both["yhat"] - both["y"]).abs().sum() / y), 4),
-            "naive_wape_same_rows": round(float((both["naive"] - both["y"]).abs().sum() / y), 4),
+            "wape": round(float((both["yhat"] - both["units"]).abs().sum() / y), 4),
+            "naive_wape_same_rows": round(float((both["naive"] - both["units"]).abs().sum() / y), 4),
             "series_x_origins": int(rows[key[:3]].drop_duplicates().shape[0]),
         }
         entry["ratio_same_rows"] = round(entry["wape"] / entry["naive_wape_same_rows"], 3)
         if len(prophet):
             on = rows.merge(prophet, on=key)
-            entry["wape_on_prophet_rows"] = round(float((on["yhat"] - on["y"]).abs().sum() / on["y"].sum()), 4)
+            entry["wape_on_prophet_rows"] = round(float((on["yhat"] - on["units"]).abs().sum() / on["units"].sum()), 4)
         out[model] = entry
     return out
 

@@ -16,7 +16,7 @@ Cases, each against random known entities:
 - SDK: ``ml.features.serving.get_online_features`` in this process (a thin wrapper over Feast's
   stock ``FeatureStore.get_online_features``), sequential calls; requests/s = 1 / mean latency.
   Service ``propensity_lgbm_v1`` (two views + the pandas on-demand view ``user_recency_now``);
-  baseline: ``demand_lgbm_v1`` (two views, no on-demand view), which isolates the on-demand cost.
+  baseline: ``item_warehouse_demand_v1`` (two views, no on-demand view), which isolates the on-demand cost.
 - HTTP: ``feast serve`` (1 worker, no access log) on 127.0.0.1, an open-loop load paced at
   ``--rate`` requests/s for ``--seconds`` from a thread pool (keep-alive http.client connections).
   Latency is measured from each request's scheduled send time, so queueing counts (no coordinated
@@ -258,12 +258,12 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
     results.append(Result(f"materialize all views ({engine})", round(seconds, 2), "s", scale=name, extra={"entities": counts}))
     store = serving.open_store(settings)
     sdk = {}
-    for service in ("propensity_lgbm_v1", "demand_lgbm_v1"):
+    for service in ("propensity_lgbm_v1", "item_warehouse_demand_v1"):
         for batch, calls in ((1, args.sdk_calls), (100, max(50, args.sdk_calls // 5))):
             sdk[(service, batch)] = r = sdk_case(store, service, counts, batch, calls)
             print(f"[{name}] sdk {service} batch={batch}: {r}")
     for batch in (1, 100):
-        p, d = sdk[("propensity_lgbm_v1", batch)], sdk[("demand_lgbm_v1", batch)]
+        p, d = sdk[("propensity_lgbm_v1", batch)], sdk[("item_warehouse_demand_v1", batch)]
         target = "p99 <= 5 ms (Redis, one entity)" if batch == 1 else None
         extra = {
             "p50_ms": round(p["p50_ms"], 3),
@@ -279,7 +279,7 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
                 "ms",
                 scale=name,
                 baseline=round(d["p99_ms"], 3),
-                baseline_name="demand_lgbm_v1 (no on-demand view)",
+                baseline_name="item_warehouse_demand_v1 (no on-demand view)",
                 target=target,
                 extra=extra,
             )
@@ -290,7 +290,7 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
     proc = serving.serve(settings, "127.0.0.1", port, workers=args.workers)
     try:
         serving.wait_ready(f"http://127.0.0.1:{port}", proc, timeout=180)
-        for service, batch in (("propensity_lgbm_v1", 1), ("demand_lgbm_v1", 1), ("propensity_lgbm_v1", 100)):
+        for service, batch in (("propensity_lgbm_v1", 1), ("item_warehouse_demand_v1", 1), ("propensity_lgbm_v1", 100)):
             r = http_sequential(port, service, counts, batch, 300 if batch == 1 else 60)
             print(f"[{name}] http sequential {service} batch={batch}: {r}")
             results.append(
@@ -302,7 +302,11 @@ def bench_deployment(name: str, settings, counts: dict, args, results: list[Resu
                     extra={"p50_ms": round(r["p50_ms"], 3), "rps": round(r["rps"], 1), "requests": r["n"], "workers": args.workers},
                 )
             )
-        cases = [("propensity_lgbm_v1", 1, args.rate), ("demand_lgbm_v1", 1, args.rate), ("propensity_lgbm_v1", 100, args.rate / 10)]
+        cases = [
+            ("propensity_lgbm_v1", 1, args.rate),
+            ("item_warehouse_demand_v1", 1, args.rate),
+            ("propensity_lgbm_v1", 100, args.rate / 10),
+        ]
         for service, batch, rate in cases:
             r = http_case(port, service, counts, batch, rate, args.seconds)
             print(f"[{name}] http {service} batch={batch} @ {rate:g}/s: {r}")

@@ -1,4 +1,5 @@
-"""Feature services: one per model version, named ``<model>_v<N>`` (STYLE.md).
+"""Feature services: one per model version, named ``<model>_v<N>`` (STYLE.md); services that no model
+trains on are named by what they serve (``item_warehouse_demand_v1``).
 
 A model trains (``ml.features.training.build_training_set``) and serves (``get_online_features``)
 through the same service, so the feature list is written once, here. A new feature list is a new
@@ -46,13 +47,17 @@ propensity_lgbm_v3 = FeatureService(
     tags={"model": "propensity_lgbm", "version": "3", "entities": "user"},
 )
 
-# Demand forecast (LightGBM) per item x warehouse: recent demand + item engagement and price.
-demand_lgbm_v1 = FeatureService(
-    name="demand_lgbm_v1",
+# Recent demand per item x warehouse (7/28-day units, stock-out days, days since the last sale) with the
+# item's engagement and price: for planners' tools and analyses, not a model's training set. demand_lgbm
+# forecasts several periods ahead from one origin, so its lags and windows are taken at each forecast
+# origin, not at the target day (a point-in-time read at the target day would see the days between):
+# it computes them from the export mart_demand_series (docs/forecasting.md, "Why not through Feast").
+item_warehouse_demand_v1 = FeatureService(
+    name="item_warehouse_demand_v1",
     features=[item_warehouse_demand, item_stats],
-    description="Features of the demand_lgbm model, version 1 (entities item, warehouse)",
+    description="Recent demand per item x warehouse with the item's engagement and price, version 1 (entities item, warehouse)",
     owner="data-platform",
-    tags={"model": "demand_lgbm", "version": "1", "entities": "item,warehouse"},
+    tags={"version": "1", "entities": "item,warehouse", "kind": "analytics"},
 )
 
 # Recommendation rankers (recs_widedeep, with recs_lgbm and recs_fm on the same features): user side

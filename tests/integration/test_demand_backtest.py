@@ -59,15 +59,15 @@ def test_forecasts_per_origin_figures_and_the_served_model_are_written(result):
     import pandas as pd
 
     forecasts = pd.read_parquet(result.forecasts_path)
-    assert list(forecasts.columns) == ["model", "origin", "item_id", "warehouse_id", "ds", "y", "yhat", "yhat_p10", "yhat_p90"]
+    assert list(forecasts.columns) == ["model", "origin", "item_id", "warehouse_id", "demand_date", "units", "yhat", "yhat_p10", "yhat_p90"]
     n_origins = forecasts["origin"].nunique()  # of the 3 asked, those with enough history before them (2 on `tiny`)
     assert forecasts.groupby(["item_id", "warehouse_id"]).ngroups == 40 and n_origins >= 2
-    assert (forecasts["ds"] >= forecasts["origin"]).all()  # forecasts start at their origin
+    assert (forecasts["demand_date"] >= forecasts["origin"]).all()  # forecasts start at their origin
     by_origin = result.by_origin
     assert by_origin.shape == (3, n_origins) and by_origin.notna().all().all()
     # the pooled WAPE is the volume-weighted mean of the per-origin WAPEs: the per-origin table is not made up
     lgbm = forecasts[forecasts["model"] == "demand_lgbm"]
-    weights = lgbm.groupby("origin")["y"].sum().to_numpy()
+    weights = lgbm.groupby("origin")["units"].sum().to_numpy()
     pooled = float((by_origin.loc["demand_lgbm"].to_numpy() * weights).sum() / weights.sum())
     assert pooled == pytest.approx(result.overall.loc["demand_lgbm", "wape"], rel=1e-6)
     assert result.overall["served"].sum() == 1 and result.overall.loc["demand_lgbm", "served"]
@@ -80,8 +80,8 @@ def test_the_head_of_series_is_ranked_before_the_first_origin():
     days = pd.date_range("2024-01-01", periods=10, freq="D")
     frame = pd.concat(
         [
-            pd.DataFrame({"item_id": "steady", "warehouse_id": "w", "ds": days, "y": 5.0}),
-            pd.DataFrame({"item_id": "late_spike", "warehouse_id": "w", "ds": days, "y": [1.0] * 8 + [100.0] * 2}),
+            pd.DataFrame({"item_id": "steady", "warehouse_id": "w", "demand_date": days, "units": 5.0}),
+            pd.DataFrame({"item_id": "late_spike", "warehouse_id": "w", "demand_date": days, "units": [1.0] * 8 + [100.0] * 2}),
         ]
     )
     assert set(demand.head_by_volume(frame, 1)["item_id"]) == {"late_spike"}  # all periods: the spike wins

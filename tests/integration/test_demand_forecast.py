@@ -46,7 +46,7 @@ def test_every_demand_series_gets_a_plan_row(run):
     short = first.forecast[first.forecast["method"] == "moving_average"]
     assert len(short), "the tiny world has series shorter than min_history: the moving average serves them"
     # forecasts start the day after the history ends (the forecast date)
-    assert first.forecast.groupby(KEY)["ds"].min().eq(first.forecast_date + pd.Timedelta(days=1)).all()
+    assert first.forecast.groupby(KEY)["demand_date"].min().eq(first.forecast_date + pd.Timedelta(days=1)).all()
     # the tiny lake's weather is observed, not forecast: its future is filled, and the report says so
     html = first.report.read_text()
     assert "Future regressor values not known ahead" in html and "temperature_c unknown" in html

@@ -175,7 +175,7 @@ def test_named_regressors_and_attributes_reach_the_forecasters_frame(built):
 
     settings = built[0]
     frame = demand.load_series(settings)
-    weekly = frame[frame["warehouse_id"] == "hamburg"].sort_values(["item_id", "ds"]).reset_index(drop=True)
+    weekly = frame[frame["warehouse_id"] == "hamburg"].sort_values(["item_id", "demand_date"]).reset_index(drop=True)
     assert len(weekly) == 40
     w1 = weekly[weekly["item_id"] == "W-1"].reset_index(drop=True)
     assert np.isnan(w1.loc[1, "cpi"]) and w1.loc[2, "cpi"] == pytest.approx(200.2)  # the 'n/a' week has none

@@ -139,7 +139,7 @@ def test_training_set_matches_a_hand_written_asof_join(applied):
 def test_services_listed_from_the_registry(applied):
     settings, _ = applied
     services = repo.list_feature_services(settings)
-    assert {"propensity_lgbm_v1", "demand_lgbm_v1"} <= set(services)
+    assert {"propensity_lgbm_v1", "item_warehouse_demand_v1"} <= set(services)
 
 
 # -- bad input: each names the view and the file ------------------------------------------------------

@@ -197,10 +197,10 @@ def test_item_warehouse_service_one_and_batch(served):
     settings, store, marts, features = served
     pairs = sorted(marts["item_warehouse_demand"])[::37][:99] + [("i_unknown", "w_unknown")]
     rows = [{"item_id": i, "warehouse_id": w} for i, w in pairs]
-    result = serving.get_online_features(store, "demand_lgbm_v1", rows)
+    result = serving.get_online_features(store, "item_warehouse_demand_v1", rows)
     assert list(result)[:2] == ["item_id", "warehouse_id"] and len(result["item_id"]) == len(rows)
     assert assert_matches_marts(result, marts, features, ["item_warehouse_demand", "item_stats"], demand_keys) > 100
-    one = serving.get_online_features(store, "demand_lgbm_v1", rows[0])
+    one = serving.get_online_features(store, "item_warehouse_demand_v1", rows[0])
     assert {k: v[0] for k, v in one.items()} == {k: v[0] for k, v in result.items()}
 
 
@@ -223,12 +223,12 @@ def test_bad_requests_are_clear(served):
     with pytest.raises(serving.ServingError, match="unknown feature service 'nope'"):
         serving.get_online_features(store, "nope", {"user_id": "u1"})
     with pytest.raises(serving.ServingError, match="lacks join key 'warehouse_id'"):
-        serving.get_online_features(store, "demand_lgbm_v1", {"item_id": "i1"})
+        serving.get_online_features(store, "item_warehouse_demand_v1", {"item_id": "i1"})
     with pytest.raises(serving.ServingError, match="must be a string"):
         serving.get_online_features(store, "propensity_lgbm_v1", {"user_id": 7})
     with pytest.raises(serving.ServingError, match="request_time"):
         serving.get_online_features(store, "propensity_lgbm_v1", {"user_id": "u1"}, request_time="yesterday")
-    assert serving.get_online_features(store, "demand_lgbm_v1", [])["item_id"] == []
+    assert serving.get_online_features(store, "item_warehouse_demand_v1", [])["item_id"] == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def as_json_values(result: dict) -> dict:
     "service,rows",
     [
         ("propensity_lgbm_v1", "users"),
-        ("demand_lgbm_v1", "pairs"),
+        ("item_warehouse_demand_v1", "pairs"),
     ],
 )
 def test_http_equals_sdk(served, servers, service, rows):
@@ -283,7 +283,7 @@ def test_ui_serves_the_registry(served, servers):
     names = {v["spec"]["name"] for v in views.json()["featureViews"]}
     assert set(MARTS) <= names
     services = requests.get(servers["ui"] + "/api/v1/feature_services", params={"project": settings.feast_project}, timeout=10)
-    assert {s["spec"]["name"] for s in services.json()["featureServices"]} >= {"propensity_lgbm_v1", "demand_lgbm_v1"}
+    assert {s["spec"]["name"] for s in services.json()["featureServices"]} >= {"propensity_lgbm_v1", "item_warehouse_demand_v1"}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_two_key_service(store_settings, store):
             "event_timestamp": [T("2024-01-03"), T("2024-01-03"), T("2024-01-05")],
         }
     )
-    df = training.build_training_set(store_settings, frame, "demand_lgbm_v1", store=store)
+    df = training.build_training_set(store_settings, frame, "item_warehouse_demand_v1", store=store)
     assert len(df) == 3
     assert df["units_sum_7d"].iloc[0] == 4 and pd.isna(df["units_sum_7d"].iloc[1]) and df["units_sum_7d"].iloc[2] == 6
     assert df["price"].tolist() == [9.5, 9.5, 9.5]  # item_stats joins on item only
@@ -157,16 +157,16 @@ def test_bad_requests_are_clear(store_settings, store):
     with pytest.raises(training.TrainingSetError, match="unknown feature service 'nope_v1'"):
         training.build_training_set(store_settings, ENTITY, "nope_v1", store=store)
     with pytest.raises(training.TrainingSetError, match="lacks column"):
-        training.build_training_set(store_settings, ENTITY, "demand_lgbm_v1", store=store)
+        training.build_training_set(store_settings, ENTITY, "item_warehouse_demand_v1", store=store)
     with pytest.raises(training.TrainingSetError, match="clash"):
         training.build_training_set(store_settings, ENTITY.assign(price_band=1, view_count_7d=1), "propensity_lgbm_v1", store=store)
 
 
 def test_feature_services_are_listed(store_settings, store):
     services = repo.list_feature_services(store_settings, store)
-    assert set(services) >= {"propensity_lgbm_v1", "demand_lgbm_v1"}
+    assert set(services) >= {"propensity_lgbm_v1", "item_warehouse_demand_v1"}
     assert "user_recency_now:hours_since_last_cart_add_now" in services["propensity_lgbm_v1"]["features"]
-    assert "item_stats:price" in services["demand_lgbm_v1"]["features"]
+    assert "item_stats:price" in services["item_warehouse_demand_v1"]["features"]
     assert not any(
         f.split(":")[1] in {"user_id", "item_id", "warehouse_id", "event_timestamp"} for s in services.values() for f in s["features"]
     )

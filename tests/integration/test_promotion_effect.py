@@ -46,7 +46,7 @@ pytestmark = pytest.mark.integration
 SCALE, SEED = "tiny", 42  # the built_warehouse fixture's lake
 REPLICATES = 5
 NO_PROMOTION_EFFECT = {"promo_utility": 0.0, "promo_atc": 0.0, "promo_purchase": 0.0}
-KEY = ["item_id", "warehouse_id", "ds"]
+KEY = ["item_id", "warehouse_id", "demand_date"]
 Z99 = 2.5758
 
 
@@ -70,7 +70,7 @@ def cell_units(lake_dir: Path) -> pd.DataFrame:
     con = duckdb.connect()
     try:
         frame = con.sql(f"""
-            select l.item_id, o.warehouse_id, o.order_date as ds, sum(l.quantity)::double as units
+            select l.item_id, o.warehouse_id, o.order_date as demand_date, sum(l.quantity)::double as units
             from {table("order_lines")} l
             inner join {table("orders")} o using (order_id)
             where o.status <> 'cancelled' and o.warehouse_id is not null
@@ -78,7 +78,7 @@ def cell_units(lake_dir: Path) -> pd.DataFrame:
         """).df()
     finally:
         con.close()
-    frame["ds"] = pd.to_datetime(frame["ds"])
+    frame["demand_date"] = pd.to_datetime(frame["demand_date"])
     return frame
 
 
@@ -90,7 +90,7 @@ def demand(built_warehouse) -> pd.DataFrame:
     con = duckdb.connect(str(built_warehouse.warehouse_path), read_only=True)
     try:
         frame = con.sql("""
-            select d.item_id, d.warehouse_id, d.demand_date as ds, d.units::double as y,
+            select d.item_id, d.warehouse_id, d.demand_date, d.units::double as units,
                    d.is_promoted::int as is_promoted, d.discount_pct, d.temperature_c, d.precipitation_mm,
                    d.is_holiday::int as is_holiday, i.category_l1, i.category_l3, i.price
             from fct_daily_demand d
@@ -98,7 +98,7 @@ def demand(built_warehouse) -> pd.DataFrame:
         """).df()
     finally:
         con.close()
-    frame["ds"] = pd.to_datetime(frame["ds"])
+    frame["demand_date"] = pd.to_datetime(frame["demand_date"])
     return frame
 
 
@@ -134,7 +134,7 @@ def dml(demand) -> dict:
 def test_lake_units_match_the_mart(built_warehouse, demand):
     """The truth counts units from the lake; it must count them as the mart does."""
     units = demand.merge(cell_units(built_warehouse.lake_dir), on=KEY, how="left")["units"].fillna(0.0)
-    assert (units.to_numpy() == demand["y"].to_numpy()).all()
+    assert (units.to_numpy() == demand["units"].to_numpy()).all()
 
 
 def test_dml_recovers_the_simulated_lift(demand, dml, truth):

@@ -23,8 +23,8 @@ def _rows(model, origin, item, ds, y, yhat, p10=None, p90=None) -> pd.DataFrame:
             "origin": pd.Timestamp(origin),
             "item_id": item,
             "warehouse_id": "W1",
-            "ds": pd.to_datetime(ds),
-            "y": np.asarray(y, float),
+            "demand_date": pd.to_datetime(ds),
+            "units": np.asarray(y, float),
             "yhat": yhat,
             "yhat_p10": yhat if p10 is None else p10,
             "yhat_p90": yhat if p90 is None else p90,
@@ -41,22 +41,22 @@ def test_every_origin_trains_only_on_the_data_before_it():
 
     class Spy(fm.MovingAverage):
         def fit(self, frame, freq=None, horizon=None):
-            seen.append(frame["ds"].max())
+            seen.append(frame["demand_date"].max())
             return super().fit(frame, freq, horizon)
 
     forecasts = bt.rolling_origin(frame, {"spy": Spy}, horizon=14, n_origins=3, step=7)
     origins = sorted(forecasts["origin"].unique())
     assert seen == [o - DAY for o in origins]  # the day before each origin, never later
-    assert origins[-1] + 13 * DAY == frame["ds"].max() and origins[1] - origins[0] == 7 * DAY
-    window = forecasts.groupby("origin")["ds"].agg(["min", "max"])
+    assert origins[-1] + 13 * DAY == frame["demand_date"].max() and origins[1] - origins[0] == 7 * DAY
+    window = forecasts.groupby("origin")["demand_date"].agg(["min", "max"])
     assert (window["min"] == window.index).all() and (window["max"] - window.index == 13 * DAY).all()
-    assert len(forecasts) == 3 * 4 * 14 and forecasts["y"].notna().all()
+    assert len(forecasts) == 3 * 4 * 14 and forecasts["units"].notna().all()
 
 
 def test_a_spike_after_the_origin_never_reaches_its_forecast():
     frame = fd.synthetic_frame(4, 120, seed=8)
-    origin = frame["ds"].max() - 13 * DAY
-    spiked = frame.assign(y=np.where(frame["ds"] >= origin, frame["y"] * 1000 + 500, frame["y"]))
+    origin = frame["demand_date"].max() - 13 * DAY
+    spiked = frame.assign(units=np.where(frame["demand_date"] >= origin, frame["units"] * 1000 + 500, frame["units"]))
     models = {
         "demand_seasonal_naive": fm.SeasonalNaive,
         "demand_moving_average": fm.MovingAverage,
@@ -65,9 +65,9 @@ def test_a_spike_after_the_origin_never_reaches_its_forecast():
     clean = bt.rolling_origin(frame, models, horizon=14, n_origins=1)
     dirty = bt.rolling_origin(spiked, models, horizon=14, n_origins=1)
     assert clean["origin"].unique().tolist() == [origin] and set(clean["model"]) == set(models)
-    columns = ["model", "item_id", "ds", "yhat", "yhat_p10", "yhat_p90"]
+    columns = ["model", "item_id", "demand_date", "yhat", "yhat_p10", "yhat_p90"]
     pd.testing.assert_frame_equal(clean[columns], dirty[columns])
-    assert (dirty["y"] > clean["y"] + 499).all()  # the truth it is scored on does carry the spike
+    assert (dirty["units"] > clean["units"] + 499).all()  # the truth it is scored on does carry the spike
 
 
 def test_a_failing_model_is_recorded_and_the_others_go_on():
@@ -87,7 +87,7 @@ def test_a_failing_model_is_recorded_and_the_others_go_on():
 def test_origins_without_enough_history_are_dropped_not_fitted_on_nothing():
     frame = fd.synthetic_frame(2, 60, seed=9)  # 60 days: 3 origins 28 apart would start before the data
     kept = bt.backtest_origins(frame, horizon=28, n_origins=3, step=28, freq="D", min_train=20)
-    assert kept == [frame["ds"].max() - 27 * DAY]  # only the last origin has 20+ days before it
+    assert kept == [frame["demand_date"].max() - 27 * DAY]  # only the last origin has 20+ days before it
     assert len(bt.backtest_origins(frame, horizon=7, n_origins=3, step=7, freq="D", min_train=20)) == 3
     with pytest.raises(ValueError, match="no origin with 40 periods"):
         bt.rolling_origin(frame, {"ok": fm.MovingAverage}, horizon=28, n_origins=3, min_train=40)
@@ -101,8 +101,10 @@ def test_metrics_on_a_hand_computed_case():
     history = pd.concat(
         [
             # A: in-sample seasonal-naive errors |y_t - y_t-7| are all 2 before the origin -> MASE scale 2
-            pd.DataFrame({"item_id": "A", "warehouse_id": "W1", "ds": days, "y": [1, 2, 3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 8, 9, 10, 0, 5]}),
-            pd.DataFrame({"item_id": "Z", "warehouse_id": "W1", "ds": days, "y": 5.0}),  # flat: no MASE scale
+            pd.DataFrame(
+                {"item_id": "A", "warehouse_id": "W1", "demand_date": days, "units": [1, 2, 3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 8, 9, 10, 0, 5]}
+            ),
+            pd.DataFrame({"item_id": "Z", "warehouse_id": "W1", "demand_date": days, "units": 5.0}),  # flat: no MASE scale
         ]
     )
     origin = "2023-01-15"

@@ -32,16 +32,16 @@ def panel(
         {
             "item_id": [f"i{k:03d}" for k in s],
             "warehouse_id": "w1",
-            "ds": pd.Timestamp("2025-01-01") + pd.to_timedelta(d, unit="D"),
+            "demand_date": pd.Timestamp("2025-01-01") + pd.to_timedelta(d, unit="D"),
             "temperature_c": temp,
             "is_promoted": promo,
             "discount_pct": promo * 0.2,
-            "y": y,
+            "units": y,
         }
     )
 
 
-CONTROLS = ["ds", "item_id", "temperature_c"]
+CONTROLS = ["demand_date", "item_id", "temperature_c"]
 
 
 def test_dml_recovers_a_confounded_multiplicative_lift():
@@ -53,7 +53,7 @@ def test_dml_recovers_a_confounded_multiplicative_lift():
     assert out["relative_ci_high"] - out["relative_ci_low"] < 0.1
     assert out["ci_low"] < out["effect"] < out["ci_high"] and out["se"] > 0
     # effect in units: the treated rows' mean * (1 - 1 / 1.3)
-    treated_mean = frame.loc[frame["is_promoted"] == 1, "y"].mean()
+    treated_mean = frame.loc[frame["is_promoted"] == 1, "units"].mean()
     assert out["effect"] == pytest.approx(treated_mean * (1 - 1 / (1 + out["relative_lift"])))
     assert out["n"] == len(frame) and out["n_treated"] == int(frame["is_promoted"].sum())
     assert out["clusters"] == 40 and out["model"] == "multiplicative" and out["rows_trimmed"] == 0
@@ -96,20 +96,20 @@ def test_no_treatment_variation_is_named():
 def test_a_control_that_copies_the_treatment_is_refused():
     frame = panel(n_series=10, days=100).assign(promo_copy=lambda f: f["is_promoted"])
     with pytest.raises(causal.NoTreatmentVariationError, match="determined by the controls"):
-        causal.dml_uplift(frame, controls=["ds", "promo_copy"])
+        causal.dml_uplift(frame, controls=["demand_date", "promo_copy"])
     with pytest.raises(ValueError, match="cannot also be a control"):
-        causal.dml_uplift(frame, controls=["ds", "is_promoted"])
+        causal.dml_uplift(frame, controls=["demand_date", "is_promoted"])
 
 
 def test_default_controls_and_design():
     frame = panel(n_series=30, days=10).assign(category_l1="c", price=lambda f: f["item_id"].str[1:].astype(float))
-    assert causal.default_controls(frame) == ["ds", "item_id", "warehouse_id", "category_l1", "temperature_c", "price"]
+    assert causal.default_controls(frame) == ["demand_date", "item_id", "warehouse_id", "category_l1", "temperature_c", "price"]
     assert "discount_pct" not in causal.default_controls(frame)
     x, constraints, identifying = causal._design(frame, causal.default_controls(frame), "is_promoted")
     assert list(x.columns) == [
-        "ds_dayofweek",
-        "ds_dayofyear",
-        "ds_trend",
+        "demand_date_dayofweek",
+        "demand_date_dayofyear",
+        "demand_date_trend",
         "item_id",
         "warehouse_id",
         "category_l1",
@@ -120,7 +120,8 @@ def test_default_controls_and_design():
     cols = list(x.columns)
     series_side, time_side = ([cols[i] for i in group] for group in constraints)
     assert series_side == ["item_id", "warehouse_id", "category_l1", "price"]
-    assert time_side == ["ds_dayofweek", "ds_dayofyear", "ds_trend", "warehouse_id", "category_l1", "temperature_c"]
+    calendar = ["demand_date_dayofweek", "demand_date_dayofyear", "demand_date_trend"]
+    assert time_side == [*calendar, "warehouse_id", "category_l1", "temperature_c"]
 
 
 def test_after_first_sale_and_auto_trim():
@@ -128,17 +129,17 @@ def test_after_first_sale_and_auto_trim():
         {
             "item_id": ["a"] * 5 + ["b"] * 3,
             "warehouse_id": "w1",
-            "ds": list(pd.date_range("2026-01-01", periods=5)) + list(pd.date_range("2026-01-01", periods=3)),
-            "y": [0, 0, 2, 0, 1, 3, 0, 0],
+            "demand_date": list(pd.date_range("2026-01-01", periods=5)) + list(pd.date_range("2026-01-01", periods=3)),
+            "units": [0, 0, 2, 0, 1, 3, 0, 0],
         }
     )
     kept = causal.after_first_sale(frame)
-    assert kept["y"].tolist() == [0, 1, 0, 0]  # a: days after the 3rd; b: after the 1st
-    assert causal._maybe_trim(frame, "y", "auto") is frame  # a starts on a zero: not a first-sale spine
+    assert kept["units"].tolist() == [0, 1, 0, 0]  # a: days after the 3rd; b: after the 1st
+    assert causal._maybe_trim(frame, "units", "auto") is frame  # a starts on a zero: not a first-sale spine
     spined = frame[frame.index >= 2]  # both series now start on their first sale
-    assert len(causal._maybe_trim(spined, "y", "auto")) == 4
+    assert len(causal._maybe_trim(spined, "units", "auto")) == 4
     with pytest.raises(ValueError, match="trim_first_sale"):
-        causal._maybe_trim(frame, "y", "yes")
+        causal._maybe_trim(frame, "units", "yes")
 
 
 def test_cluster_variance_needs_two_clusters():
@@ -170,9 +171,9 @@ def did_panel(seed: int = 0, effect: float = 5.0, n_series: int = 30, days: int 
                     "item_id": f"i{k:02d}",
                     "warehouse_id": "w1",
                     "category_l1": "c",
-                    "ds": pd.date_range("2026-01-01", periods=days),
+                    "demand_date": pd.date_range("2026-01-01", periods=days),
                     "is_promoted": promo,
-                    "y": y,
+                    "units": y,
                 }
             )
         )
@@ -196,7 +197,7 @@ def test_did_recovers_a_planted_effect_against_a_common_shock():
 def test_did_without_clean_episodes_or_controls():
     frame = did_panel()
     # every series promoted at once: no control is ever clean
-    everyone = frame.assign(is_promoted=frame.groupby("ds")["is_promoted"].transform("max"))
+    everyone = frame.assign(is_promoted=frame.groupby("demand_date")["is_promoted"].transform("max"))
     with pytest.raises(causal.NoTreatmentVariationError, match="no usable episode"):
         causal.did_uplift(everyone, trim_first_sale=False)
     with pytest.raises(ValueError, match="duplicate"):

@@ -20,14 +20,14 @@ FAST_LSTM = {"hidden_size": 16, "epochs": 25, "patience": 4, "batch_size": 64, "
 
 
 def _split(frame: pd.DataFrame, horizon: int):
-    cut = frame["ds"].max() - (horizon - 1) * fd.step(fd.infer_frequency(frame))
-    return frame.loc[frame["ds"] < cut], frame.loc[frame["ds"] >= cut]
+    cut = frame["demand_date"].max() - (horizon - 1) * fd.step(fd.infer_frequency(frame))
+    return frame.loc[frame["demand_date"] < cut], frame.loc[frame["demand_date"] >= cut]
 
 
 def _wape(pred: pd.DataFrame, actual: pd.DataFrame) -> float:
-    both = pred.merge(actual[["item_id", "warehouse_id", "ds", "y"]], on=["item_id", "warehouse_id", "ds"])
+    both = pred.merge(actual[["item_id", "warehouse_id", "demand_date", "units"]], on=["item_id", "warehouse_id", "demand_date"])
     assert len(both) == len(actual)
-    return float((both["yhat"] - both["y"]).abs().sum() / both["y"].sum())
+    return float((both["yhat"] - both["units"]).abs().sum() / both["units"].sum())
 
 
 def _check_contract(pred: pd.DataFrame, horizon: int, n_series: int, freq: str, median: bool = True) -> None:
@@ -36,7 +36,7 @@ def _check_contract(pred: pd.DataFrame, horizon: int, n_series: int, freq: str, 
     if median:  # a mean point forecast (demand_lgbm's default) may lie above P90 on sparse series
         assert (pred["yhat_p10"] <= pred["yhat"]).all() and (pred["yhat"] <= pred["yhat_p90"]).all()
     assert (pred["yhat_p10"] >= 0).all() and not pred[["yhat", "yhat_p10", "yhat_p90"]].isna().any().any()
-    assert (fd.snap(pred["ds"], freq) == pred["ds"]).all()
+    assert (fd.snap(pred["demand_date"], freq) == pred["demand_date"]).all()
 
 
 # ------------------------------------------------------------------------------------ baselines
@@ -49,8 +49,8 @@ def test_seasonal_naive_is_exact_on_a_periodic_series():
             {
                 "item_id": item,
                 "warehouse_id": "W1",
-                "ds": pd.date_range("2023-01-02", periods=68),
-                "y": np.roll(np.tile(pattern, 10), shift)[:68],
+                "demand_date": pd.date_range("2023-01-02", periods=68),
+                "units": np.roll(np.tile(pattern, 10), shift)[:68],
             }
         )
         for item, shift in (("A", 0), ("B", 3))
@@ -62,19 +62,24 @@ def test_seasonal_naive_is_exact_on_a_periodic_series():
         got = pred.loc[pred["item_id"] == item]
         np.testing.assert_array_equal(got["yhat"], expected)
         np.testing.assert_array_equal(got["yhat_p90"] - got["yhat_p10"], 0.0)  # no in-sample error, no width
-    assert pred["ds"].min() == pd.Timestamp("2023-03-11")
+    assert pred["demand_date"].min() == pd.Timestamp("2023-03-11")
 
 
 def test_moving_average_and_interval_from_in_sample_errors():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
-        {"item_id": "A", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=60), "y": rng.poisson(10, 60).astype(float)}
+        {
+            "item_id": "A",
+            "warehouse_id": "W1",
+            "demand_date": pd.date_range("2023-01-02", periods=60),
+            "units": rng.poisson(10, 60).astype(float),
+        }
     )
-    short = frame.head(3).assign(item_id="SHORT", ds=frame["ds"].tail(3).to_numpy())  # the too-short series path
+    short = frame.head(3).assign(item_id="SHORT", demand_date=frame["demand_date"].tail(3).to_numpy())  # the too-short series path
     pred = fm.MovingAverage({"window": 5}).fit(pd.concat([frame, short])).predict(7)
     _check_contract(pred, 7, 2, "D")
-    assert pred.loc[pred["item_id"] == "A", "yhat"].eq(frame["y"].tail(5).mean()).all()
-    assert pred.loc[pred["item_id"] == "SHORT", "yhat"].eq(short["y"].mean()).all()
+    assert pred.loc[pred["item_id"] == "A", "yhat"].eq(frame["units"].tail(5).mean()).all()
+    assert pred.loc[pred["item_id"] == "SHORT", "yhat"].eq(short["units"].mean()).all()
     width = pred.loc[pred["item_id"] == "A"].eval("yhat_p90 - yhat_p10").iloc[0]
     assert 2 < width < 15  # Poisson(10): the 10-90% error range is about 8 units
     with pytest.raises(ValueError, match="horizons 1..28"):
@@ -88,7 +93,7 @@ def test_global_lgbm_beats_seasonal_naive_and_learns_the_promotion():
     frame = fd.synthetic_frame(12, 240, seed=5, promo_lift=1.5)
     train, test = _split(frame, 28)
     model = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28)
-    future = test.drop(columns="y")
+    future = test.drop(columns="units")
     pred = model.predict(28, future)
     _check_contract(pred, 28, 12, "D", median=False)
     naive = fm.SeasonalNaive().fit(train).predict(28)
@@ -103,19 +108,19 @@ def test_global_lgbm_beats_seasonal_naive_and_learns_the_promotion():
 def _intermittent(n_series: int, periods: int, rate: float, seed: int) -> pd.DataFrame:
     """Sparse demand (``rate`` units per day on average) with the synthetic frame's patterns and regressors."""
     frame = fd.synthetic_frame(n_series, periods, seed=seed)
-    shape = frame["y"] / frame.groupby("item_id")["y"].transform("mean")
-    return frame.assign(y=np.random.default_rng(seed).poisson(rate * shape).astype(float))
+    shape = frame["units"] / frame.groupby("item_id")["units"].transform("mean")
+    return frame.assign(units=np.random.default_rng(seed).poisson(rate * shape).astype(float))
 
 
 def test_lgbm_mean_point_is_unbiased_where_the_median_is_zero():
     frame = _intermittent(30, 240, rate=0.4, seed=3)
     train, test = _split(frame, 28)
-    future = test.drop(columns="y")
+    future = test.drop(columns="units")
     mean = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28).predict(28, future)
     median = fm.GlobalLightGBM({**FAST_LGBM, "point": "median"}).fit(train, "D", 28).predict(28, future)
     _check_contract(mean, 28, 30, "D", median=False)
     _check_contract(median, 28, 30, "D")
-    bias = lambda pred: float(pred["yhat"].sum() / test["y"].sum() - 1)  # noqa: E731
+    bias = lambda pred: float(pred["yhat"].sum() / test["units"].sum() - 1)  # noqa: E731
     assert abs(bias(mean)) < 0.25  # the expected demand: what safety stock and order quantities need
     assert bias(median) < -0.5  # P50 of a day with 0.4 expected units is mostly 0
     with pytest.raises(ValueError, match="point"):
@@ -128,10 +133,10 @@ def test_lgbm_update_forecasts_after_the_new_history_without_refitting():
     newer, test = _split(frame, 28)
     model = fm.GlobalLightGBM(FAST_LGBM).fit(older, "D", 28)
     boosters = [b.model_to_string() for b in model.boosters]
-    pred = model.update(newer).predict(28, test.drop(columns="y"))
-    assert pred["ds"].min() == newer["ds"].max() + pd.Timedelta(days=1)  # starts after the NEW history
+    pred = model.update(newer).predict(28, test.drop(columns="units"))
+    assert pred["demand_date"].min() == newer["demand_date"].max() + pd.Timedelta(days=1)  # starts after the NEW history
     assert [b.model_to_string() for b in model.boosters] == boosters
-    refit = fm.GlobalLightGBM(FAST_LGBM).fit(newer, "D", 28).predict(28, test.drop(columns="y"))
+    refit = fm.GlobalLightGBM(FAST_LGBM).fit(newer, "D", 28).predict(28, test.drop(columns="units"))
     assert _wape(pred, test) < 1.2 * _wape(refit, test)
     weekly = fd.synthetic_frame(3, 80, freq="W-SUN", seed=1)
     with pytest.raises(ValueError, match="retrain"):
@@ -160,17 +165,17 @@ def test_plain_reference_reads_only_the_plain_features_and_the_served_model_beat
         "warehouse_id",
     }
     assert len(plain.boosters) == 1 and plain.scale.eq(1.0).all()  # units as they are, one squared-error booster
-    pred = plain.predict(28, test.drop(columns="y"))
+    pred = plain.predict(28, test.drop(columns="units"))
     _check_contract(pred, 28, 12, "D")
     assert (pred["yhat_p10"] == pred["yhat_p90"]).all()  # a reference: no interval
     served = fm.GlobalLightGBM(FAST_LGBM).fit(train, "D", 28)
     assert {"is_promoted", "attr_store_size", "category_l1"} <= set(served.features)  # regressors and attributes
-    assert _wape(served.predict(28, test.drop(columns="y")), test) < _wape(pred, test)  # it sees the planted promotions
+    assert _wape(served.predict(28, test.drop(columns="units")), test) < _wape(pred, test)  # it sees the planted promotions
 
 
 def test_lgbm_row_weights_count_units():
     frame = fd.synthetic_frame(6, 200, seed=2)
-    frame.loc[frame["item_id"] == "I00000", "y"] *= 50  # one series far above the others
+    frame.loc[frame["item_id"] == "I00000", "units"] *= 50  # one series far above the others
     train, _ = _split(frame, 28)
     fast = {**FAST_LGBM, "refit": False}
     by_scale = fm.GlobalLightGBM({**fast, "weight": "scale"}).fit(train, "D", 28)
@@ -188,7 +193,7 @@ def test_global_model_and_prophet_beat_seasonal_naive_and_recover_planted_effect
     train, test = _split(frame, 28)  # measured: WAPE / seasonal naive 0.57 (lgbm), 0.79 (prophet)
     config = {"demand_lgbm": FAST_LGBM, "demand_prophet": {**FAST_PROPHET, "growth": "flat"}}[name]
     model = fm.build(name, config).fit(train, "D", 28)
-    future = test.drop(columns="y")
+    future = test.drop(columns="units")
     naive = fm.SeasonalNaive().fit(train).predict(28)
     assert _wape(model.predict(28, future), test) < 0.85 * _wape(naive, test)
     warm = model.predict(28, future.assign(temperature_c=future["temperature_c"] + 8))
@@ -212,7 +217,7 @@ def test_prophet_fits_a_series_and_reports_a_failing_one():
     pred = model.predict(14)
     _check_contract(pred, 14, 1, "D")
     assert set(pred["item_id"]) == {"I00000"}
-    assert pred["yhat"].mean() == pytest.approx(good["y"].tail(28).mean(), rel=0.5)
+    assert pred["yhat"].mean() == pytest.approx(good["units"].tail(28).mean(), rel=0.5)
 
 
 def test_prophet_takes_the_head_by_volume_and_picks_the_seasonality_mode():
@@ -222,12 +227,22 @@ def test_prophet_takes_the_head_by_volume_and_picks_the_seasonality_mode():
     frame = pd.concat(
         [
             pd.DataFrame(
-                {"item_id": "MULT", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": grow * (1 + 0.6 * weekly)}
+                {
+                    "item_id": "MULT",
+                    "warehouse_id": "W1",
+                    "demand_date": pd.date_range("2023-01-02", periods=120),
+                    "units": grow * (1 + 0.6 * weekly),
+                }
             ),
             pd.DataFrame(
-                {"item_id": "ADD", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": grow + 30 * weekly + 40}
+                {
+                    "item_id": "ADD",
+                    "warehouse_id": "W1",
+                    "demand_date": pd.date_range("2023-01-02", periods=120),
+                    "units": grow + 30 * weekly + 40,
+                }
             ),
-            pd.DataFrame({"item_id": "SMALL", "warehouse_id": "W1", "ds": pd.date_range("2023-01-02", periods=120), "y": 1.0}),
+            pd.DataFrame({"item_id": "SMALL", "warehouse_id": "W1", "demand_date": pd.date_range("2023-01-02", periods=120), "units": 1.0}),
         ]
     )
     model = fm.ProphetPerSeries({**FAST_PROPHET, "max_series": 2, "seasonality_mode": "auto"}).fit(frame, "D", 14)
@@ -242,10 +257,15 @@ def test_prophet_learns_a_moving_holiday_on_weekly_data_from_the_country_calenda
     spike = fd.snap(pd.Series(easter_mondays), "W-SUN")
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
-        {"item_id": "A", "warehouse_id": "berlin", "ds": weeks, "y": 100 + rng.normal(0, 3, len(weeks)) + 150 * weeks.isin(spike)}
+        {
+            "item_id": "A",
+            "warehouse_id": "berlin",
+            "demand_date": weeks,
+            "units": 100 + rng.normal(0, 3, len(weeks)) + 150 * weeks.isin(spike),
+        }
     )
     model = fm.ProphetPerSeries({**FAST_PROPHET, "country": "DE", "growth": "flat"}).fit(frame, "W-SUN", 8)
-    pred = model.predict(8).set_index("ds")["yhat"]
+    pred = model.predict(8).set_index("demand_date")["yhat"]
     easter_week = pd.Timestamp("2024-04-07")  # holds Easter Monday 2024-04-01
     assert pred[easter_week] > 1.5 * pred.drop(easter_week).median(), pred
 
@@ -265,8 +285,8 @@ def test_lstm_learns_a_weekly_pattern_better_than_a_moving_average():
                 {
                     "item_id": f"I{i}",
                     "warehouse_id": "W1",
-                    "ds": pd.date_range("2023-01-02", periods=150),
-                    "y": rng.poisson(level * profile[t % 7]).astype(float),
+                    "demand_date": pd.date_range("2023-01-02", periods=150),
+                    "units": rng.poisson(level * profile[t % 7]).astype(float),
                 }
             )
         )
@@ -290,7 +310,7 @@ def test_every_model_forecasts_weekly_data(name):
     assert (model.freq, model.horizon) == ("W-MON", 8)
     pred = fm.predict(model, 8)
     _check_contract(pred, 8, 4, "W-MON", median=name != "demand_lgbm")
-    assert pred["ds"].min() == frame["ds"].max() + pd.Timedelta(weeks=1)
+    assert pred["demand_date"].min() == frame["demand_date"].max() + pd.Timedelta(weeks=1)
 
 
 # ------------------------------------------------------------------------------------------- config

@@ -19,7 +19,7 @@ def settings(tmp_path):
 
 def _history(freq: str = "D") -> pd.DataFrame:
     ds = pd.date_range("2024-01-01", periods=10, freq=freq)
-    return pd.concat([pd.DataFrame({"item_id": i, "warehouse_id": "w1", "ds": ds, "y": 1.0}) for i in ("a", "b")])
+    return pd.concat([pd.DataFrame({"item_id": i, "warehouse_id": "w1", "demand_date": ds, "units": 1.0}) for i in ("a", "b")])
 
 
 def test_known_future_marks_promoted_periods_and_knows_the_rest_are_not(settings):
@@ -32,8 +32,8 @@ def test_known_future_marks_promoted_periods_and_knows_the_rest_are_not(settings
         }
     ).to_parquet(settings.exports_dir / "mart_promotion_calendar.parquet")
     known = demand.known_future(settings, _history(), horizon=3, freq="D")
-    assert len(known) == 6 and known["ds"].min() == pd.Timestamp("2024-01-11")
-    a = known[known["item_id"] == "a"].set_index("ds")
+    assert len(known) == 6 and known["demand_date"].min() == pd.Timestamp("2024-01-11")
+    a = known[known["item_id"] == "a"].set_index("demand_date")
     assert a["is_promoted"].tolist() == [1.0, 1.0, 0.0] and a["discount_pct"].tolist() == [0.2, 0.3, 0.0]
     assert known.loc[known["item_id"] == "b", "is_promoted"].eq(0).all()  # b's promotion is past the horizon
     assert not known.isna().any().any()  # every future period is known: nothing left to a fill rule
@@ -50,7 +50,7 @@ def test_known_future_snaps_days_to_weeks_with_the_largest_discount(settings):
     ).to_parquet(settings.exports_dir / "mart_promotion_calendar.parquet")
     history = _history("W-SUN")  # weeks ending Sundays: last 2024-03-10
     known = demand.known_future(settings, history, horizon=2, freq="W-SUN")
-    a = known[known["item_id"] == "a"].set_index("ds")
+    a = known[known["item_id"] == "a"].set_index("demand_date")
     assert a.loc[pd.Timestamp("2024-03-17"), "discount_pct"] == 0.4 and a.loc[pd.Timestamp("2024-03-24"), "is_promoted"] == 0
 
 

@@ -31,7 +31,7 @@ def forecast(
                 {
                     "item_id": item,
                     "warehouse_id": wh,
-                    "ds": pd.date_range(start, periods=len(yhat), freq=freq),
+                    "demand_date": pd.date_range(start, periods=len(yhat), freq=freq),
                     "yhat": yhat,
                     "yhat_p10": yhat - inv.P90_Z * sd,
                     "yhat_p90": yhat + inv.P90_Z * sd,
@@ -181,7 +181,7 @@ def test_simulate_policy_by_hand():
 
 def test_turnover_history_vs_policy_on_hand_made_history():
     days = pd.date_range("2026-01-01", periods=14)
-    history = pd.DataFrame({"item_id": "i1", "warehouse_id": "w1", "ds": days, "y": 2.0, "on_hand_units": 20.0})
+    history = pd.DataFrame({"item_id": "i1", "warehouse_id": "w1", "demand_date": days, "units": 2.0, "on_hand_units": 20.0})
     other = history.assign(item_id="i9")  # no policy row: left out and counted
     plan = pd.DataFrame(
         {
@@ -204,7 +204,7 @@ def test_turnover_history_vs_policy_on_hand_made_history():
     assert summary["n_series"] == 1 and summary["series_without_policy"] == 1
     assert summary["turnover_ratio"] == pytest.approx((28 / (130 / 14)) / (28 / 20))
     with pytest.raises(ValueError, match="negative"):
-        inv.turnover(history.assign(y=-1.0), plan)
+        inv.turnover(history.assign(units=-1.0), plan)
     with pytest.raises(ValueError, match="no history series has a policy"):
         inv.turnover(other, plan)
 
@@ -221,8 +221,8 @@ def test_turnover_replays_series_of_different_spans_like_one_at_a_time():
                 {
                     "item_id": item,
                     "warehouse_id": wh,
-                    "ds": ds,
-                    "y": rng.poisson(3, n).astype(float),
+                    "demand_date": ds,
+                    "units": rng.poisson(3, n).astype(float),
                     "on_hand_units": rng.integers(0, 30, n).astype(float),
                 }
             )
@@ -231,9 +231,9 @@ def test_turnover_replays_series_of_different_spans_like_one_at_a_time():
     history = pd.concat(rows, ignore_index=True).drop(index=[5, 40])  # a missing day counts as no demand
     table, _ = inv.turnover(history, pd.DataFrame(plan))
     for p in plan:
-        g = history[(history["item_id"] == p["item_id"]) & (history["warehouse_id"] == p["warehouse_id"])].set_index("ds")
+        g = history[(history["item_id"] == p["item_id"]) & (history["warehouse_id"] == p["warehouse_id"])].set_index("demand_date")
         g = g.reindex(pd.date_range(g.index.min(), g.index.max()))
-        y = g["y"].fillna(0.0).to_numpy()
+        y = g["units"].fillna(0.0).to_numpy()
         sim = inv.simulate_policy(
             y, p["reorder_point"], p["order_up_to"], p["lead_time_days"], opening_stock=g["on_hand_units"].iloc[0] + y[0]
         )
@@ -249,7 +249,13 @@ def test_policy_feeds_turnover():
     fc = forecast({("i1", "w1"): [10.0] * 28})
     plan = inv.policy(fc, LEAD)
     history = pd.DataFrame(
-        {"item_id": "i1", "warehouse_id": "w1", "ds": pd.date_range("2026-01-01", periods=60), "y": 10.0, "on_hand_units": 200.0}
+        {
+            "item_id": "i1",
+            "warehouse_id": "w1",
+            "demand_date": pd.date_range("2026-01-01", periods=60),
+            "units": 10.0,
+            "on_hand_units": 200.0,
+        }
     )
     table, summary = inv.turnover(history, plan)
     assert summary["policy_fill_rate"] == 1.0  # deterministic demand at the forecast: never short

@@ -1,7 +1,7 @@
 """Supply-chain demand forecasting and the inventory plan.
 
     data.py            the series frame: the bad-input rules (each counted), calendar and lag
-                       features, future frames; ``ds``/``y`` are the series' date and units
+                       features, future frames; ``demand_date``/``units`` are the series' date and units
     forecasters.py     seasonal naive, moving average, global LightGBM, Prophet, global LSTM
     rolling_origin.py  rolling-origin backtest: WAPE, MASE, bias, coverage overall and per series
     inventory.py       the inventory policy: safety stock, reorder point, order-up-to, turnover

@@ -1,8 +1,8 @@
 """Promotion effect on demand: double machine learning with LightGBM nuisance models, and a
 difference-in-differences cross-check.
 
-    dml_uplift(frame, treatment="is_promoted", outcome="y", controls=None, ...) -> dict
-    did_uplift(frame, treatment="is_promoted", outcome="y", group="category_l1", ...) -> dict
+    dml_uplift(frame, treatment="is_promoted", outcome="units", controls=None, ...) -> dict
+    did_uplift(frame, treatment="is_promoted", outcome="units", group="category_l1", ...) -> dict
     after_first_sale(frame) -> DataFrame        each series' rows after its first sale (see there)
     default_controls(frame) -> list[str]        the controls dml_uplift uses when none are given
 
@@ -12,7 +12,7 @@ Both return ``effect`` (units per series-day, on the treated rows), ``se``, ``ci
 ``NoTreatmentVariationError`` when the treatment never varies (all rows promoted or none).
 
 Double ML (Chernozhukov et al. 2018, "Double/debiased machine learning"): the controls X
-(calendar from ``ds``, item, warehouse, category, weather, holiday, price: whatever is present) enter
+(calendar from ``demand_date``, item, warehouse, category, weather, holiday, price: whatever is present) enter
 only through flexible LightGBM fits, cross-fitted over ``n_folds`` random folds (every row's
 nuisance prediction comes from models that never saw it), and the effect solves a Neyman-orthogonal
 moment, so first-order errors of the nuisance fits do not bias it. Three models:
@@ -38,7 +38,7 @@ moment, so first-order errors of the nuisance fits do not bias it. Three models:
   tiny generated warehouse: 0.06, where the multiplicative model gives 2.65 [2.06, 3.35] and the
   simulated truth is 3.39 (tests/integration/test_promotion_effect.py).
 
-Nuisance design (``_design``): ``ds`` becomes calendar features; a high-cardinality control that is
+Nuisance design (``_design``): ``demand_date`` becomes calendar features; a high-cardinality control that is
 constant within a series (item_id, category_l3, price) may not interact with the time-varying ones
 in the outcome fits, and is left out of the treatment fit altogether. Promotions run for days, so a
 tree that may split on item and date (or an item-level promotion share) learns each held-out
@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODELS = ("multiplicative", "linear", "log1p")
 CANDIDATE_CONTROLS = (
-    "ds",
+    "demand_date",
     "item_id",
     "warehouse_id",
     "category_l1",
@@ -110,12 +110,12 @@ def _z(confidence: float) -> float:
 
 
 def default_controls(frame: "pd.DataFrame", treatment: str = "is_promoted") -> list[str]:
-    """The controls present in ``frame`` among ds (calendar), item/warehouse/category keys, weather,
+    """The controls present in ``frame`` among demand_date (calendar), item/warehouse/category keys, weather,
     holiday and price. ``discount_pct`` is never a default: it is the promotion itself."""
     return [c for c in CANDIDATE_CONTROLS if c in frame.columns and c != treatment]
 
 
-def after_first_sale(frame: "pd.DataFrame", outcome: str = "y") -> "pd.DataFrame":
+def after_first_sale(frame: "pd.DataFrame", outcome: str = "units") -> "pd.DataFrame":
     """The rows of each series (item_id x warehouse_id) strictly after its first positive outcome.
 
     fct_daily_demand starts every series on its first sale: a day kept *because* it sold, more often
@@ -132,10 +132,10 @@ def after_first_sale(frame: "pd.DataFrame", outcome: str = "y") -> "pd.DataFrame
     """
     import numpy as np
 
-    missing = [c for c in ("item_id", "warehouse_id", "ds", outcome) if c not in frame.columns]
+    missing = [c for c in ("item_id", "warehouse_id", "demand_date", outcome) if c not in frame.columns]
     if missing:
         raise ValueError(f"after_first_sale needs {', '.join(missing)}")
-    f = frame.sort_values(["item_id", "warehouse_id", "ds"])
+    f = frame.sort_values(["item_id", "warehouse_id", "demand_date"])
     sold = (f[outcome].to_numpy(float) > 0).astype(int)
     seen = f.assign(_sold=sold).groupby(["item_id", "warehouse_id"], sort=False)["_sold"].cumsum().to_numpy()
     keep = seen - sold > 0  # a sale happened on an earlier day of the series
@@ -147,7 +147,7 @@ def _maybe_trim(frame: "pd.DataFrame", outcome: str, trim: bool | str) -> "pd.Da
         raise ValueError(f"trim_first_sale must be True, False or 'auto', got {trim!r}")
     if trim is False:
         return frame
-    keys = ["item_id", "warehouse_id", "ds"]
+    keys = ["item_id", "warehouse_id", "demand_date"]
     if trim == "auto":
         if not all(c in frame.columns for c in keys) or frame.empty:
             return frame
@@ -181,7 +181,7 @@ def _design(
 ) -> tuple["pd.DataFrame", list | None, list[str]]:
     """LightGBM matrix from the controls, its interaction constraints and its identifying columns.
 
-    ``ds`` becomes day of week, day of year and a trend (days since the first date); booleans and
+    ``demand_date`` becomes day of week, day of year and a trend (days since the first date); booleans and
     numbers stay numeric; text becomes categorical. With the series keys (item_id, warehouse_id)
     present, a control constant within every series and with more than ``max_time_levels`` distinct
     values (item_id, category_l3, price) may not interact with the time-varying controls (calendar,
@@ -201,7 +201,7 @@ def _design(
     out, source = {}, {}
     for name in controls:
         values = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(values) or name == "ds":
+        if pd.api.types.is_datetime64_any_dtype(values) or name == "demand_date":
             ds = pd.to_datetime(values)
             for part, col in (("dayofweek", ds.dt.dayofweek), ("dayofyear", ds.dt.dayofyear), ("trend", (ds - ds.min()).dt.days)):
                 out[f"{name}_{part}"] = col.astype(float)
@@ -222,7 +222,7 @@ def _design(
     static, identifying = set(), set()
     for col in x.columns:
         name = source[col]
-        if name == "ds":
+        if name == "demand_date":
             continue
         per_series = pd.Series(frame[name].to_numpy()).groupby(series).nunique(dropna=False)
         if (per_series <= 1).all():
@@ -296,7 +296,7 @@ def _variance(psi: "np.ndarray", jacobian: float, clusters) -> tuple[float, int]
 def dml_uplift(
     frame: "pd.DataFrame",
     treatment: str = "is_promoted",
-    outcome: str = "y",
+    outcome: str = "units",
     controls: list[str] | None = None,
     n_folds: int = 5,
     seed: int = 0,
@@ -309,7 +309,7 @@ def dml_uplift(
 ) -> dict[str, Any]:
     """The treatment's effect on the outcome by cross-fitted double ML (see the module docstring).
 
-    ``controls``: column names (default ``default_controls(frame)``); ``ds`` expands to calendar
+    ``controls``: column names (default ``default_controls(frame)``); ``demand_date`` expands to calendar
     features, text columns become LightGBM categoricals. ``cluster``: column(s) whose rows share
     errors (None: heteroskedasticity-robust only). ``params`` override the nuisance LightGBM
     parameters. ``max_time_levels``: see ``_design`` (static controls with more distinct values do
@@ -456,7 +456,7 @@ def dml_uplift(
 def did_uplift(
     frame: "pd.DataFrame",
     treatment: str = "is_promoted",
-    outcome: str = "y",
+    outcome: str = "units",
     group: str | None = "category_l1",
     pre_days: int = 14,
     max_post_days: int = 14,
@@ -468,7 +468,7 @@ def did_uplift(
 ) -> dict[str, Any]:
     """Difference-in-differences around promotion starts, against comparable unpromoted series.
 
-    ``frame``: item_id, warehouse_id, ds (daily), outcome, treatment (0/1) and ``group`` (e.g.
+    ``frame``: item_id, warehouse_id, demand_date (daily), outcome, treatment (0/1) and ``group`` (e.g.
     category_l1; None or absent: every series is comparable). A series-day missing from the frame
     is unobserved (not zero).
 
@@ -489,7 +489,7 @@ def did_uplift(
     import numpy as np
     import pandas as pd
 
-    need = ["item_id", "warehouse_id", "ds", outcome, treatment]
+    need = ["item_id", "warehouse_id", "demand_date", outcome, treatment]
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise ValueError(f"did_uplift: frame lacks {', '.join(missing)}")
@@ -501,14 +501,14 @@ def did_uplift(
     t_all = _treatment(frame, treatment)
     f = frame[need + ([group] if group and group in frame.columns else []) + ([cluster] if cluster not in need else [])].copy()
     f[treatment] = (t_all != 0).astype(float)
-    f["ds"] = pd.to_datetime(f["ds"]).dt.normalize()
-    if f.duplicated(["item_id", "warehouse_id", "ds"]).any():
+    f["demand_date"] = pd.to_datetime(f["demand_date"]).dt.normalize()
+    if f.duplicated(["item_id", "warehouse_id", "demand_date"]).any():
         raise ValueError("did_uplift: duplicate item_id x warehouse_id x ds rows")
     series = f[["item_id", "warehouse_id"]].drop_duplicates().reset_index(drop=True)
     series["s"] = np.arange(len(series))
     f = f.merge(series, on=["item_id", "warehouse_id"])
-    day0 = f["ds"].min()
-    f["d"] = (f["ds"] - day0).dt.days
+    day0 = f["demand_date"].min()
+    f["d"] = (f["demand_date"] - day0).dt.days
     S, D = len(series), int(f["d"].max()) + 1
     Y = np.full((S, D), np.nan)
     T = np.full((S, D), np.nan)

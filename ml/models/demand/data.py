@@ -3,15 +3,15 @@ the global models' features.
 
 The series frame (the one input every demand model takes), one row per series per period:
     item_id, warehouse_id   str, the series key (a series = one item x warehouse)
-    ds                      datetime64[ns], naive dates; daily ("D") or weekly ("W-SUN" = the week ending Sunday)
-    y                       float units (0 allowed)
+    demand_date                      datetime64[ns], naive dates; daily ("D") or weekly ("W-SUN" = the week ending Sunday)
+    units                       float units (0 allowed)
     regressors (optional)   is_promoted, discount_pct, temperature_c, precipitation_mm, is_holiday, price and any
                             other numeric column: used only when present (``detect_regressors``)
     category_l1 (optional)  a static attribute of the item
     attr_<name> (optional)  static series attributes from the export (store type, size): a number, or text
                             (a category to the global models)
 
-    infer_frequency(ds | frame) -> "D" | "W-MON".."W-SUN"
+    infer_frequency(demand_date | frame) -> "D" | "W-MON".."W-SUN"
     prepare(frame, freq=None, *, min_history, country=None) -> (clean frame, report)
     detect_regressors(frame) -> list[str]
     holidays_frame(countries, years, subdiv=None) -> DataFrame[holiday_date, country, holiday_name]
@@ -25,14 +25,14 @@ The series frame (the one input every demand model takes), one row per series pe
 
 Bad input (``prepare``): each rule is counted per series in the report (item_id, warehouse_id, rule,
 rows, reason) and never raises; one bad series never fails the batch.
-    missing_key      null item_id / warehouse_id / unparseable ds: rows dropped
-    nan_y            non-numeric or null y: rows dropped (the period is then a gap, below)
+    missing_key      null item_id / warehouse_id / unparseable demand_date: rows dropped
+    nan_y            non-numeric or null units: rows dropped (the period is then a gap, below)
     off_grid         a date off the frequency's grid (a time of day, a weekly row on another weekday):
                      moved to its period (the day; the week ending on the anchor day)
-    duplicate_date   several rows for one series and period: y summed, is_* flags max, other regressors mean
+    duplicate_date   several rows for one series and period: units summed, is_* flags max, other regressors mean
     negative_y       negative units (returns): clipped to 0 in the demand signal
     gap              a period without a row between the series' first date and the frame's last date:
-                     y = 0 (no sale recorded), regressors carried forward
+                     units = 0 (no sale recorded), regressors carried forward
     regressor_filled a null regressor on an observed row: carried forward, else back, else the column median
     all_zero         no positive demand at all: series skipped (forecast 0; nothing to learn)
     too_short        fewer than ``min_history`` periods: series skipped from model fitting and the backtest;
@@ -105,10 +105,10 @@ def infer_frequency(ds) -> str:
     Raises ValueError naming the problem otherwise (e.g. monthly or irregular dates).
     """
     if isinstance(ds, pd.DataFrame):
-        frame = ds.assign(ds=pd.to_datetime(ds["ds"], errors="coerce").dt.normalize()).dropna(subset=["ds"])
-        frame = frame.drop_duplicates([*KEYS, "ds"]).sort_values([*KEYS, "ds"])
-        dates = frame["ds"]
-        steps = frame.groupby(KEYS, sort=False)["ds"].diff().dropna()
+        frame = ds.assign(demand_date=pd.to_datetime(ds["demand_date"], errors="coerce").dt.normalize()).dropna(subset=["demand_date"])
+        frame = frame.drop_duplicates([*KEYS, "demand_date"]).sort_values([*KEYS, "demand_date"])
+        dates = frame["demand_date"]
+        steps = frame.groupby(KEYS, sort=False)["demand_date"].diff().dropna()
     else:
         dates = pd.Series(pd.to_datetime(pd.Series(ds), errors="coerce").dt.normalize().dropna().unique()).sort_values()
         steps = dates.diff().dropna()
@@ -146,20 +146,20 @@ def _counts(frame: pd.DataFrame, mask, rule: str, reason: str) -> pd.DataFrame:
 
 
 def _aggregate(frame: pd.DataFrame, regressors: list[str]) -> pd.DataFrame:
-    how = {"y": "sum", **{r: "max" if r.startswith("is_") else "mean" for r in regressors}}
+    how = {"units": "sum", **{r: "max" if r.startswith("is_") else "mean" for r in regressors}}
     how.update({c: "first" for c in static_columns(frame)})
-    return frame.groupby([*KEYS, "ds"], sort=True, as_index=False).agg(how)
+    return frame.groupby([*KEYS, "demand_date"], sort=True, as_index=False).agg(how)
 
 
 def _complete(frame: pd.DataFrame, freq: str) -> pd.DataFrame:
     """Every period from each series' first date to the frame's last date (new rows have NaN values)."""
-    span = frame.groupby(KEYS, sort=True)["ds"].min().rename("start").reset_index()
-    periods = ((frame["ds"].max() - span["start"]) // step(freq)).to_numpy(np.int64) + 1
+    span = frame.groupby(KEYS, sort=True)["demand_date"].min().rename("start").reset_index()
+    periods = ((frame["demand_date"].max() - span["start"]) // step(freq)).to_numpy(np.int64) + 1
     rows = np.repeat(np.arange(len(span)), periods)
     offsets = np.arange(len(rows)) - np.repeat(np.cumsum(periods) - periods, periods)
     grid = span.iloc[rows, :2].reset_index(drop=True)
-    grid["ds"] = (span["start"].to_numpy()[rows] + offsets * step(freq)).astype("datetime64[ns]")
-    return grid.merge(frame, on=[*KEYS, "ds"], how="left")
+    grid["demand_date"] = (span["start"].to_numpy()[rows] + offsets * step(freq)).astype("datetime64[ns]")
+    return grid.merge(frame, on=[*KEYS, "demand_date"], how="left")
 
 
 def prepare(
@@ -169,51 +169,51 @@ def prepare(
 
     ``freq``: None infers it. ``min_history``: periods a series needs to be modelled. ``country``: when
     the frame has no is_holiday column, add one from the ``holidays`` package (a country code, several,
-    or a mapping warehouse_id -> country). Returns (clean, report); clean is sorted by key and ds, one
+    or a mapping warehouse_id -> country). Returns (clean, report); clean is sorted by key and demand_date, one
     row per series per period from the series' first date to the frame's last date.
     """
-    missing = [c for c in (*KEYS, "ds", "y") if c not in frame.columns]
+    missing = [c for c in (*KEYS, "demand_date", "units") if c not in frame.columns]
     if missing:
         raise ValueError(f"the series frame lacks columns {missing}")
     regressors = detect_regressors(frame, constant_ok=True)
-    df = frame[[*KEYS, "ds", "y", *regressors, *static_columns(frame)]].copy()
-    df["ds"] = pd.to_datetime(df["ds"], errors="coerce", utc=True).dt.tz_localize(None)  # naive (UTC when zoned)
-    df["y"] = pd.to_numeric(df["y"], errors="coerce").astype(float)
+    df = frame[[*KEYS, "demand_date", "units", *regressors, *static_columns(frame)]].copy()
+    df["demand_date"] = pd.to_datetime(df["demand_date"], errors="coerce", utc=True).dt.tz_localize(None)  # naive (UTC when zoned)
+    df["units"] = pd.to_numeric(df["units"], errors="coerce").astype(float)
     for r in regressors:
         df[r] = pd.to_numeric(df[r], errors="coerce").astype(float)
     reports = []
 
-    bad_key = df[KEYS].isna().any(axis=1) | df["ds"].isna()
+    bad_key = df[KEYS].isna().any(axis=1) | df["demand_date"].isna()
     reports.append(_counts(df, bad_key, "missing_key", "null item_id/warehouse_id or unparseable ds: rows dropped"))
     df = df.loc[~bad_key]
     df[KEYS] = df[KEYS].astype(str)
-    nan_y = df["y"].isna() | ~np.isfinite(df["y"])
+    nan_y = df["units"].isna() | ~np.isfinite(df["units"])
     reports.append(_counts(df, nan_y, "nan_y", "non-numeric or null y: rows dropped (the period becomes a gap)"))
     df = df.loc[~nan_y]
     if df.empty:
         return df, _report(reports)
 
     freq = _check_freq(freq or infer_frequency(df))
-    snapped = snap(df["ds"], freq)
-    reports.append(_counts(df, snapped != df["ds"], "off_grid", f"date off the {freq} grid: moved to its period"))
-    df["ds"] = snapped
-    duplicate = df.duplicated([*KEYS, "ds"])
+    snapped = snap(df["demand_date"], freq)
+    reports.append(_counts(df, snapped != df["demand_date"], "off_grid", f"date off the {freq} grid: moved to its period"))
+    df["demand_date"] = snapped
+    duplicate = df.duplicated([*KEYS, "demand_date"])
     reports.append(_counts(df, duplicate, "duplicate_date", "several rows for one period: y summed, flags max, regressors mean"))
     df = _aggregate(df, regressors)
-    negative = df["y"] < 0
+    negative = df["units"] < 0
     reports.append(_counts(df, negative, "negative_y", "negative units (returns): clipped to 0"))
-    df["y"] = df["y"].clip(lower=0)
+    df["units"] = df["units"].clip(lower=0)
     nan_regressor = df[regressors].isna().any(axis=1)
 
     df = _complete(df, freq)
-    gap = df["y"].isna()
+    gap = df["units"].isna()
     reports.append(_counts(df, gap, "gap", "no row for the period: y = 0, regressors carried forward"))
     reports.append(
         _counts(
             df.loc[~gap], nan_regressor.to_numpy(), "regressor_filled", "null regressor: carried forward, else back, else the column median"
         )
     )
-    df["y"] = df["y"].fillna(0.0)
+    df["units"] = df["units"].fillna(0.0)
     for col in [*regressors, *static_columns(df)]:
         df[col] = df.groupby(KEYS, sort=False)[col].ffill()
         df[col] = df[col].fillna(df.groupby(KEYS, sort=False)[col].transform("first"))  # leading nulls: back
@@ -221,7 +221,7 @@ def prepare(
     if "is_holiday" not in df.columns and country:
         df["is_holiday"] = _holiday_flags(df, freq, country)
 
-    by_series = df.groupby(KEYS, sort=False)["y"]
+    by_series = df.groupby(KEYS, sort=False)["units"]
     all_zero = by_series.transform("sum").eq(0).to_numpy()
     reports.append(_counts(df, all_zero, "all_zero", "no positive demand: skipped, forecast 0"))
     short = ~all_zero & by_series.transform("size").lt(min_history).to_numpy()
@@ -245,12 +245,12 @@ def static_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def detect_regressors(frame: pd.DataFrame, constant_ok: bool = False) -> list[str]:
-    """Numeric columns other than the key, ds, y and static attributes, that vary (``constant_ok``: or not).
+    """Numeric columns other than the key, demand_date, units and static attributes, that vary (``constant_ok``: or not).
 
     The known regressors come first in their canonical order, then any other numeric column (e.g. an
     ERP's markdown amount).
     """
-    other = [c for c in frame.columns if c not in (*KEYS, "ds", "y", *static_columns(frame), *REGRESSORS)]
+    other = [c for c in frame.columns if c not in (*KEYS, "demand_date", "units", *static_columns(frame), *REGRESSORS)]
     found = []
     for col in [*(c for c in REGRESSORS if c in frame.columns), *other]:
         values = pd.to_numeric(frame[col], errors="coerce") if frame[col].dtype == object else frame[col]
@@ -277,25 +277,25 @@ def _holiday_flags(frame: pd.DataFrame, freq: str, country: Country) -> np.ndarr
     """1.0 where a row's period (day, or week) holds a public holiday of its country."""
     by_warehouse = isinstance(country, Mapping)
     countries = set(country.values()) if by_warehouse else country
-    years = range(frame["ds"].dt.year.min() - 1, frame["ds"].dt.year.max() + 2)
+    years = range(frame["demand_date"].dt.year.min() - 1, frame["demand_date"].dt.year.max() + 2)
     hol = holidays_frame(countries, years)
-    hol = hol.assign(ds=snap(hol["holiday_date"], freq))
-    rows = frame[["warehouse_id", "ds"]].copy()
+    hol = hol.assign(demand_date=snap(hol["holiday_date"], freq))
+    rows = frame[["warehouse_id", "demand_date"]].copy()
     if by_warehouse:
         rows["country"] = rows["warehouse_id"].map(country)
-        keys = hol[["country", "ds"]].drop_duplicates().assign(flag=1.0)
-        return rows.merge(keys, on=["country", "ds"], how="left")["flag"].fillna(0.0).to_numpy()
-    return rows["ds"].isin(hol["ds"]).to_numpy(float)
+        keys = hol[["country", "demand_date"]].drop_duplicates().assign(flag=1.0)
+        return rows.merge(keys, on=["country", "demand_date"], how="left")["flag"].fillna(0.0).to_numpy()
+    return rows["demand_date"].isin(hol["demand_date"]).to_numpy(float)
 
 
 # ------------------------------------------------------------------------------ future regressors
 
 
 def future_periods(last: pd.DataFrame, horizon: int, freq: str) -> pd.DataFrame:
-    """item_id, warehouse_id, ds: the ``horizon`` periods after each row's ``ds`` (one row per series in ``last``)."""
+    """item_id, warehouse_id, demand_date: the ``horizon`` periods after each row's ``demand_date`` (one row per series in ``last``)."""
     future = last[KEYS].iloc[np.repeat(np.arange(len(last)), horizon)].reset_index(drop=True)
     h = np.tile(np.arange(1, horizon + 1), len(last))
-    future["ds"] = (np.repeat(last["ds"].to_numpy(), horizon) + h * step(freq)).astype("datetime64[ns]")
+    future["demand_date"] = (np.repeat(last["demand_date"].to_numpy(), horizon) + h * step(freq)).astype("datetime64[ns]")
     return future
 
 
@@ -309,17 +309,17 @@ def future_frame(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``horizon`` periods after each series' last date with regressor values, and the fill report.
 
-    ``known``: item_id, warehouse_id, ds and regressor columns where known (promotion calendar,
+    ``known``: item_id, warehouse_id, demand_date and regressor columns where known (promotion calendar,
     weather table); a value it lacks is filled by the rule in the module docstring and counted.
     ``regressors``: None = those of ``history``. Returns (future, report).
     """
     regressors = detect_regressors(history, constant_ok=True) if regressors is None else list(regressors)
-    history = history.sort_values([*KEYS, "ds"])
+    history = history.sort_values([*KEYS, "demand_date"])
     future = future_periods(history.groupby(KEYS, sort=True).tail(1), horizon, freq)
     if known is not None and len(known):
         have = [r for r in regressors if r in known.columns]
-        known = known[[*KEYS, "ds", *have]].assign(ds=pd.to_datetime(known["ds"]))
-        future = future.merge(known.drop_duplicates([*KEYS, "ds"]), on=[*KEYS, "ds"], how="left")
+        known = known[[*KEYS, "demand_date", *have]].assign(demand_date=pd.to_datetime(known["demand_date"]))
+        future = future.merge(known.drop_duplicates([*KEYS, "demand_date"]), on=[*KEYS, "demand_date"], how="left")
     tail = history.groupby(KEYS, sort=True).tail(horizon).groupby(KEYS, sort=True)
     reports = []
     for r in regressors:
@@ -360,7 +360,7 @@ class Panel:
     y: np.ndarray  # float64 [series, periods]; NaN where the series has no row (before its start, the future)
     x: dict[str, np.ndarray]  # regressor -> float64 [series, periods]
     first: np.ndarray  # int [series]: position of each series' first row
-    last: np.ndarray  # int [series]: position of each series' last row with y (the forecast origin)
+    last: np.ndarray  # int [series]: position of each series' last row with units (the forecast origin)
     freq: str
 
 
@@ -372,12 +372,12 @@ def to_panel(frame: pd.DataFrame, freq: str, regressors=(), future: pd.DataFrame
     keys = frame[[*KEYS, *static_columns(frame)]].drop_duplicates(KEYS).sort_values(KEYS)
     keys = keys.reset_index(drop=True)
     index = pd.MultiIndex.from_frame(keys[KEYS])
-    rows = frame if future is None else pd.concat([frame, future.drop(columns="y", errors="ignore")], ignore_index=True)
+    rows = frame if future is None else pd.concat([frame, future.drop(columns="units", errors="ignore")], ignore_index=True)
     s = index.get_indexer(pd.MultiIndex.from_frame(rows[KEYS]))
     rows = rows.loc[s >= 0]
     s = s[s >= 0]
-    start = rows["ds"].min()
-    t = ((rows["ds"] - start) // step(freq)).to_numpy(np.int64)
+    start = rows["demand_date"].min()
+    t = ((rows["demand_date"] - start) // step(freq)).to_numpy(np.int64)
     dates = pd.DatetimeIndex(period_dates(start, np.arange(t.max() + 1 if len(t) else 0), freq))
     shape = (len(keys), len(dates))
 
@@ -386,7 +386,7 @@ def to_panel(frame: pd.DataFrame, freq: str, regressors=(), future: pd.DataFrame
         out[s, t] = np.asarray(values, float)
         return out
 
-    y = scatter(rows["y"].to_numpy(float) if "y" in rows else np.nan)
+    y = scatter(rows["units"].to_numpy(float) if "units" in rows else np.nan)
     observed = ~np.isnan(y)
     first = np.full(len(keys), shape[1] - 1)
     np.minimum.at(first, s, t)
@@ -427,7 +427,7 @@ def lookback(horizon: int, freq: str, lags=None, windows=None) -> int:
 
 def series_scale(frame: pd.DataFrame) -> pd.Series:
     """Per series: mean demand (floored at 0.1 units), the divisor that puts big and small series on one scale."""
-    return frame.groupby(KEYS, sort=True)["y"].mean().clip(lower=0.1).rename("scale")
+    return frame.groupby(KEYS, sort=True)["units"].mean().clip(lower=0.1).rename("scale")
 
 
 def sample_positions(lo: np.ndarray, hi: np.ndarray, max_n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -461,10 +461,10 @@ def make_features(
     demand h periods after the origin from what is known at the origin, so no lag can leak.
 
     Without ``future``: training rows, every origin with a full target (at most ``max_rows``, sampled).
-    With ``future`` (keys, ds, regressors of the forecast periods): forecast rows, origin = each series'
-    last date, h = 1..horizon, y = NaN.
+    With ``future`` (keys, demand_date, regressors of the forecast periods): forecast rows, origin = each series'
+    last date, h = 1..horizon, units = NaN.
 
-    Columns: item_id, warehouse_id (category), origin, ds (the target date), h, y (target / scale),
+    Columns: item_id, warehouse_id (category), origin, demand_date (the target date), h, units (target / scale),
     scale, and the features: lag_<k> (demand k periods before the origin), roll_mean_<w>, roll_std_<w>
     (windows ending at the origin), zero_share (share of zero periods in the longest window),
     seasonal_naive (the last same-phase value at or before the origin) and season_mean (the mean of the
@@ -533,8 +533,8 @@ def make_features(
             "item_id": keys["item_id"].astype("category"),
             "warehouse_id": keys["warehouse_id"].astype("category"),
             "origin": period_dates(panel.dates[0], origin, freq),
-            "ds": period_dates(panel.dates[0], origin + h, freq),
-            "y": ys[s, p],
+            "demand_date": period_dates(panel.dates[0], origin + h, freq),
+            "units": ys[s, p],
             "scale": scale[s],
         }
     )
@@ -544,7 +544,7 @@ def make_features(
     return pd.concat([head, rows], axis=1)
 
 
-FEATURE_META = ("origin", "ds", "y", "scale")  # make_features columns that are not features (the keys are)
+FEATURE_META = ("origin", "demand_date", "units", "scale")  # make_features columns that are not features (the keys are)
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -562,7 +562,7 @@ def synthetic_frame(
     """Generated demand with planted effects (tests and bench): per series a level (log-normal), a weekly
     profile (daily data), a yearly cycle, promotions in 5-period runs multiplying demand by
     ``1 + promo_lift``, temperature multiplying it by ``exp(temp_effect * (temperature_c - 15))``, Poisson noise.
-    Columns: item_id, warehouse_id, ds, y, is_promoted, discount_pct, temperature_c, category_l1."""
+    Columns: item_id, warehouse_id, demand_date, units, is_promoted, discount_pct, temperature_c, category_l1."""
     rng = np.random.default_rng(seed)
     dates = pd.DatetimeIndex(period_dates(start, np.arange(periods), freq))
     level = np.exp(rng.normal(1.5, 1.0, n_series))[:, None]
@@ -579,8 +579,8 @@ def synthetic_frame(
         {
             "item_id": np.repeat([f"I{i:05d}" for i in range(n_series)], periods),
             "warehouse_id": np.repeat([f"W{i % 3 + 1}" for i in range(n_series)], periods),
-            "ds": np.tile(dates, n_series),
-            "y": rng.poisson(mean).ravel().astype(float),
+            "demand_date": np.tile(dates, n_series),
+            "units": rng.poisson(mean).ravel().astype(float),
             "is_promoted": promo.ravel().astype(float),
             "discount_pct": (promo * 0.2).ravel(),
             "temperature_c": temp.ravel().round(1),

@@ -3,10 +3,10 @@ LightGBM quantile model, Prophet per series and a global LSTM.
 
 Every model has the same two calls:
     model.fit(frame, freq=None, horizon=None) -> model        frame: the series frame (prepared)
-    model.predict(horizon=None, future=None) -> DataFrame     item_id, warehouse_id, ds, yhat, yhat_p10, yhat_p90
+    model.predict(horizon=None, future=None) -> DataFrame     item_id, warehouse_id, demand_date, yhat, yhat_p10, yhat_p90
 ``predict`` forecasts the ``horizon`` periods (default and maximum: the fitted horizon, 28 days / 8
 weeks) after each series' last training date. ``future``: the forecast periods' regressor values
-(keys, ds, regressor columns: the promotion calendar, the weather table); whatever it lacks is filled
+(keys, demand_date, regressor columns: the promotion calendar, the weather table); whatever it lacks is filled
 by ``data.future_frame``'s documented fallback, so build it with that function to get the
 fill report. yhat is the point forecast, never negative: the median (P50) for every model but
 demand_lgbm with ``point: mean`` (the default there), whose yhat is the expected demand; P10/P90 bound
@@ -69,7 +69,7 @@ from ml.models.lifecycle.config import CONFIGS_DIR, as_config
 log = logging.getLogger(__name__)
 
 CONFIG_PATH = CONFIGS_DIR / "demand.yaml"
-FORECAST_COLUMNS = [*KEYS, "ds", "yhat", "yhat_p10", "yhat_p90"]
+FORECAST_COLUMNS = [*KEYS, "demand_date", "yhat", "yhat_p10", "yhat_p90"]
 QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -92,7 +92,7 @@ def _forecast_frame(keys: pd.DataFrame, origin_dates, freq: str, q: np.ndarray) 
     n, horizon = q.shape[:2]
     ds = np.asarray(origin_dates, "datetime64[ns]")[:, None] + np.arange(1, horizon + 1)[None, :] * fd.step(freq)
     out = keys[KEYS].iloc[np.repeat(np.arange(n), horizon)].reset_index(drop=True)
-    out["ds"] = ds.ravel().astype("datetime64[ns]")
+    out["demand_date"] = ds.ravel().astype("datetime64[ns]")
     out["yhat"], out["yhat_p10"], out["yhat_p90"] = q[..., 1].ravel(), q[..., 0].ravel(), q[..., 2].ravel()
     return out
 
@@ -292,9 +292,9 @@ class GlobalLightGBM(Forecaster):
             shortest = min(cfg.windows or fd.default_windows(self.freq)) + 1
             raise ValueError(f"{self.name}: no training rows (series shorter than {shortest} periods)")
         self.features = self._select([c for c in rows.columns if c not in fd.FEATURE_META])
-        cutoff = frame["ds"].max() - self.horizon * fd.step(self.freq)
-        valid = (rows["ds"] > cutoff).to_numpy()
-        X, y = rows[self.features], rows["y"]
+        cutoff = frame["demand_date"].max() - self.horizon * fd.step(self.freq)
+        valid = (rows["demand_date"] > cutoff).to_numpy()
+        X, y = rows[self.features], rows["units"]
         w = {"scale": rows["scale"].to_numpy(float), "sqrt": np.sqrt(rows["scale"].to_numpy(float))}.get(
             getattr(cfg, "weight", "none"), np.ones(len(rows))
         )
@@ -319,7 +319,9 @@ class GlobalLightGBM(Forecaster):
                 booster = lgb.train(params, everything, num_boost_round=rounds)
             self.boosters.append(booster)
             self.best_iterations.append(rounds)
-        self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(fd.lookback(self.horizon, self.freq, cfg.lags, cfg.windows))
+        self.tail = (
+            frame.sort_values([*KEYS, "demand_date"]).groupby(KEYS).tail(fd.lookback(self.horizon, self.freq, cfg.lags, cfg.windows))
+        )
         return self
 
     def _series_scale(self, frame: pd.DataFrame) -> pd.Series:
@@ -334,7 +336,7 @@ class GlobalLightGBM(Forecaster):
         model's features are relative to the origin, so a forecast job needs no refit between trainings."""
         if frame.empty:
             raise ValueError(f"{self.name}: the history frame is empty")
-        freq = fd.infer_frequency(frame["ds"])
+        freq = fd.infer_frequency(frame["demand_date"])
         if freq != self.freq:
             raise ValueError(f"{self.name} was fitted on {self.freq} series, the history is {freq}: retrain")
         missing = [r for r in self.regressors if r not in frame.columns]
@@ -342,7 +344,9 @@ class GlobalLightGBM(Forecaster):
             raise ValueError(f"{self.name} was fitted with regressors {missing} that the history lacks: retrain")
         self.scale = self._series_scale(frame)
         self.tail = (
-            frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(fd.lookback(self.horizon, self.freq, self.config.lags, self.config.windows))
+            frame.sort_values([*KEYS, "demand_date"])
+            .groupby(KEYS)
+            .tail(fd.lookback(self.horizon, self.freq, self.config.lags, self.config.windows))
         )
         return self
 
@@ -366,7 +370,7 @@ class GlobalLightGBM(Forecaster):
         q[:, [0, 2]] = np.sort(q[:, [0, 2]], axis=1)  # quantile crossing; a mean may lie outside P10..P90
         if getattr(self.config, "point", "mean") == "median":
             q = np.sort(q, axis=1)
-        out = rows[KEYS].astype(str).assign(ds=rows["ds"].to_numpy())
+        out = rows[KEYS].astype(str).assign(demand_date=rows["demand_date"].to_numpy())
         out["yhat"], out["yhat_p10"], out["yhat_p90"] = q[:, 1], q[:, 0], q[:, 2]
         return out.reset_index(drop=True)
 
@@ -455,6 +459,11 @@ def _quiet_prophet() -> None:
     logging.getLogger("prophet.plot").disabled = True  # "Importing plotly failed": plots are not used
 
 
+def _prophet_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Our series columns as Prophet names them (demand_date -> demand_date, units -> y): the only place demand_date / y exist."""
+    return rows.rename(columns={"demand_date": "ds", "units": "y"})
+
+
 def _prophet(rows: pd.DataFrame, spec: dict, mode: str):
     _quiet_prophet()
     from prophet import Prophet
@@ -524,9 +533,9 @@ class ProphetPerSeries(Forecaster):
     def fit(self, frame: pd.DataFrame, freq: str | None = None, horizon: int | None = None):
         self._setup(frame, freq, horizon)
         cfg = self.config
-        frame = frame.sort_values([*KEYS, "ds"])
-        volume = frame.groupby(KEYS)["y"].sum().sort_values(ascending=False, kind="stable")
-        dense = frame.groupby(KEYS)["y"].mean().reindex(volume.index) >= cfg.min_mean_demand
+        frame = frame.sort_values([*KEYS, "demand_date"])
+        volume = frame.groupby(KEYS)["units"].sum().sort_values(ascending=False, kind="stable")
+        dense = frame.groupby(KEYS)["units"].mean().reindex(volume.index) >= cfg.min_mean_demand
         head = volume.index[dense.to_numpy()]
         head = head[: cfg.max_series] if cfg.max_series else head
         spec = dict(
@@ -542,7 +551,7 @@ class ProphetPerSeries(Forecaster):
 
         holidays = functools.cache(functools.partial(self._holidays, frame))
         selected = frame.loc[pd.MultiIndex.from_frame(frame[KEYS]).isin(head)]
-        tasks = [(key, rows, {**spec, "holidays": holidays(key[1])}) for key, rows in selected.groupby(KEYS)]
+        tasks = [(key, _prophet_frame(rows), {**spec, "holidays": holidays(key[1])}) for key, rows in selected.groupby(KEYS)]
         try:
             results = _pool_map(_fit_prophet, tasks, cfg.max_workers, cfg.start_method)
         except BrokenProcessPool as exc:
@@ -569,9 +578,9 @@ class ProphetPerSeries(Forecaster):
         country = country.get(warehouse_id) if isinstance(country, dict) else country
         if not country:
             return None
-        years = range(frame["ds"].dt.year.min(), frame["ds"].dt.year.max() + 2)
+        years = range(frame["demand_date"].dt.year.min(), frame["demand_date"].dt.year.max() + 2)
         calendar = fd.holidays_frame(country, years)
-        # on the series' grid: Prophet fits a holiday only on a ds it holds (a week's row, not the holiday's day)
+        # on the series' grid: Prophet fits a holiday only on a demand_date it holds (a week's row, not the holiday's day)
         days = fd.snap(calendar["holiday_date"], self.freq)
         return pd.DataFrame({"ds": days, "holiday": calendar["holiday_name"]}).drop_duplicates(["ds", "holiday"])
 
@@ -580,7 +589,11 @@ class ProphetPerSeries(Forecaster):
         if not self.models:
             return pd.DataFrame(columns=FORECAST_COLUMNS)
         future = self._future(self.tail, horizon, future)
-        tasks = [(key, self.models[key], rows[["ds", *self.regressors]]) for key, rows in future.groupby(KEYS) if key in self.models]
+        tasks = [
+            (key, self.models[key], _prophet_frame(rows[["demand_date", *self.regressors]]))
+            for key, rows in future.groupby(KEYS)
+            if key in self.models
+        ]
         try:
             results = _pool_map(_predict_prophet, tasks, self.config.max_workers, self.config.start_method)
         except BrokenProcessPool as exc:
@@ -592,7 +605,7 @@ class ProphetPerSeries(Forecaster):
         if not done:
             return pd.DataFrame(columns=FORECAST_COLUMNS)
         keys = pd.DataFrame([key for key, _ in done], columns=KEYS)
-        origins = self.tail.groupby(KEYS)["ds"].max().reindex(pd.MultiIndex.from_frame(keys)).to_numpy()
+        origins = self.tail.groupby(KEYS)["demand_date"].max().reindex(pd.MultiIndex.from_frame(keys)).to_numpy()
         return _forecast_frame(keys, origins, self.freq, np.stack([q for _, q in done]))
 
 
@@ -744,7 +757,7 @@ class GlobalLSTM(Forecaster):
         self.dims = (train[0].shape[-1], train[1].shape[-1])
         self.state = {k: v.numpy() for k, v in best_state.items()}  # plain arrays: the fitted model pickles
         keep = max(self.input_length, self.horizon, fd.season_length(self.freq))  # what a forecast window reads
-        self.tail = frame.sort_values([*KEYS, "ds"]).groupby(KEYS).tail(keep)
+        self.tail = frame.sort_values([*KEYS, "demand_date"]).groupby(KEYS).tail(keep)
         return self
 
     def predict(self, horizon: int | None = None, future: pd.DataFrame | None = None) -> pd.DataFrame:

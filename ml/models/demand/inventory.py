@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 KEY = ["item_id", "warehouse_id"]
 P90_Z = NormalDist().inv_cdf(0.9)  # 1.2816: a normal's P10..P90 spans 2 * P90_Z standard deviations
-FORECAST_COLUMNS = ["item_id", "warehouse_id", "ds", "yhat", "yhat_p10", "yhat_p90"]
+FORECAST_COLUMNS = ["item_id", "warehouse_id", "demand_date", "yhat", "yhat_p10", "yhat_p90"]
 POLICY_COLUMNS = [
     "item_id",
     "warehouse_id",
@@ -146,7 +146,7 @@ def _daily(group: "pd.DataFrame") -> tuple["np.ndarray", "np.ndarray", int]:
     """A series' forecast as per-day mean and variance arrays (periods of p days spread evenly)."""
     import numpy as np
 
-    ds = group["ds"].to_numpy("datetime64[D]")
+    ds = group["demand_date"].to_numpy("datetime64[D]")
     steps = np.diff(ds).astype(int)
     if len(steps) and (steps.min() != steps.max() or steps.min() <= 0):
         raise ValueError("forecast dates of a series must be regular (one step: daily or weekly)")
@@ -179,7 +179,7 @@ def policy(
 ) -> "pd.DataFrame":
     """The inventory plan per item x warehouse from a quantile forecast (see the module docstring).
 
-    ``forecast``: item_id, warehouse_id, ds, yhat, yhat_p10, yhat_p90 over the horizon (daily or
+    ``forecast``: item_id, warehouse_id, demand_date, yhat, yhat_p10, yhat_p90 over the horizon (daily or
     weekly rows; one series' dates regular). ``lead_times``: warehouse_id, lead_time_days and
     optionally item_id (a row with item_id wins; item_id null = the warehouse's default). A series
     without a lead time raises ``LeadTimeError`` naming it, unless ``default_lead_time_days`` is
@@ -199,16 +199,16 @@ def policy(
     if forecast.empty:
         raise ValueError("forecast is empty")
     fc = forecast[FORECAST_COLUMNS].copy()
-    fc["ds"] = pd.to_datetime(fc["ds"])
+    fc["demand_date"] = pd.to_datetime(fc["demand_date"])
     nulls = fc[["yhat", "yhat_p10", "yhat_p90"]].isna().any(axis=1)
     if nulls.any():
         pairs = fc.loc[nulls, KEY].drop_duplicates().itertuples(index=False, name=None)
         raise ValueError(f"forecast has null yhat/yhat_p10/yhat_p90 in series {_names(list(pairs))}: quantiles are required")
-    if fc.duplicated(KEY + ["ds"]).any():
+    if fc.duplicated(KEY + ["demand_date"]).any():
         raise ValueError("forecast has duplicate item_id x warehouse_id x ds rows")
     crossed = int((fc["yhat_p90"] < fc["yhat_p10"]).sum())
     fc["yhat"] = fc["yhat"].clip(lower=0.0)
-    fc = fc.sort_values(KEY + ["ds"])
+    fc = fc.sort_values(KEY + ["demand_date"])
 
     series = fc[KEY].drop_duplicates().reset_index(drop=True)
     series = _resolve_lead_times(series, lead_times, default_lead_time_days)
@@ -238,7 +238,7 @@ def policy(
         row = {
             "item_id": item,
             "warehouse_id": wh,
-            "forecast_start": g["ds"].iloc[0],
+            "forecast_start": g["demand_date"].iloc[0],
             "horizon_days": n,
             "lead_time_days": L,
             "lead_time_source": source,
@@ -273,7 +273,7 @@ def policy(
                 inventory_position=position,
                 order_needed=bool(needed),
                 suggested_order_units=float(max(math.ceil(order_up_to - position - 1e-9), 0)) if needed else 0.0,
-                projected_stockout_date=g["ds"].iloc[0] + pd.Timedelta(days=int(out[0])) if len(out) else pd.NaT,
+                projected_stockout_date=g["demand_date"].iloc[0] + pd.Timedelta(days=int(out[0])) if len(out) else pd.NaT,
                 days_of_cover=position / daily_rate if daily_rate > 0 else math.inf,
             )
         rows.append(row)
@@ -366,12 +366,12 @@ def simulate_policy(
 def turnover(history: "pd.DataFrame", policy_frame: "pd.DataFrame", review_every_days: int = 1) -> tuple["pd.DataFrame", dict]:
     """Inventory turnover per series and overall: the history vs the policy replayed over it.
 
-    ``history``: item_id, warehouse_id, ds (daily), y (units sold), on_hand_units (end-of-day stock).
+    ``history``: item_id, warehouse_id, demand_date (daily), units (units sold), on_hand_units (end-of-day stock).
     ``policy_frame``: the output of ``policy`` (reorder_point, order_up_to, lead_time_days per series).
 
-    History: turnover = sum(y) / mean(on_hand_units) over the series' days.
+    History: turnover = sum(units) / mean(on_hand_units) over the series' days.
     Policy: ``simulate_policy`` replays (s = reorder_point, S = order_up_to) over the same daily demand
-    y (days missing from the history count as 0 demand), starting from the history's opening stock
+    units (days missing from the history count as 0 demand), starting from the history's opening stock
     (first day's on_hand + its sales) with nothing on order; turnover = sum(simulated sales) /
     mean(simulated on hand). The position is checked every ``review_every_days`` (default daily):
     the reorder point covers the lead time only, so it is a continuous-review trigger, and the
@@ -389,15 +389,15 @@ def turnover(history: "pd.DataFrame", policy_frame: "pd.DataFrame", review_every
     import numpy as np
     import pandas as pd
 
-    _require(history, KEY + ["ds", "y", "on_hand_units"], "history")
+    _require(history, KEY + ["demand_date", "units", "on_hand_units"], "history")
     _require(policy_frame, KEY + ["reorder_point", "order_up_to", "lead_time_days"], "policy_frame")
     if history.empty:
         raise ValueError("history is empty")
-    h = history[KEY + ["ds", "y", "on_hand_units"]].copy()
-    h["ds"] = pd.to_datetime(h["ds"]).dt.normalize()
-    if h.duplicated(KEY + ["ds"]).any():
+    h = history[KEY + ["demand_date", "units", "on_hand_units"]].copy()
+    h["demand_date"] = pd.to_datetime(h["demand_date"]).dt.normalize()
+    if h.duplicated(KEY + ["demand_date"]).any():
         raise ValueError("history has duplicate item_id x warehouse_id x ds rows")
-    if (h["y"] < 0).any():
+    if (h["units"] < 0).any():
         raise ValueError("history has negative y: net out returns before computing turnover")
     if policy_frame.duplicated(KEY).any():
         raise ValueError("policy_frame has duplicate item_id x warehouse_id rows")
@@ -409,15 +409,15 @@ def turnover(history: "pd.DataFrame", policy_frame: "pd.DataFrame", review_every
         raise ValueError("no history series has a policy row: nothing to compare")
 
     # one row per series, its days from its own first date in columns 0 .. length - 1
-    series = h.groupby(KEY, sort=True)["ds"].agg(first="min", last="max").reset_index()
+    series = h.groupby(KEY, sort=True)["demand_date"].agg(first="min", last="max").reset_index()
     series = series.merge(pol, on=KEY, how="left")
     series["s"] = np.arange(len(series))
     length = ((series["last"] - series["first"]).dt.days + 1).to_numpy()
     h = h.merge(series[KEY + ["s", "first"]], on=KEY)
-    row, col = h["s"].to_numpy(), (h["ds"] - h["first"]).dt.days.to_numpy()
+    row, col = h["s"].to_numpy(), (h["demand_date"] - h["first"]).dt.days.to_numpy()
     n, T = len(series), int(length.max())
     y = np.zeros((n, T))
-    y[row, col] = h["y"].to_numpy(float)
+    y[row, col] = h["units"].to_numpy(float)
     hand = np.full((n, T), np.nan)
     hand[row, col] = h["on_hand_units"].to_numpy(float)
     first_hand = np.where(np.isfinite(hand[:, 0]), hand[:, 0], 0.0)

@@ -73,14 +73,13 @@ def load_config(path: Path | str | None = None, **overrides) -> dict:
 
 
 def load_series(settings: Settings) -> "pd.DataFrame":
-    """The series frame (item_id, warehouse_id, ds, y, regressors, category_l1) from the dbt export."""
+    """The series frame (item_id, warehouse_id, demand_date, units, regressors, category_l1) from the dbt export."""
     import pandas as pd
 
     path = Path(settings.exports_dir) / f"{SERIES_MART}.parquet"
     if not path.exists():
         raise DemandError(f"{path} is missing: build the warehouse first (dbt model {SERIES_MART})")
-    raw = pd.read_parquet(path)
-    frame = raw.rename(columns={"demand_date": "ds", "units": "y"})
+    frame = pd.read_parquet(path)
     if "markdown_amount" in frame and frame["markdown_amount"].fillna(0).ne(0).any():
         frame["markdown_amount"] = frame["markdown_amount"].fillna(0.0)  # no markdown reported = none run
     for col in REGRESSOR_COLUMNS:
@@ -88,7 +87,7 @@ def load_series(settings: Settings) -> "pd.DataFrame":
             frame[col] = frame[col].astype(float)
         else:
             frame = frame.drop(columns=[col], errors="ignore")
-    frame = frame[["item_id", "warehouse_id", "ds", "y", *[c for c in REGRESSOR_COLUMNS if c in frame], "category_l1"]]
+    frame = frame[["item_id", "warehouse_id", "demand_date", "units", *[c for c in REGRESSOR_COLUMNS if c in frame], "category_l1"]]
     return _with_extras(settings, frame)
 
 
@@ -105,12 +104,12 @@ def _with_extras(settings: Settings, frame: "pd.DataFrame") -> "pd.DataFrame":
     regs = pd.read_parquet(path) if path.exists() else None
     if regs is not None and len(regs):
         wide = regs.pivot_table(index=[*keys, "demand_date"], columns="name", values="value", aggfunc="first")
-        wide = wide.reset_index().rename(columns={"demand_date": "ds"})
+        wide = wide.reset_index()
         wide.columns.name = None
-        wide["ds"] = pd.to_datetime(wide["ds"])
-        frame = frame.assign(ds=pd.to_datetime(frame["ds"]))
-        clash = [c for c in wide.columns if c not in (*keys, "ds") and c in frame.columns]
-        frame = frame.merge(wide.drop(columns=clash), on=[*keys, "ds"], how="left")
+        wide["demand_date"] = pd.to_datetime(wide["demand_date"])
+        frame = frame.assign(demand_date=pd.to_datetime(frame["demand_date"]))
+        clash = [c for c in wide.columns if c not in (*keys, "demand_date") and c in frame.columns]
+        frame = frame.merge(wide.drop(columns=clash), on=[*keys, "demand_date"], how="left")
     path = Path(settings.exports_dir) / f"{ATTRIBUTES_MART}.parquet"
     attrs = pd.read_parquet(path) if path.exists() else None
     if attrs is not None and len(attrs):
@@ -129,8 +128,8 @@ def head_by_volume(frame: "pd.DataFrame", max_series: int | None, before=None) -
     ``before`` only (a backtest's first origin: the head is chosen without seeing its test windows)."""
     if not max_series:
         return frame
-    seen = frame if before is None else frame[frame["ds"] < before]
-    volume = seen.groupby(["item_id", "warehouse_id"])["y"].sum().nlargest(int(max_series))
+    seen = frame if before is None else frame[frame["demand_date"] < before]
+    volume = seen.groupby(["item_id", "warehouse_id"])["units"].sum().nlargest(int(max_series))
     keep = volume.index.to_frame(index=False)
     return frame.merge(keep, on=["item_id", "warehouse_id"])
 
@@ -147,7 +146,7 @@ class BacktestResult:
     report: Path
     run_id: str
     by_origin: "pd.DataFrame | None" = None  # WAPE, model x origin
-    forecasts_path: Path | None = None  # every forecast: model, origin, item, warehouse, period, y, yhat, P10, P90
+    forecasts_path: Path | None = None  # every forecast: model, origin, item, warehouse, period, units, yhat, P10, P90
 
     def seconds(self) -> dict:
         """Fit + predict seconds per model, summed over the origins."""
@@ -184,7 +183,7 @@ def prepared_series(settings: Settings, config: dict) -> tuple["pd.DataFrame", "
             f"ERP demand export). A one-site shop can map a constant location: `constants: {{warehouse_id: main}}` "
             f"plus `warehouses` in the mapping's produces"
         )
-    freq = infer_frequency(frame["ds"])
+    freq = infer_frequency(frame["demand_date"])
     data = config.get("data", {})
     clean, preparation = prepare(frame, freq, min_history=int(data.get("min_history", 56)), country=_country(config))
     return clean, preparation, freq
@@ -245,7 +244,10 @@ def backtest(
         )
         later = forecasts[forecasts["origin"] > validation[-1]]
     else:
-        say(f"demand backtest: one origin only (history {clean['ds'].min():%Y-%m-%d}..{clean['ds'].max():%Y-%m-%d}): no per-series choice")
+        say(
+            f"demand backtest: one origin only (history {clean['demand_date'].min():%Y-%m-%d}.."
+            f"{clean['demand_date'].max():%Y-%m-%d}): no per-series choice"
+        )
         chosen_forecasts, later = forecasts.iloc[0:0], forecasts
     test = pd.concat([metrics(f, clean, freq=freq)[0] for f in (later, chosen_forecasts) if len(f)]).set_index("model")
     by_origin = per_origin(forecasts, clean, freq)
@@ -328,18 +330,18 @@ def _report(settings, run_id, overall, test, preparation, forecasts, history, fr
     last = forecasts["origin"].max()
     for ax, (_, key) in zip(axes[:, 0], sample.iterrows()):
         hist = history[(history["item_id"] == key["item_id"]) & (history["warehouse_id"] == key["warehouse_id"])]
-        ax.plot(hist["ds"].tail(120), hist["y"].tail(120), color="black", lw=1, label="actual")
+        ax.plot(hist["demand_date"].tail(120), hist["units"].tail(120), color="black", lw=1, label="actual")
         for model, rows in forecasts[
             (forecasts["origin"] == last) & (forecasts["item_id"] == key["item_id"]) & (forecasts["warehouse_id"] == key["warehouse_id"])
         ].groupby("model"):
-            ax.plot(rows["ds"], rows["yhat"], lw=1, label=model)
+            ax.plot(rows["demand_date"], rows["yhat"], lw=1, label=model)
             if model == "demand_lgbm":
-                ax.fill_between(rows["ds"], rows["yhat_p10"], rows["yhat_p90"], alpha=0.2)
+                ax.fill_between(rows["demand_date"], rows["yhat_p10"], rows["yhat_p90"], alpha=0.2)
         ax.set_title(f"{key['item_id']} @ {key['warehouse_id']}", fontsize=9)
     axes[0, 0].legend(fontsize=7, ncol=3)
     fig.tight_layout()
     report.figure("forecast_vs_actual", fig)
-    errors = forecasts.assign(err=(forecasts["yhat"] - forecasts["y"]))
+    errors = forecasts.assign(err=(forecasts["yhat"] - forecasts["units"]))
     fig2, ax2 = plt.subplots(figsize=(7, 3))
     for model, rows in errors.groupby("model"):
         ax2.hist(rows["err"].clip(-20, 20), bins=40, histtype="step", label=model)
@@ -445,7 +447,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
         },
         feature_service="",
         features=list(getattr(model, "features", [])),
-        snapshot={"rows": len(clean), "last_date": str(clean["ds"].max().date()), "backtest_run_id": result.run_id},
+        snapshot={"rows": len(clean), "last_date": str(clean["demand_date"].max().date()), "backtest_run_id": result.run_id},
         tags={"backtest_run_id": result.run_id, "report": str(result.report)},
     ):
         registry.log_metrics(test, prefix="test_")
@@ -514,10 +516,10 @@ def known_future(settings: Settings, history: "pd.DataFrame", horizon: int, freq
     calendar = _export(settings, CALENDAR_MART)
     if calendar is None:
         return None
-    grid = future_periods(history.groupby(KEYS, sort=True)["ds"].max().reset_index(), horizon, freq)
-    days = calendar.assign(ds=snap(pd.to_datetime(calendar["promotion_date"]), freq))
-    promoted = days.groupby([*KEYS, "ds"], as_index=False)["discount_pct"].max().assign(is_promoted=1.0)
-    grid = grid.merge(promoted, on=[*KEYS, "ds"], how="left")
+    grid = future_periods(history.groupby(KEYS, sort=True)["demand_date"].max().reset_index(), horizon, freq)
+    days = calendar.assign(demand_date=snap(pd.to_datetime(calendar["promotion_date"]), freq))
+    promoted = days.groupby([*KEYS, "demand_date"], as_index=False)["discount_pct"].max().assign(is_promoted=1.0)
+    grid = grid.merge(promoted, on=[*KEYS, "demand_date"], how="left")
     grid["is_promoted"] = grid["is_promoted"].fillna(0.0)
     grid["discount_pct"] = grid["discount_pct"].fillna(0.0).astype(float)
     return grid
@@ -551,7 +553,7 @@ def _zero_forecast(rows: "pd.DataFrame", horizon: int, freq: str) -> "pd.DataFra
     """0 for the ``horizon`` periods after the rows' last date (every series from the same date)."""
     from ml.models.demand.data import KEYS, future_periods
 
-    last = rows.groupby(KEYS, sort=True)["ds"].max().reset_index().assign(ds=rows["ds"].max())
+    last = rows.groupby(KEYS, sort=True)["demand_date"].max().reset_index().assign(demand_date=rows["demand_date"].max())
     return future_periods(last, horizon, freq).assign(yhat=0.0, yhat_p10=0.0, yhat_p90=0.0)
 
 
@@ -584,7 +586,7 @@ def forecast_frame(
             continue
         rows, _ = prepare(raw.merge(keys, on=KEYS), freq, min_history=1)
         if method == "zero" or rows.empty:
-            rows = raw.merge(keys, on=KEYS).assign(ds=lambda f: pd.to_datetime(f["ds"]))
+            rows = raw.merge(keys, on=KEYS).assign(demand_date=lambda f: pd.to_datetime(f["demand_date"]))
             parts.append(_zero_forecast(rows, horizon, freq).assign(method="zero"))
         else:
             parts.append(MovingAverage().fit(rows, freq, horizon).predict(horizon).assign(method=method))
@@ -642,7 +644,7 @@ def forecast(settings: Settings, config: dict | None = None, echo: Callable[[str
     if freq != model.freq:
         raise DemandError(f"the champion {name} v{version.version} forecasts {model.freq} series, the data is {freq}: retrain")
     horizon = int(fc.get("horizon") or model.horizon)
-    as_of = pd.Timestamp(raw["ds"].max()).normalize()
+    as_of = pd.Timestamp(raw["demand_date"].max()).normalize()
     if freq != "D":
         as_of += pd.Timedelta(days=6)  # a week's row covers its 7 days
     known = known_future(settings, clean, horizon, freq) if len(clean) else None
@@ -695,10 +697,10 @@ def _turnover(settings: Settings, plan: "pd.DataFrame", freq: str) -> dict:
 
     path = Path(settings.exports_dir) / f"{SERIES_MART}.parquet"
     history = pd.read_parquet(path, columns=["item_id", "warehouse_id", "demand_date", "units", "on_hand_units"])
-    history = history.dropna(subset=["on_hand_units"]).rename(columns={"demand_date": "ds", "units": "y"})
+    history = history.dropna(subset=["on_hand_units"])
     if freq != "D" or history.empty:
         return {"note": "no daily stock history (inventory snapshots): turnover not replayed"}
-    history["ds"] = pd.to_datetime(history["ds"])
+    history["demand_date"] = pd.to_datetime(history["demand_date"])
     _, summary = inventory.turnover(history, plan)
     return summary
 

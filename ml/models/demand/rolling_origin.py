@@ -2,7 +2,7 @@
 
     backtest_origins(frame, horizon, n_origins, step, freq) -> list of origin dates
     rolling_origin(frame, models, horizon=None, n_origins=3, step=None, freq=None) -> forecasts
-        forecasts: model, origin, item_id, warehouse_id, ds, y, yhat, yhat_p10, yhat_p90; one row per model,
+        forecasts: model, origin, item_id, warehouse_id, demand_date, units, yhat, yhat_p10, yhat_p90; one row per model,
         origin, series and forecast period. ``.attrs["timings"]``: model, origin, n_series, fit_s, predict_s,
         error (one row per model and origin).
     metrics(forecasts, history, freq=None, common=False) -> (overall, per_series)
@@ -17,11 +17,11 @@ horizon, so test windows do not overlap). A model that raises at an origin is lo
 the timings (error), and has no forecasts there; the other models go on.
 
 Metrics, per model (overall) and per model and series:
-    wape      sum|yhat - y| / sum y
-    mase      |yhat - y| / the in-sample MAE of the seasonal-naive rule (lag 7 days / 52 weeks) on the
+    wape      sum|yhat - units| / sum units
+    mase      |yhat - units| / the in-sample MAE of the seasonal-naive rule (lag 7 days / 52 weeks) on the
               training part before the row's origin; averaged over a series' rows, then over series
               (a series with a flat training part has no scale and no MASE)
-    bias      sum(yhat - y) / sum y  (> 0: over-forecast)
+    bias      sum(yhat - units) / sum units  (> 0: over-forecast)
     coverage  share of actuals inside [yhat_p10, yhat_p90] (nominal 0.8)
 """
 
@@ -39,7 +39,7 @@ from ml.models.demand.data import KEYS
 
 log = logging.getLogger(__name__)
 
-FORECAST_COLUMNS = ["model", "origin", *KEYS, "ds", "y", "yhat", "yhat_p10", "yhat_p90"]
+FORECAST_COLUMNS = ["model", "origin", *KEYS, "demand_date", "units", "yhat", "yhat_p10", "yhat_p90"]
 METRICS = ["wape", "mase", "bias", "coverage"]
 
 
@@ -49,14 +49,14 @@ def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: in
     gets fewer origins rather than models fitted on almost nothing. None left: ValueError."""
     if n_origins < 1 or step < 1 or horizon < 1:
         raise ValueError("horizon, n_origins and step must be >= 1")
-    last = frame["ds"].max() - (horizon - 1) * fd.step(freq)
+    last = frame["demand_date"].max() - (horizon - 1) * fd.step(freq)
     origins = [last - k * step * fd.step(freq) for k in reversed(range(n_origins))]
-    earliest = frame["ds"].min() + max(int(min_train), 1) * fd.step(freq)
+    earliest = frame["demand_date"].min() + max(int(min_train), 1) * fd.step(freq)
     kept = [pd.Timestamp(o) for o in origins if o >= earliest]
     if not kept:
         raise ValueError(
             f"no origin with {min_train} periods of history before it and a {horizon}-period window in "
-            f"{frame['ds'].min().date()}..{frame['ds'].max().date()}"
+            f"{frame['demand_date'].min().date()}..{frame['demand_date'].max().date()}"
         )
     if len(kept) < n_origins:
         log.warning(
@@ -87,8 +87,8 @@ def rolling_origin(
     origins = backtest_origins(frame, horizon, n_origins, step or horizon, freq, min_train)
     parts, timings = [], []
     for origin in origins:
-        train = frame.loc[frame["ds"] < origin]
-        window = frame.loc[(frame["ds"] >= origin) & (frame["ds"] < origin + horizon * fd.step(freq))]
+        train = frame.loc[frame["demand_date"] < origin]
+        window = frame.loc[(frame["demand_date"] >= origin) & (frame["demand_date"] < origin + horizon * fd.step(freq))]
         window = window.merge(train[KEYS].drop_duplicates(), on=KEYS)  # series known at the origin
         for name, factory in models.items():
             started = time.perf_counter()
@@ -96,14 +96,14 @@ def rolling_origin(
             try:
                 model = factory().fit(train, freq, horizon)
                 fitted = time.perf_counter()
-                pred = model.predict(horizon, window.drop(columns="y"))
+                pred = model.predict(horizon, window.drop(columns="units"))
                 timing.update(fit_s=fitted - started, predict_s=time.perf_counter() - fitted)
             except Exception as exc:  # noqa: BLE001 - one model failing at one origin never ends the backtest
                 log.exception("backtest: %s failed at origin %s", name, origin.date())
                 timings.append({**timing, "error": f"{type(exc).__name__}: {exc}"})
                 continue
             timings.append(timing)
-            pred = pred.merge(window[[*KEYS, "ds", "y"]], on=[*KEYS, "ds"], how="inner")
+            pred = pred.merge(window[[*KEYS, "demand_date", "units"]], on=[*KEYS, "demand_date"], how="inner")
             parts.append(pred.assign(model=name, origin=origin))
     forecasts = pd.concat(parts, ignore_index=True)[FORECAST_COLUMNS] if parts else pd.DataFrame(columns=FORECAST_COLUMNS)
     forecasts.attrs["timings"] = pd.DataFrame(timings)
@@ -141,39 +141,39 @@ def metrics(
     warehouse_id, wape, mase, bias, coverage, n_rows.
     """
     freq = freq or fd.infer_frequency(history)
-    rows = forecasts.dropna(subset=["y", "yhat"])
+    rows = forecasts.dropna(subset=["units", "yhat"])
     if common:
         n_models = rows["model"].nunique()
-        shared = rows.groupby(["origin", *KEYS, "ds"])["model"].transform("nunique") == n_models
+        shared = rows.groupby(["origin", *KEYS, "demand_date"])["model"].transform("nunique") == n_models
         rows = rows.loc[shared]
-    error = rows["yhat"].to_numpy(float) - rows["y"].to_numpy(float)
+    error = rows["yhat"].to_numpy(float) - rows["units"].to_numpy(float)
     rows = rows.assign(
         abs_error=np.abs(error),
         error=error,
         scaled=np.abs(error) / _mase_scale(rows, history, freq),
-        covered=((rows["y"] >= rows["yhat_p10"]) & (rows["y"] <= rows["yhat_p90"])).astype(float),
+        covered=((rows["units"] >= rows["yhat_p10"]) & (rows["units"] <= rows["yhat_p90"])).astype(float),
     )
     with np.errstate(invalid="ignore", divide="ignore"):
         sums = rows.groupby(["model", *KEYS], sort=True).agg(
             abs_error=("abs_error", "sum"),
             error=("error", "sum"),
-            y=("y", "sum"),
+            units=("units", "sum"),
             mase=("scaled", "mean"),
             coverage=("covered", "mean"),
-            n_rows=("y", "size"),
+            n_rows=("units", "size"),
         )
-        per_series = sums.assign(wape=sums["abs_error"] / sums["y"], bias=sums["error"] / sums["y"])
+        per_series = sums.assign(wape=sums["abs_error"] / sums["units"], bias=sums["error"] / sums["units"])
         totals = sums.groupby("model").agg(
             abs_error=("abs_error", "sum"),
             error=("error", "sum"),
-            y=("y", "sum"),
+            units=("units", "sum"),
             mase=("mase", "mean"),
             n_series=("n_rows", "size"),
             n_rows=("n_rows", "sum"),
         )
         overall = totals.assign(
-            wape=totals["abs_error"] / totals["y"],
-            bias=totals["error"] / totals["y"],
+            wape=totals["abs_error"] / totals["units"],
+            bias=totals["error"] / totals["units"],
             coverage=rows.groupby("model")["covered"].mean(),
         )
     overall = overall.reset_index()[["model", *METRICS, "n_series", "n_rows"]].sort_values("wape", kind="stable")
@@ -186,7 +186,7 @@ def _keep_fallback_unless_clearly_beaten(
 ) -> pd.DataFrame:
     """``selection`` with the fallback restored for every series whose chosen model does not beat it
     by ``margin`` on ``min_wins`` validation origins (series the fallback never forecast keep theirs)."""
-    per = (seen["yhat"] - seen["y"]).abs().groupby([seen[k] for k in (*KEYS, "model", "origin")]).mean().rename("mae").reset_index()
+    per = (seen["yhat"] - seen["units"]).abs().groupby([seen[k] for k in (*KEYS, "model", "origin")]).mean().rename("mae").reset_index()
     base = per[per["model"] == fallback].drop(columns="model").rename(columns={"mae": "fallback_mae"})
     wins = selection[[*KEYS, "model"]].merge(per, on=[*KEYS, "model"]).merge(base, on=[*KEYS, "origin"])
     wins = (wins["mae"] < (1.0 - margin) * wins["fallback_mae"]).groupby([wins[k] for k in KEYS]).sum().rename("wins").reset_index()
@@ -204,16 +204,16 @@ def combine(forecasts: pd.DataFrame, selection: pd.DataFrame, fallback: str | No
     selected model takes the ``fallback`` model's forecast. ``selection``: item_id, warehouse_id, model, weight.
     """
     values = ["yhat", "yhat_p10", "yhat_p90"]
-    group = [c for c in ("origin", *KEYS, "ds") if c in forecasts.columns]
+    group = [c for c in ("origin", *KEYS, "demand_date") if c in forecasts.columns]
     rows = forecasts.merge(selection[[*KEYS, "model", "weight"]], on=[*KEYS, "model"])
     rows[values] = rows[values].mul(rows["weight"], axis=0)
     by_row = rows.groupby(group, sort=False)
     out = by_row[values].sum().div(by_row["weight"].sum(), axis=0)
-    if "y" in rows.columns:
-        out["y"] = by_row["y"].first()
+    if "units" in rows.columns:
+        out["units"] = by_row["units"].first()
     out = out.reset_index()
     if fallback is not None:
-        backup = forecasts.loc[forecasts["model"] == fallback, [*group, *values, *(["y"] if "y" in forecasts else [])]]
+        backup = forecasts.loc[forecasts["model"] == fallback, [*group, *values, *(["units"] if "units" in forecasts else [])]]
         backup = backup.merge(out[group], on=group, how="left", indicator=True)
         out = pd.concat([out, backup.loc[backup["_merge"] == "left_only"].drop(columns="_merge")], ignore_index=True)
     columns = [c for c in FORECAST_COLUMNS if c in out.columns or c == "model"]
@@ -252,8 +252,8 @@ def choose(
     if not valid or not test:
         have = [str(pd.Timestamp(o).date()) for o in origins]
         raise ValueError(f"need validation origins and later test origins; have {have}")
-    seen = forecasts.loc[forecasts["origin"].isin(valid) & (forecasts["ds"] < test[0])]
-    mae = (seen["yhat"] - seen["y"]).abs().groupby([seen[k] for k in (*KEYS, "model")]).mean().rename("validation_mae")
+    seen = forecasts.loc[forecasts["origin"].isin(valid) & (forecasts["demand_date"] < test[0])]
+    mae = (seen["yhat"] - seen["units"]).abs().groupby([seen[k] for k in (*KEYS, "model")]).mean().rename("validation_mae")
     mae = mae.reset_index()
     if method == "best":
         selection = mae.loc[mae.groupby(KEYS)["validation_mae"].idxmin()].assign(weight=1.0)
