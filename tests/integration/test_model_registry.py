@@ -279,7 +279,7 @@ def test_mlflow_telemetry_is_off_outside_tests(tmp_path):
     markers = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"}
     env = {k: v for k, v in os.environ.items() if k not in markers}
     code = (
-        "from ml.models import registry; registry._mlflow(); "
+        "from ml.models.lifecycle import registry; registry._mlflow(); "
         "from mlflow.telemetry import get_telemetry_client; from mlflow.telemetry.utils import is_telemetry_disabled; "
         "print(get_telemetry_client() is None, is_telemetry_disabled())"
     )
