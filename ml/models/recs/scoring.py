@@ -8,24 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from ml.models.recs.data import (
-    FALLBACK_USER,
-    FM_NAME,
-    INTERACTIONS_MART,
-    MODEL_NAME,
-    CutoffFrames,
-    RecsError,
-    add_feast_features,
-    categorize,
-    cutoff_candidates,
-    days_delta,
-    lake_end,
-    load_config,
-    load_interactions,
-    load_item_matrix,
-    load_items,
-    pair_features,
-)
+from ml.models.recs import data
 from ml.models.recs.evaluation import predict
 from ml.settings import Settings
 
@@ -48,7 +31,7 @@ def apply_rules(
     frame = frame[frame["is_in_stock"].ne(False)]
     days = rules.get("exclude_purchased_days")
     if days:
-        bought = history[(history["event_type"] == "purchase") & (history["event_timestamp"] >= now - days_delta(float(days)))]
+        bought = history[(history["event_type"] == "purchase") & (history["event_timestamp"] >= now - data.days_delta(float(days)))]
         frame = frame.merge(bought[["user_id", "item_id"]].drop_duplicates().assign(_bought=True), on=["user_id", "item_id"], how="left")
         frame = frame[frame.pop("_bought").isna()]
     frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
@@ -65,7 +48,7 @@ def serving_users(inter: "pd.DataFrame", now: "pd.Timestamp", active_days) -> li
     ``active_days`` is set) only those active in the last ``active_days``."""
     before = inter[inter["event_timestamp"] < now]
     if active_days:
-        before = before[before["event_timestamp"] >= now - days_delta(float(active_days))]
+        before = before[before["event_timestamp"] >= now - data.days_delta(float(active_days))]
     return sorted(before["user_id"].dropna().unique())
 
 
@@ -77,7 +60,7 @@ class Served:
 
     lists: "pd.DataFrame"
     new_lists: "pd.DataFrame"
-    cf: CutoffFrames
+    cf: data.CutoffFrames
 
 
 def serving_pairs(
@@ -88,19 +71,19 @@ def serving_pairs(
     item_matrix=None,
     settings: Settings | None = None,
     users=None,
-) -> "tuple[pd.DataFrame, CutoffFrames]":
+) -> "tuple[pd.DataFrame, data.CutoffFrames]":
     """The candidates of ``users`` (default ``serving_users``) at ``now`` with their pair features
     (and the Feast features when ``settings`` is given and the config names a feature service)."""
     users = serving_users(inter, now, config["serving"].get("active_days")) if users is None else sorted(users)
-    cf = cutoff_candidates(inter, items, users, now, config, item_matrix)
-    pairs = pair_features(cf.candidates, cf.history, items, now, item_matrix, cf.own_history)
+    cf = data.cutoff_candidates(inter, items, users, now, config, item_matrix)
+    pairs = data.pair_features(cf.candidates, cf.history, items, now, item_matrix, cf.own_history)
     pairs["event_timestamp"] = now
     if settings is not None and config.get("feature_service"):
-        pairs = add_feast_features(settings, pairs, config["feature_service"])
-    return categorize(pairs, list(config["features"]["categorical"]) + list(config["fm_features"]["categorical"])), cf
+        pairs = data.add_feast_features(settings, pairs, config["feature_service"])
+    return data.categorize(pairs, list(config["features"]["categorical"]) + list(config["fm_features"]["categorical"])), cf
 
 
-def serve_lists(model, pairs: "pd.DataFrame", cf: CutoffFrames, items: "pd.DataFrame", config: dict) -> Served:
+def serve_lists(model, pairs: "pd.DataFrame", cf: data.CutoffFrames, items: "pd.DataFrame", config: dict) -> Served:
     """Rank ``serving_pairs`` with ``model`` and apply the serving rules: the frame-level heart of
     ``score``, so the purchase evaluation (``train``, bench) measures exactly what is served."""
     scored = pairs[["user_id", "item_id", "source"]].assign(score=predict(model, pairs) if len(pairs) else [])
@@ -151,18 +134,18 @@ def purchase_evaluation(
     before = inter[inter["event_timestamp"] < cutoff]
     pairs, cf = serving_pairs(before, items, cutoff, config, item_matrix, settings)
     lists = dict(recs_eval.references(split))
-    served = {name: serve_lists(model, pairs, cf, items, config) for name, model in models.items() if name != FM_NAME}
-    if FM_NAME in models:  # the FM serves by re-ranking the served model's stored lists at request time: measured so
+    served = {name: serve_lists(model, pairs, cf, items, config) for name, model in models.items() if name != data.FM_NAME}
+    if data.FM_NAME in models:  # the FM serves by re-ranking the served model's stored lists at request time: measured so
         base = served.get(config["serving"]["model"])
         if base is None:
-            served[FM_NAME] = serve_lists(models[FM_NAME], pairs, cf, items, config)
+            served[data.FM_NAME] = serve_lists(models[data.FM_NAME], pairs, cf, items, config)
         else:
-            fm = pairs[["user_id", "item_id"]].assign(score=predict(models[FM_NAME], pairs) if len(pairs) else [])
+            fm = pairs[["user_id", "item_id"]].assign(score=predict(models[data.FM_NAME], pairs) if len(pairs) else [])
 
             def reranked(lst):
                 return lst.drop(columns="score").merge(fm, on=["user_id", "item_id"])
 
-            served[FM_NAME] = Served(reranked(base.lists), reranked(base.new_lists), cf)
+            served[data.FM_NAME] = Served(reranked(base.lists), reranked(base.new_lists), cf)
     for name in models:
         lists[name] = {"repeats": served[name].lists, "new_items": served[name].new_lists}
         out["coverage"][name] = recs_eval.coverage(served[name].lists, split)
@@ -192,17 +175,17 @@ def score(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     from ml.models.recs import candidates as cand
 
     say = echo or (lambda _m: None)
-    config = config or load_config()
+    config = config or data.load_config()
     serve = config["serving"]
     model, version = registry.load_champion(settings, serve["model"])
-    inter, items = load_interactions(settings), load_items(settings)
+    inter, items = data.load_interactions(settings), data.load_items(settings)
     if inter.empty:
-        raise RecsError(f"{INTERACTIONS_MART} is empty: nothing to recommend from")
-    now = lake_end(inter)
-    pairs, cf = serving_pairs(inter, items, now, config, load_item_matrix(settings), settings)
+        raise data.RecsError(f"{data.INTERACTIONS_MART} is empty: nothing to recommend from")
+    now = data.lake_end(inter)
+    pairs, cf = serving_pairs(inter, items, now, config, data.load_item_matrix(settings), settings)
     served = serve_lists(model, pairs, cf, items, config)
     k = int(serve["k"])
-    popular = cand.popular_candidates([FALLBACK_USER], served.cf.pop_table, None, n=k * 5).assign(source="popularity")
+    popular = cand.popular_candidates([data.FALLBACK_USER], served.cf.pop_table, None, n=k * 5).assign(source="popularity")
     fallback = apply_rules(popular, items, served.cf.history.iloc[0:0], now, serve["rules"], k)
 
     def as_lists(top, prefix):
@@ -219,7 +202,7 @@ def score(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     lists.insert(1, "event_timestamp", now)
     lists["model_name"] = serve["model"]
     lists["model_version"] = str(version.version)
-    path = outputs.write_partition(settings, MODEL_NAME, lists, now.date())
+    path = outputs.write_partition(settings, data.MODEL_NAME, lists, now.date())
     say(
         f"recs: {len(lists) - 1:,} users + fallback, top {k} (and top {k} new items), scored with {serve['model']} version "
         f"{version.version} for {now:%Y-%m-%d} -> {path}"

@@ -7,18 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ml.models.recs.data import (
-    FALLBACK_USER,
-    FM_NAME,
-    ITEMS_MART,
-    SCORE_VIEW,
-    SEARCH_MART,
-    RecsError,
-    embeddings_path,
-    load_config,
-    load_items,
-    prefixed,
-)
+from ml.models.recs import data
 from ml.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +33,8 @@ def recommend(settings: Settings, user_id: str, store=None, new_only: bool = Fal
     if not isinstance(user_id, str) or not user_id.strip():
         raise ValueError(f"user_id must be a non-empty string, got {user_id!r}")
     store = store or get_store(settings)
-    rows = get_online_features(store, [f"{SCORE_VIEW}:{f}" for f in REC_FIELDS], [{"user_id": user_id}, {"user_id": FALLBACK_USER}])
+    refs = [f"{data.SCORE_VIEW}:{f}" for f in REC_FIELDS]
+    rows = get_online_features(store, refs, [{"user_id": user_id}, {"user_id": data.FALLBACK_USER}])
     pick = 0 if rows["rec_item_ids"][0] else 1
     ids_col, scores_col = ("new_item_ids", "new_scores") if new_only else ("rec_item_ids", "rec_scores")
     ids = rows[ids_col][pick] or []
@@ -72,16 +62,16 @@ class Reranker:
         from ml.features.training import service_requirements
         from ml.models.lifecycle import registry
 
-        config = config or load_config()
+        config = config or data.load_config()
         self.store = store or get_store(settings)
-        self.model = model if model is not None else registry.load_champion(settings, FM_NAME)[0]
+        self.model = model if model is not None else registry.load_champion(settings, data.FM_NAME)[0]
         refs = service_requirements(self.store, config["feature_service"], keys=("user_id",))["refs"]
-        by_name = {prefixed(ref.split(":", 1)[1], "user_"): ref for ref in refs}
+        by_name = {data.prefixed(ref.split(":", 1)[1], "user_"): ref for ref in refs}
         missing = [f for f in self.model.user_fields if f not in by_name]
         if missing:
-            raise RecsError(f"{FM_NAME} needs user features {missing} that service {config['feature_service']} does not serve")
+            raise data.RecsError(f"{data.FM_NAME} needs user features {missing} that service {config['feature_service']} does not serve")
         self.refs = {f: by_name[f] for f in self.model.user_fields}
-        self.features = [f"{SCORE_VIEW}:rec_item_ids", *dict.fromkeys(self.refs.values())]
+        self.features = [f"{data.SCORE_VIEW}:rec_item_ids", *dict.fromkeys(self.refs.values())]
 
     def rerank(self, user_id: str, item_ids: list[str] | None = None) -> "pd.DataFrame":
         import numpy as np
@@ -89,7 +79,7 @@ class Reranker:
 
         from ml.features.serving import get_online_features
 
-        online = get_online_features(self.store, self.features, [{"user_id": user_id}, {"user_id": FALLBACK_USER}])
+        online = get_online_features(self.store, self.features, [{"user_id": user_id}, {"user_id": data.FALLBACK_USER}])
         if item_ids is None:
             item_ids = online["rec_item_ids"][0] or online["rec_item_ids"][1] or []
         user_row = {field: online[ref.split(":", 1)[1]][0] for field, ref in self.refs.items()}
@@ -113,17 +103,17 @@ def search_items(settings: Settings, query: str, k: int = 10, method: str = "sem
     from ml.models.recs import search
 
     search.check_query(query)
-    items = load_items(settings)
+    items = data.load_items(settings)
     if method not in ("semantic", "bm25"):
         raise ValueError(f"method must be 'semantic' or 'bm25', got {method!r}")
     result = pd.DataFrame()
     if method == "semantic":
-        if not embeddings_path(settings).exists():
-            raise RecsError(f"no item embeddings at {embeddings_path(settings)}: run `ecomml recs embed` first")
-        embeddings = pd.read_parquet(embeddings_path(settings))
+        if not data.embeddings_path(settings).exists():
+            raise data.RecsError(f"no item embeddings at {data.embeddings_path(settings)}: run `ecomml recs embed` first")
+        embeddings = pd.read_parquet(data.embeddings_path(settings))
         if embeddings.empty:
-            raise RecsError(
-                f"no item in {ITEMS_MART} has text, so there is nothing to search: map a title or description "
+            raise data.RecsError(
+                f"no item in {data.ITEMS_MART} has text, so there is nothing to search: map a title or description "
                 "column to item text in the ingestion mapping"
             )
         result = search.SemanticIndex(embeddings).search(query, k).assign(method="semantic")
@@ -139,12 +129,12 @@ def sample_query(settings: Settings) -> str:
     """A query to show search with: the lake's first logged search, else an item's leaf category."""
     import pandas as pd
 
-    path = Path(settings.exports_dir) / f"{SEARCH_MART}.parquet"
+    path = Path(settings.exports_dir) / f"{data.SEARCH_MART}.parquet"
     if path.exists():
         queries = pd.read_parquet(path, columns=["search_query"])["search_query"]
         if len(queries):
             return str(queries.iloc[0])
-    items = load_items(settings)
+    items = data.load_items(settings)
     for col in ("category_l3", "title"):
         values = items[col].dropna() if col in items else []
         if len(values):

@@ -10,29 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ml.models.recs.data import (
-    FM_NAME,
-    INTERACTIONS_MART,
-    ITEMS_MART,
-    LGBM_NAME,
-    MODEL_NAME,
-    RecsError,
-    add_feast_features,
-    categorize,
-    cutoff_pairs,
-    days_delta,
-    embed_items,
-    feature_spec,
-    fm_spec,
-    lake_end,
-    load_config,
-    load_interactions,
-    load_item_matrix,
-    load_items,
-    split_cutoffs,
-    with_groups,
-    with_new_item_groups,
-)
+from ml.models.recs import data
 from ml.models.recs.evaluation import Evaluation, baselines, evaluate_rankings, evaluate_search, predict, ranked_pairs
 from ml.models.recs.scoring import purchase_evaluation
 from ml.settings import Settings
@@ -54,7 +32,7 @@ class TrainResult:
     report: Path
     rows: dict
     seconds: dict
-    served_model: str = LGBM_NAME  # config serving.model: the ranker whose champion `score` serves
+    served_model: str = data.LGBM_NAME  # config serving.model: the ranker whose champion `score` serves
 
     def summary(self) -> dict:
         cols = ["recall@10", "recall@20", "ndcg@10", "hit_rate@10", "coverage@20"]
@@ -77,11 +55,11 @@ class TrainResult:
 def training_frames(settings: Settings, config: dict, inter, items, item_matrix, say) -> dict:
     """Pair frames of every cutoff (train, valid, test) with Feast features, and the test cutoff's
     truth and candidate frames (for baselines and cold-start cuts)."""
-    cuts = split_cutoffs(lake_end(inter), config)
+    cuts = data.split_cutoffs(data.lake_end(inter), config)
     first = inter["event_timestamp"].min()
-    if cuts["train"][0] - first < days_delta(int(config["split"]["window_days"])):
-        raise RecsError(
-            f"the interactions span {first:%Y-%m-%d}..{lake_end(inter):%Y-%m-%d} is too short for "
+    if cuts["train"][0] - first < data.days_delta(int(config["split"]["window_days"])):
+        raise data.RecsError(
+            f"the interactions span {first:%Y-%m-%d}..{data.lake_end(inter):%Y-%m-%d} is too short for "
             f"{len(cuts['train'])} training weeks + validation + test; lower split.n_train"
         )
     split = config["split"]
@@ -90,7 +68,7 @@ def training_frames(settings: Settings, config: dict, inter, items, item_matrix,
         parts = []
         for i, c in enumerate(cutoffs):
             test = name == "test"
-            pairs, truth, cf = cutoff_pairs(
+            pairs, truth, cf = data.cutoff_pairs(
                 inter,
                 items,
                 c,
@@ -103,12 +81,12 @@ def training_frames(settings: Settings, config: dict, inter, items, item_matrix,
             parts.append(pairs)
             if test:
                 out["test_truth"], out["test_cf"] = truth, cf
-        pairs = with_groups(parts)
+        pairs = data.with_groups(parts)
         if not test and split.get("new_item_groups", True):
-            pairs = with_new_item_groups(pairs)
+            pairs = data.with_new_item_groups(pairs)
         if config.get("feature_service"):
-            pairs = add_feast_features(settings, pairs, config["feature_service"])
-        out[name] = categorize(pairs, list(config["features"]["categorical"]) + list(config["fm_features"]["categorical"]))
+            pairs = data.add_feast_features(settings, pairs, config["feature_service"])
+        out[name] = data.categorize(pairs, list(config["features"]["categorical"]) + list(config["fm_features"]["categorical"]))
         say(f"recs: {name} {len(pairs):,} pairs, {pairs['group_id'].nunique():,} user-weeks, positives {int((pairs['label'] > 0).sum()):,}")
     return out
 
@@ -135,29 +113,29 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     from ml.models.recs import ranking
 
     say = echo or (lambda _m: None)
-    config = config or load_config()
+    config = config or data.load_config()
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    inter, items = load_interactions(settings), load_items(settings)
+    inter, items = data.load_interactions(settings), data.load_items(settings)
     if inter.empty:
-        raise RecsError(f"{INTERACTIONS_MART} is empty: no interactions to learn from")
-    embed_items(settings, items, progress=False, echo=say)  # cached by text hash: only new texts are encoded
-    item_matrix = load_item_matrix(settings)
+        raise data.RecsError(f"{data.INTERACTIONS_MART} is empty: no interactions to learn from")
+    data.embed_items(settings, items, progress=False, echo=say)  # cached by text hash: only new texts are encoded
+    item_matrix = data.load_item_matrix(settings)
     if item_matrix is None:
-        log.warning("no item text in %s: content candidates and semantic search are skipped", ITEMS_MART)
-        say(f"recs: warning: no item has text in {ITEMS_MART}: content candidates, text features and semantic search are skipped")
+        log.warning("no item text in %s: content candidates and semantic search are skipped", data.ITEMS_MART)
+        say(f"recs: warning: no item has text in {data.ITEMS_MART}: content candidates, text features and semantic search are skipped")
     frames = training_frames(settings, config, inter, items, item_matrix, say)
     seconds["frames"] = time.perf_counter() - t0
     train_pairs, valid_pairs, test_pairs = frames["train"], frames["valid"], frames["test"]
     rows = {k: int(len(frames[k])) for k in ("train", "valid", "test")}
 
-    specs = {MODEL_NAME: feature_spec(train_pairs, config), FM_NAME: fm_spec(train_pairs, config)}
-    specs[LGBM_NAME] = specs[MODEL_NAME]
+    specs = {data.MODEL_NAME: data.feature_spec(train_pairs, config), data.FM_NAME: data.fm_spec(train_pairs, config)}
+    specs[data.LGBM_NAME] = specs[data.MODEL_NAME]
     models, fit_seconds = {}, {}
     for name, fit, section in (
-        (MODEL_NAME, ranking.fit_widedeep, "widedeep"),
-        (LGBM_NAME, ranking.fit_lambdarank, "lambdarank"),
-        (FM_NAME, ranking.fit_fm, "fm"),
+        (data.MODEL_NAME, ranking.fit_widedeep, "widedeep"),
+        (data.LGBM_NAME, ranking.fit_lambdarank, "lambdarank"),
+        (data.FM_NAME, ranking.fit_fm, "fm"),
     ):
         model_spec = specs[name]
         t = time.perf_counter()
@@ -197,7 +175,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
     for name, model in models.items():
         model_spec = specs[name]
         params = {
-            **{f"{k}": v for k, v in config[{MODEL_NAME: "widedeep", LGBM_NAME: "lambdarank", FM_NAME: "fm"}[name]].items()},
+            **{f"{k}": v for k, v in config[{data.MODEL_NAME: "widedeep", data.LGBM_NAME: "lambdarank", data.FM_NAME: "fm"}[name]].items()},
             **{f"rows_{k}": v for k, v in rows.items()},
             **{f"cutoff_{k}": str(v) for k, v in frames["cutoffs"].items() if k != "train"},
             "train_cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in frames["cutoffs"]["train"]),
@@ -236,7 +214,7 @@ def train(settings: Settings, config: dict | None = None, echo: Callable[[str], 
                 losses=purchases["losses"].get(name),
             )
             versions[name], decisions[name] = str(version.version), decision
-            if name == MODEL_NAME:
+            if name == data.MODEL_NAME:
                 report_run = run.info.run_id
         say(f"recs: {name} version {version.version} {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
     # the report, once every ranker is registered and decided, on the Wide & Deep run (where it always lived)
@@ -250,7 +228,7 @@ def _report(settings, config, evaluation: Evaluation, frames, rows, models, vers
     from ml.models.lifecycle.report import Report, report_dir
 
     cuts = frames["cutoffs"]
-    report = Report(f"{MODEL_NAME} — recommendations (candidates + rankers)", subtitle=f"MLflow run {run_id}")
+    report = Report(f"{data.MODEL_NAME} — recommendations (candidates + rankers)", subtitle=f"MLflow run {run_id}")
     report.text(
         f"Time split by weekly cutoffs: train {', '.join(f'{c:%Y-%m-%d}' for c in cuts['train'])}; valid "
         f"{cuts['valid']:%Y-%m-%d}; test {cuts['test']:%Y-%m-%d} (labels: interactions in the {cuts['window_days']} days "
@@ -313,4 +291,4 @@ def _report(settings, config, evaluation: Evaluation, frames, rows, models, vers
             for n in models
         )
     )
-    return report.write(report_dir(settings, MODEL_NAME, run_id), model=MODEL_NAME, run_id=run_id)
+    return report.write(report_dir(settings, data.MODEL_NAME, run_id), model=data.MODEL_NAME, run_id=run_id)
