@@ -704,7 +704,7 @@ def pipeline(
     from ml.features.repo import apply
     from ml.generate import generate as run_generate
     from ml.orchestration.chain import FAMILIES, run_family
-    from ml.orchestration.demo.demo import sample_user, where_to_look
+    from ml.orchestration.demo import sample_user, where_to_look
     from ml.warehouse import build
 
     s = get_settings()
