@@ -704,7 +704,7 @@ def pipeline(
     from ml.features.repo import apply
     from ml.generate import generate as run_generate
     from ml.orchestration.chain import FAMILIES, run_family
-    from ml.orchestration.demo import sample_user, where_to_look
+    from ml.orchestration.demo import aligned, sample_user, where_to_look
     from ml.warehouse import build
 
     s = get_settings()
@@ -734,7 +734,7 @@ def pipeline(
     apply(s)
     typer.echo("[4/6] materializing the latest feature values into the online store")
     stats = materialize_incremental(s, _utc(as_of) + timedelta(days=1) if as_of else _now())
-    rows = stats["rows"]
+    materialized = stats["rows"]
     results: dict[str, dict] = {}
     if models:
         typer.echo("[5/6] training each model family (MLflow registry, promote if not worse)")
@@ -748,15 +748,15 @@ def pipeline(
     features = sorted(p.name for p in s.features_dir.glob("*.parquet"))
     held = [n for n, t in c.lake_status(s.lake_dir)["tables"].items() if t["present"]]
     served = {name: r.get("status") for name, r in results.items() if name.startswith("serve_")}
-    typer.echo(
-        "\nDone. Where to look:\n"
-        f"  lake (raw Parquet, {len(held)} tables)   {s.lake_dir}\n"
-        f"  feature marts (Parquet)   {s.features_dir}: {', '.join(features)}\n"
-        f"  dbt build            {summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s\n"
-        f"  online store (SQLite)   {s.feast_online_path} ({rows:,} rows materialized)"
-        + (f"\n  served online        {served}" if served else "")
-    )
-    typer.echo("\n".join(where_to_look(s, sample_user(s), results)))
+    rows = [
+        (f"lake (raw Parquet, {len(held)} tables)", str(s.lake_dir)),
+        ("feature marts (Parquet)", f"{s.features_dir}: {', '.join(features)}"),
+        ("dbt build", f"{summary['nodes']} nodes {summary['by_status']} in {summary['elapsed_s']} s"),
+        ("online store (SQLite)", f"{s.feast_online_path} ({materialized:,} rows materialized)"),
+        *((name.replace("_", " "), str(status)) for name, status in served.items()),
+        *where_to_look(s, sample_user(s), results),
+    ]
+    typer.echo("\nDone. Where to look:\n" + aligned(rows))
 
 
 stack_app = typer.Typer(help="The production stack (docker-compose.yaml, docs/deployment.md).", no_args_is_help=True)

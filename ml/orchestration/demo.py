@@ -89,52 +89,61 @@ def _print_demand(settings: Settings) -> None:
     )
 
 
-def where_to_look(settings: Settings, user_id: str, trained: dict[str, dict] | None = None) -> list[str]:
-    """The "where to look" lines both ``ecomml demo`` and ``ecomml pipeline`` end with: the models
-    (from ``trained``, the task bodies' results keyed by name, when given; else the latest reports),
-    their outputs and the commands that read them."""
+def where_to_look(settings: Settings, user_id: str, trained: dict[str, dict] | None = None) -> list[tuple[str, str]]:
+    """The "where to look" rows (label, what) both ``ecomml demo`` and ``ecomml pipeline`` end with:
+    the models (from ``trained``, the task bodies' results keyed by name, when given), the latest
+    reports, the outputs and the commands that read them. ``aligned`` prints them."""
     from ml.models import recs
     from ml.models.lifecycle.report import list_reports
     from ml.models.user import propensity
 
     trained = trained or {}
-    lines = [f"  warehouse (DuckDB)   {settings.warehouse_path}"]
-    reports = list_reports(settings)
+    rows = [("warehouse (DuckDB)", str(settings.warehouse_path))]
     prop, ranked, demand = trained.get("train_user_models"), trained.get("train_recommender"), trained.get("train_demand")
     if prop:
         decision = "promoted" if prop["promoted"] else f"NOT promoted: {prop['decision']}"
         auc = {k: f"{prop[k]['roc_auc']:.3f}" for k in ("test", "baseline_test", "logistic_test")}
-        lines.append(
-            f"  {propensity.MODEL_NAME} v{prop['version']} ({prop.get('model_type', 'lightgbm')})   test ROC AUC {auc['test']}"
-            f" vs RFM rule {auc['baseline_test']}, logistic regression {auc['logistic_test']}; {decision}"
+        rows.append(
+            (
+                f"{propensity.MODEL_NAME} v{prop['version']}",
+                f"{prop.get('model_type', 'lightgbm')}: test ROC AUC {auc['test']} vs RFM rule {auc['baseline_test']},"
+                f" logistic regression {auc['logistic_test']}; {decision}",
+            )
         )
     if ranked:
-        lines.append(
-            f"  {recs.MODEL_NAME} v{ranked['version']}   test NDCG@10 {ranked['test'][recs.MODEL_NAME]['ndcg@10']:.3f}"
-            f" vs popularity {ranked['test']['popularity']['ndcg@10']:.3f}"
+        served = ranked.get("model", recs.MODEL_NAME)
+        ndcg = {m: ranked["test"].get(m, {}).get("ndcg@10") for m in (served, "popularity")}
+        rows.append(
+            (f"{served} v{ranked['version']}", f"served ranker: test NDCG@10 {ndcg[served]:.3f} vs popularity {ndcg['popularity']:.3f}")
         )
     if demand and demand.get("status") == "skipped":
-        lines.append(f"  demand forecasting   skipped: {demand['reason']}")
+        rows.append(("demand forecasting", f"skipped: {demand['reason']}"))
     elif demand:
         naive = demand["backtest"]["test_origins"].get("demand_seasonal_naive", {}).get("wape")
-        lines.append(f"  demand_lgbm v{demand['version']}   test WAPE {demand['test_wape']} vs seasonal naive {naive}")
+        rows.append((f"demand_lgbm v{demand['version']}", f"test WAPE {demand['test_wape']} vs seasonal naive {naive}"))
+    reports = list_reports(settings)
     for model in (propensity.MODEL_NAME, recs.MODEL_NAME, "demand_backtest"):
         latest = next((r for r in reports if r["model"] == model), None)
-        lines.append(f"  {model} report   {latest['path'] if latest else '(none)'}")
+        rows.append((f"{model} report", str(latest["path"]) if latest else "(none)"))
     service = propensity.load_config()["feature_service"]
-    lines += [
-        "  all reports          .venv/bin/ecomml models reports",
-        f"  MLflow UI            .venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})",
-        f"  batch scores         {settings.scores_dir}  (inventory plan: demand_plan/forecast_date=*)",
-        f"  recommendations      .venv/bin/ecomml recs show {user_id}   (online, one get_online_features call)",
-        '  product search       .venv/bin/ecomml recs search "<query>"',
-        "  inventory plan       .venv/bin/ecomml demand plan <item_id> <warehouse_id>",
-        f"  online features      .venv/bin/ecomml features online --service {service} --entity user_id={user_id}",
-        f"  online score         .venv/bin/ecomml features online --service {propensity.SCORES_SERVICE} --entity user_id={user_id}",
-        "  feature services     .venv/bin/ecomml features services",
-        '  explore the warehouse  .venv/bin/ecomml warehouse query "select * from fct_daily_demand limit 5"',
+    return rows + [
+        ("all reports", ".venv/bin/ecomml models reports"),
+        ("MLflow UI", f".venv/bin/ecomml models ui   then open http://127.0.0.1:5000 ({settings.mlflow_tracking_uri})"),
+        ("batch scores", f"{settings.scores_dir}  (inventory plan: demand_plan/forecast_date=*)"),
+        ("recommendations", f".venv/bin/ecomml recs show {user_id}   (online, one get_online_features call)"),
+        ("product search", '.venv/bin/ecomml recs search "<query>"'),
+        ("inventory plan", ".venv/bin/ecomml demand plan <item_id> <warehouse_id>"),
+        ("online features", f".venv/bin/ecomml features online --service {service} --entity user_id={user_id}"),
+        ("online score", f".venv/bin/ecomml features online --service {propensity.SCORES_SERVICE} --entity user_id={user_id}"),
+        ("feature services", ".venv/bin/ecomml features services"),
+        ("explore the warehouse", '.venv/bin/ecomml warehouse query "select * from fct_daily_demand limit 5"'),
     ]
-    return lines
+
+
+def aligned(rows: list[tuple[str, str]]) -> str:
+    """(label, what) rows as indented lines with the labels padded to one width."""
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join(f"  {label:<{width}}  {what}" for label, what in rows)
 
 
 def demo(settings: Settings, scale: str | None = None, keep_running: bool = False, timeout: float = 1800.0) -> int:
@@ -149,20 +158,17 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
         user, password = airflow.credentials()
         print(f"Airflow UI: {airflow.url}   login: {user} / {password}", flush=True)
         runs = run_chain(airflow.client(), conf={"generate_scale": scale}, timeout=timeout, models=True)
-        run_ids = "\n                       ".join(f"{d}: {r['dag_run_id']}" for d, r in runs.items())
         user_id = sample_user(settings)
         _print_recs_and_search(settings, user_id)
         _print_demand(settings)
-        lines = [
-            f"\nDone: {' -> '.join(runs)} succeeded.",
-            f"  Airflow UI           {airflow.url}  (login {user} / {password})",
-            f"  runs                 {run_ids}",
+        rows = [
+            ("Airflow UI", f"{airflow.url}  (login {user} / {password})"),
+            *((f"run {dag_id}", run["dag_run_id"]) for dag_id, run in runs.items()),
             *where_to_look(settings, user_id),
         ]
         if not keep_running:
-            browse = f".venv/bin/ecomml airflow standalone   then open {airflow.url} (login {user} / {password})"
-            lines.append(f"  browse the runs      {browse}")
-        print("\n".join(lines), flush=True)
+            rows.append(("browse the runs", f".venv/bin/ecomml airflow standalone   then open {airflow.url} (login {user} / {password})"))
+        print(f"\nDone: {' -> '.join(runs)} succeeded.\n{aligned(rows)}", flush=True)
         if keep_running:
             print("Airflow keeps running; Ctrl-C stops it.", flush=True)
             while airflow.proc is not None and airflow.proc.poll() is None:

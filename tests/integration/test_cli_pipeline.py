@@ -47,10 +47,10 @@ def test_pipeline_leaves_warehouse_features_and_online_values(tmp_path):
     assert values["order_count_lifetime"] == latest
 
     # the models were trained, registered and their scores served
-    assert re.search(r"propensity_lgbm v1 \((lightgbm|logistic_regression)\) +test ROC AUC [0-9.]+ vs RFM rule", out), out[-2000:]
+    assert re.search(r"propensity_lgbm v1 +(lightgbm|logistic_regression): test ROC AUC [0-9.]+ vs RFM rule", out), out[-2000:]
     assert list((data_dir / "warehouse" / "scores" / "propensity_lgbm").glob("scoring_date=*/part.parquet"))
     assert list((data_dir / "reports" / "propensity_lgbm").glob("*/index.html"))
-    assert re.search(r"recs_widedeep v1 +test NDCG@10", out), out[-2000:]
+    assert re.search(r"recs_(widedeep|lgbm|fm) v1 +served ranker: test NDCG@10", out), out[-2000:]
     assert list((data_dir / "warehouse" / "scores" / "recs_widedeep").glob("scoring_date=*/part.parquet"))
 
     # Idempotent: a second run succeeds on the existing state (models: tests/integration/test_propensity.py).

@@ -113,8 +113,8 @@ class Report:
         import pandas as pd
 
         if isinstance(values, pd.DataFrame):
-            frame, index = values, False
-        elif values and all(isinstance(v, dict) for v in values.values()):
+            return self.table(name, values, max_rows=200)  # a frame indexed by model shows the model names
+        if values and all(isinstance(v, dict) for v in values.values()):
             frame, index = pd.DataFrame(values), True
             frame.index.name = "metric"
         else:
