@@ -67,7 +67,7 @@ def _print_demand(settings: Settings) -> None:
         return
     if backtest is not None:
         overall, test, report = backtest
-        cols = [c for c in ("wape", "mase", "bias", "coverage", "n_series") if c in overall.columns]
+        cols = [c for c in ("wape", "mase", "bias", "coverage", "n_series", "biased") if c in overall.columns]
         print(f"\nDemand backtest (rolling origin, all origins; report {report}):\n{overall[cols].to_string()}", flush=True)
     cols = [
         "item_id",

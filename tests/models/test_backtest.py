@@ -210,3 +210,29 @@ def test_demand_reference_gate():
         "test wape 1.1000 vs demand_seasonal_naive 1.0000"
     ]  # a reference the backtest did not run is skipped
     assert reference_losses(test, "demand_prophet", ["demand_seasonal_naive"]) == []  # no result: train raises before
+
+
+def test_a_model_that_forecasts_about_zero_never_wins():
+    """Intermittent demand: a forecast of 0 has the lower WAPE (sum |0 - y| = sum y) than an unbiased
+    forecast that is often off, yet plans no stock: it ranks last and is never chosen per series."""
+    d = pd.date_range("2023-03-01", periods=6)
+    y = [0.0, 0.0, 6.0, 0.0, 0.0, 6.0]
+    unbiased = [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]  # |error| sum 16 over 12 units: WAPE 1.33, bias 0
+    zero = [0.0] * 6  # |error| sum 12: WAPE 1.0, bias -1
+    history = pd.DataFrame({"item_id": "S1", "warehouse_id": "W1", "demand_date": pd.date_range("2023-02-01", periods=34), "units": 2.0})
+    forecasts = pd.concat(
+        [
+            _rows("zero", d[0], "S1", d[0:3], y[0:3], zero[0:3]),
+            _rows("unbiased", d[0], "S1", d[0:3], y[0:3], unbiased[0:3]),
+            _rows("zero", d[3], "S1", d[3:6], y[3:6], zero[3:6]),
+            _rows("unbiased", d[3], "S1", d[3:6], y[3:6], unbiased[3:6]),
+        ]
+    )
+    overall, _ = bt.metrics(forecasts, history, freq="D")
+    ranked = overall.set_index("model")
+    assert ranked.loc["zero", "wape"] < ranked.loc["unbiased", "wape"]  # WAPE alone would rank it first
+    assert overall["model"].tolist() == ["unbiased", "zero"] and ranked["biased"].to_dict() == {"unbiased": False, "zero": True}
+    selection, _ = bt.choose(forecasts, validation_origins=1)
+    assert selection["model"].tolist() == ["unbiased"]
+    selection, _ = bt.choose(forecasts, validation_origins=1, bias_limit=None)  # the rule off: MAE picks the zero
+    assert selection["model"].tolist() == ["zero"]

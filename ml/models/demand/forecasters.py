@@ -567,7 +567,15 @@ class ProphetPerSeries(Forecaster):
         outside = [(*key, "prophet_not_selected", sizes[key], f"{why}: {served}") for key in volume.index.difference(head)]
         self.report = pd.DataFrame(failed + outside, columns=fd.REPORT_COLUMNS)
         if failed:
-            log.warning("%s: %d of %d fits failed (served by the global model)", self.name, len(failed), len(tasks))
+            log.warning(
+                "%s: %d of %d fits failed (served by the global model); the first, %s / %s: %s",
+                self.name,
+                len(failed),
+                len(tasks),
+                failed[0][0],
+                failed[0][1],
+                failed[0][4],
+            )
         self.tail = frame[frame.set_index(KEYS).index.isin(list(self.models))].groupby(KEYS).tail(self.horizon)
         return self
 

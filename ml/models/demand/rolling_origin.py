@@ -23,6 +23,11 @@ Metrics, per model (overall) and per model and series:
               (a series with a flat training part has no scale and no MASE)
     bias      sum(yhat - units) / sum units  (> 0: over-forecast)
     coverage  share of actuals inside [yhat_p10, yhat_p90] (nominal 0.8)
+
+A model whose overall |bias| exceeds ``BIAS_LIMIT`` (it forecasts less than half, or more than 1.5
+times, the volume) is flagged ``biased``, ranks after every unbiased model whatever its WAPE, and is
+never chosen per series (``choose``): on intermittent series a forecast of about 0 has a low WAPE
+and a low MAE while it plans no stock at all.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 FORECAST_COLUMNS = ["model", "origin", *KEYS, "demand_date", "units", "yhat", "yhat_p10", "yhat_p90"]
 METRICS = ["wape", "mase", "bias", "coverage"]
+BIAS_LIMIT = 0.5
 
 
 def backtest_origins(frame: pd.DataFrame, horizon: int, n_origins: int, step: int, freq: str, min_train: int = 1) -> list[pd.Timestamp]:
@@ -137,8 +143,9 @@ def metrics(
     ``history``: the series frame the backtest ran on (MASE scales come from its rows before each
     origin). ``common``: score only the (origin, series, period) rows every model forecast, so that
     models covering different series (Prophet's head) compare on the same rows.
-    overall: model, wape, mase, bias, coverage, n_series, n_rows. per_series: model, item_id,
-    warehouse_id, wape, mase, bias, coverage, n_rows.
+    overall: model, wape, mase, bias, coverage, n_series, n_rows, biased (|bias| > ``BIAS_LIMIT``),
+    unbiased models first, each group by WAPE. per_series: model, item_id, warehouse_id, wape, mase,
+    bias, coverage, n_rows.
     """
     freq = freq or fd.infer_frequency(history)
     rows = forecasts.dropna(subset=["units", "yhat"])
@@ -176,7 +183,8 @@ def metrics(
             bias=totals["error"] / totals["units"],
             coverage=rows.groupby("model")["covered"].mean(),
         )
-    overall = overall.reset_index()[["model", *METRICS, "n_series", "n_rows"]].sort_values("wape", kind="stable")
+    overall = overall.reset_index()[["model", *METRICS, "n_series", "n_rows"]]
+    overall = overall.assign(biased=overall["bias"].abs() > BIAS_LIMIT).sort_values(["biased", "wape"], kind="stable")
     per_series = per_series.reset_index()[["model", *KEYS, *METRICS, "n_rows"]]
     return overall.reset_index(drop=True), per_series
 
@@ -227,6 +235,7 @@ def choose(
     fallback: str | None = None,
     margin: float = 0.0,
     min_wins: int = 1,
+    bias_limit: float | None = BIAS_LIMIT,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The model per series chosen on the validation origins only, applied to the later (test) origins.
 
@@ -237,7 +246,8 @@ def choose(
     saw, or whose chosen model lacks a test forecast, takes ``fallback``. With ``method`` best and a
     ``fallback`` (the global model), a series leaves the fallback only for a model whose MAE is below
     (1 - ``margin``) x the fallback's on at least ``min_wins`` validation origins: a choice that won
-    once, or by a hair, is noise (per-series choice overfits its validation origins otherwise).
+    once, or by a hair, is noise (per-series choice overfits its validation origins otherwise). A model
+    whose bias over the validation rows exceeds ``bias_limit`` in size is no candidate (module doc).
     Returns (selection: item_id, warehouse_id, model, weight, validation_mae; test forecasts of the
     choice, model = demand_<method>, same columns as ``rolling_origin``'s).
     """
@@ -253,6 +263,13 @@ def choose(
         have = [str(pd.Timestamp(o).date()) for o in origins]
         raise ValueError(f"need validation origins and later test origins; have {have}")
     seen = forecasts.loc[forecasts["origin"].isin(valid) & (forecasts["demand_date"] < test[0])]
+    if bias_limit is not None:  # a model far off the volume on the validation rows is no candidate
+        sums = (
+            seen.dropna(subset=["units", "yhat"]).assign(error=lambda f: f["yhat"] - f["units"]).groupby("model")[["error", "units"]].sum()
+        )
+        biased = set(sums.index[(sums["error"] / sums["units"]).abs() > bias_limit])
+        if biased and biased != set(seen["model"]):
+            seen = seen.loc[~seen["model"].isin(biased)]
     mae = (seen["yhat"] - seen["units"]).abs().groupby([seen[k] for k in (*KEYS, "model")]).mean().rename("validation_mae")
     mae = mae.reset_index()
     if method == "best":
