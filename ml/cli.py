@@ -593,8 +593,8 @@ def demand_plan(
 
     row = plan_online(get_settings(), [(item_id, warehouse_id)]).iloc[0]
     if row.drop(["item_id", "warehouse_id"]).isna().all():
-        typer.echo(f"no plan served for {item_id} @ {warehouse_id}: run `ecomml demand forecast`", err=True)
-        raise typer.Exit(1)
+        typer.echo(f"error: no plan served for {item_id} @ {warehouse_id}: run `ecomml demand forecast` (or check the ids)", err=True)
+        raise typer.Exit(2)
     typer.echo(row.to_string())
 
 
@@ -782,7 +782,7 @@ def stack_secrets() -> None:
 
 
 def main() -> None:  # pragma: no cover - console entry
-    """``ecomml``: a failure is one ``error:`` line and exit 2; ``--debug`` (anywhere) or ECOMML_DEBUG=1
+    """``ecomml``: an expected failure is one ``error:`` line on stderr and exit 2; ``--debug`` (anywhere) or ECOMML_DEBUG=1
     shows the traceback instead."""
     debug = "--debug" in sys.argv or os.environ.get("ECOMML_DEBUG") == "1"
     sys.argv = [a for a in sys.argv if a != "--debug"]
@@ -799,7 +799,7 @@ def main() -> None:  # pragma: no cover - console entry
         named = (
             text if type(exc).__module__.startswith("ml.") or isinstance(exc, (ValueError, KeyError)) else f"{type(exc).__name__}: {text}"
         )
-        typer.echo(f"error: {named}\n(run with --debug for the traceback)", err=True)
+        typer.echo(f"error: {named} (--debug shows the traceback)", err=True)
         _exit(2)
 
 

@@ -93,10 +93,14 @@ def test_paths_and_env_file_resolve_from_the_project_the_user_stands_in(tmp_path
 def test_cli_failures_are_one_error_line_and_exit_2(tmp_path):
     env = {**__import__("os").environ, "DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.run([sys.executable, "-m", "ml", "warehouse", "query", "copy x to '/tmp/y'"], capture_output=True, text=True, env=env)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: only SELECT") and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: only SELECT") and len(proc.stderr.splitlines()) == 1
     proc = subprocess.run([sys.executable, "-m", "ml", "ingest", "--mapping", "nope", __file__], capture_output=True, text=True, env=env)
-    assert proc.returncode == 2 and "error: mapping 'nope' is neither a preset" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: mapping 'nope' is neither a preset")
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ml", "generate", "--scale", "huge"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: unknown scale 'huge'; choose one of tiny, small, medium, large (--debug shows the traceback)"
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "ml", "--debug", "demand", "plan", "x", "y"],
         capture_output=True,
