@@ -197,8 +197,8 @@ user_rfm = FeatureView(
 # snapshot days are every 7th day counting back from the lake's last day, and a user has a row on
 # every snapshot from the first one on or after their first non-cancelled order. Values cover orders
 # up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last
-# snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are
-# quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two
+# snapshot is stamped lake_last_date + 1, the scoring cutoff of mart_user_purchase_labels). Scores
+# are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two
 # measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm
 # 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3
 # potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2
@@ -221,7 +221,7 @@ user_rfm_segments = FeatureView(
     ],
     source=feat_user_rfm_segments_source,
     online=True,
-    description="RFM quintile scores and named segments per user from non-cancelled orders (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp: snapshot days are every 7th day counting back from the lake's last day, and a user has a row on every snapshot from the first one on or after their first non-cancelled order. Values cover orders up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3 potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2 about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise hibernating.",
+    description="RFM quintile scores and named segments per user from non-cancelled orders (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp: snapshot days are every 7th day counting back from the lake's last day, and a user has a row on every snapshot from the first one on or after their first non-cancelled order. Values cover orders up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last snapshot is stamped lake_last_date + 1, the scoring cutoff of mart_user_purchase_labels). Scores are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3 potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2 about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise hibernating.",
     owner="data-platform",
     tags={"dbt_model": "feat_user_rfm_segments", "owner": "data-platform"},
 )

@@ -4,7 +4,7 @@ served from Feast, plus the item embeddings that semantic search and cold-start 
     embed_items(settings)  item texts (dbt export mart_item_catalogue) -> all-MiniLM-L6-v2 embeddings,
                            cached by text hash -> $SCORES_DIR/item_embeddings.parquet (Feast view
                            item_embeddings)
-    train(settings)        interactions (dbt export fct_interactions) -> weekly cutoffs (time split:
+    train(settings)        interactions (dbt export mart_interactions) -> weekly cutoffs (time split:
                            train cutoffs, one validation and one test cutoff; the week after a cutoff
                            holds its labels) -> candidates from the history before each cutoff
                            (co-visitation, popularity by segment, content kNN) -> pair features
@@ -51,9 +51,9 @@ LGBM_NAME = "recs_lgbm"
 FM_NAME = "recs_fm"
 RANKERS = (MODEL_NAME, LGBM_NAME, FM_NAME)
 CONFIG_PATH = Path(__file__).parent / "configs" / "recs.yaml"
-INTERACTIONS_MART = "fct_interactions"
+INTERACTIONS_MART = "mart_interactions"
 ITEMS_MART = "mart_item_catalogue"
-SEARCH_MART = "fct_search_purchases"
+SEARCH_MART = "mart_search_purchases"
 EMBEDDINGS_FILE = "item_embeddings.parquet"
 SCORE_VIEW = "user_recommendations"
 FALLBACK_USER = "__fallback__"

@@ -298,7 +298,7 @@ def test_a_lake_without_warehouses_builds_validates_and_skips_demand(tmp_path):
     warehouse.build(settings, echo=None)
     report = validate_sources(settings)
     assert report["item_warehouse_demand"]["rows"] == 0 and not report["item_warehouse_demand"]["problems"]
-    for mart in ("fct_search_purchases", "fct_cart_conversions", "mart_inventory_position", "mart_promotion_calendar"):
+    for mart in ("mart_search_purchases", "mart_cart_conversions", "mart_inventory_position", "mart_promotion_calendar"):
         assert len(pd.read_parquet(settings.exports_dir / f"{mart}.parquet")) == 0, f"{mart}: an all-null placeholder row"
     summary = orchestration.train_demand(settings)
     assert summary["status"] == "skipped" and not summary["promoted"]

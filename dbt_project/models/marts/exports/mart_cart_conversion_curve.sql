@@ -12,7 +12,7 @@ carts as (
         event_id,
         hours_to_purchase,
         epoch(coalesce(removed_at, readded_at) - added_at) / 3600.0 as hours_to_close
-    from {{ ref('fct_cart_conversions') }}
+    from {{ ref('mart_cart_conversions') }}
     where is_fully_observed
 ),
 
