@@ -46,10 +46,29 @@ propensity_lgbm_v3 = FeatureService(
     tags={"model": "propensity_lgbm", "version": "3", "entities": "user"},
 )
 
-# Demand forecast (LightGBM) per item x warehouse: recent demand + item engagement and price.
+# Demand forecast (LightGBM) per item x warehouse: recent demand + item engagement and price. item_stats
+# comes without its item-wide units_sold_7d/30d: the warehouse view's units_sold_7d/28d carry the
+# measure at the service's grain, and one service cannot serve two features of one name (Feast joins
+# them by name). Edited in place when units_sum_* became units_sold_* (issue 17): no model reads it yet.
 demand_lgbm_v1 = FeatureService(
     name="demand_lgbm_v1",
-    features=[item_warehouse_demand, item_stats],
+    features=[
+        item_warehouse_demand,
+        item_stats[
+            [
+                "view_count_7d",
+                "view_count_30d",
+                "cart_add_count_7d",
+                "cart_add_count_30d",
+                "purchase_count_7d",
+                "purchase_count_30d",
+                "view_to_cart_rate_30d",
+                "cart_to_purchase_rate_30d",
+                "price",
+                "price_band",
+            ]
+        ],
+    ],
     description="Features of the demand_lgbm model, version 1 (entities item, warehouse)",
     owner="data-platform",
     tags={"model": "demand_lgbm", "version": "1", "entities": "item,warehouse"},

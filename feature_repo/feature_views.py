@@ -39,8 +39,8 @@ item_stats = FeatureView(
         Field(name="cart_add_count_30d", dtype=Int64, description="Add-to-cart events, 30 days (null without events)"),
         Field(name="purchase_count_7d", dtype=Int64, description="Purchase events, 7 days (null without events)"),
         Field(name="purchase_count_30d", dtype=Int64, description="Purchase events, 30 days (null without events)"),
-        Field(name="units_sold_7d", dtype=Int64, description="Units on non-cancelled orders, 7 days"),
-        Field(name="units_sold_30d", dtype=Int64, description="Units on non-cancelled orders, 30 days"),
+        Field(name="units_sold_7d", dtype=Int64, description="Units on non-cancelled orders, all warehouses, 7 days"),
+        Field(name="units_sold_30d", dtype=Int64, description="Units on non-cancelled orders, all warehouses, 30 days"),
         Field(name="view_to_cart_rate_30d", dtype=Float64, description="cart_add_count_30d / view_count_30d (null without views)"),
         Field(name="cart_to_purchase_rate_30d", dtype=Float64, description="purchase_count_30d / cart_add_count_30d (null without cart adds)"),
         Field(name="price", dtype=Float64, description="Current list price (dim_items)"),
@@ -65,9 +65,9 @@ item_warehouse_demand = FeatureView(
     schema=[
         Field(name="item_id", dtype=String, description="Item (entity item)"),  # join key
         Field(name="warehouse_id", dtype=String, description="Warehouse (entity warehouse)"),  # join key
-        Field(name="units_sum_7d", dtype=Int64, description="Units ordered in the 7 days ending on the snapshot day"),
-        Field(name="units_sum_28d", dtype=Int64, description="Units ordered in the 28 days ending on the snapshot day"),
-        Field(name="units_mean_28d", dtype=Float64, description="units_sum_28d / 28 (days before the first sale count as 0)"),
+        Field(name="units_sold_7d", dtype=Int64, description="Units sold from this warehouse (fct_daily_demand.units: non-cancelled orders, or the ERP series) in the 7 days ending on the snapshot day"),
+        Field(name="units_sold_28d", dtype=Int64, description="Units sold from this warehouse in the 28 days ending on the snapshot day"),
+        Field(name="units_mean_28d", dtype=Float64, description="units_sold_28d / 28 (days before the first sale count as 0)"),
         Field(name="units_std_28d", dtype=Float64, description="Population standard deviation of daily units over the 28 days"),
         Field(name="stockout_day_count_28d", dtype=Int64, description="Days with end-of-day stock 0 in the 28 days (0 without inventory data)"),
         Field(name="promo_day_count_28d", dtype=Int64, description="Promoted days in the 28 days"),
