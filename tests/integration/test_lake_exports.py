@@ -34,12 +34,12 @@ def _settings(root, name):
 
 
 def _fingerprint(settings) -> dict[str, tuple]:
-    """Row count and the sums of every revenue / unit / quantity column of every fct_, dim_ and feat_ model."""
+    """Row count and the sums of every revenue / unit / quantity column of every fct_, dim_, feat_ and mart_ model."""
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
         out = {}
         rels = con.execute(
-            "select table_schema || '.' || table_name from information_schema.tables where table_name similar to '(fct|dim|feat)_.*'"
+            "select table_schema || '.' || table_name from information_schema.tables where table_name similar to '(fct|dim|feat|mart)_.*'"
         ).fetchall()
         for (rel,) in rels:
             cols = [
