@@ -12,7 +12,7 @@ Per scale, in its own subprocess (so each peak RSS is its own): generate -> dbt 
 - ``propensity_score``: ml.models.user.propensity.score (champion load, current features through Feast,
   predictions + SHAP contributions, partition + Feast source written); rows = users scored.
 - ``propensity_gru_fit``: the GRU sequence model's fit on the same split (sequences built from
-  seq_user_events), when ml.models.user.sequence is present.
+  mart_user_event_sequences), when ml.models.user.sequence is present.
 
 Results: bench/results/models.json.
 """

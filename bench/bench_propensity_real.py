@@ -1,6 +1,6 @@
 """Benchmark purchase propensity on real public data, entered as a user's own export would be: the
 Online Retail II invoice lines through the ingestion adapter (``ml.ingest``, preset
-``online_retail_ii``) into a fresh lake, ``dbt build`` (label_user_purchase and the user feature
+``online_retail_ii``) into a fresh lake, ``dbt build`` (mart_user_purchase_labels and the user feature
 marts), ``feast apply``, then ``ml.models.user.propensity.train`` exactly as ``ecomml models train`` runs it
 (Feast service point in time, MLflow in the temp dir, the reference gate, the refit). Nothing below
 knows which dataset it reads.

@@ -123,7 +123,7 @@ def measure(scale: str, data_dir: Path) -> list[dict]:
     )
     tasks.serve_recommendations(settings, {"status": "scored", **scored})
 
-    queries = pd.read_parquet(settings.exports_dir / "fct_search_purchases.parquet")["search_query"].drop_duplicates().head(200).tolist()
+    queries = pd.read_parquet(settings.exports_dir / "mart_search_purchases.parquet")["search_query"].drop_duplicates().head(200).tolist()
     semantic = search.SemanticIndex(pd.read_parquet(recs.embeddings_path(settings)))
     bm25 = search.BM25Index(items["item_id"].tolist(), items["item_text"].tolist())
     sem, kw = search.latency(semantic, queries, k=10), search.latency(bm25, queries, k=10)

@@ -1,6 +1,6 @@
 """Benchmark the recommender on real public data, entered as a user's own export would be: through
 the ingestion adapter (``ml.ingest``, a mapping preset) into a fresh lake, ``dbt build``, then the
-exports fct_interactions / mart_item_catalogue. Nothing below knows which dataset it reads.
+exports mart_interactions / mart_item_catalogue. Nothing below knows which dataset it reads.
 
     python bench/bench_recs_real.py [--datasets movielens,retail] [--retail-max-rows N]
 

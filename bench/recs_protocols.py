@@ -1,5 +1,5 @@
 """The recommender's candidates + rankers (``ml.models.recs``) under the offline protocols of
-``bench.protocols``, on any interactions frame (fct_interactions: user_id, item_id, session_id,
+``bench.protocols``, on any interactions frame (mart_interactions: user_id, item_id, session_id,
 event_type, event_timestamp) and item catalogue (mart_item_catalogue). Nothing here knows a dataset.
 
     candidate_ranker(items, config, model=...) -> build(train, valid, mapping) -> score_fn

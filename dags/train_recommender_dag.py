@@ -1,7 +1,7 @@
 """# train_recommender
 
 Runs when the `feature_store` Asset is updated: trains the recommendation rankers on a time split of
-the dbt export `fct_interactions` (weekly cutoffs; the week after a cutoff holds its labels) with
+the dbt export `mart_interactions` (weekly cutoffs; the week after a cutoff holds its labels) with
 user and item features from the Feast service `recs_widedeep_v1` at each cutoff.
 
 * **embed_items** — sentence embeddings (all-MiniLM-L6-v2, offline) of every item text in

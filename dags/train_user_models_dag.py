@@ -1,7 +1,7 @@
 """# train_user_models
 
 Runs when the `feature_store` Asset is updated: trains the user-behaviour models from the Feast
-feature service `propensity_lgbm_v3` (point in time) and the dbt label mart `label_user_purchase`,
+feature service `propensity_lgbm_v3` (point in time) and the dbt label mart `mart_user_purchase_labels`,
 on a time split (train on earlier weekly cutoffs, validate and test on later ones).
 
 * **train_propensity** — LightGBM purchase propensity (and the GRU sequence model on the same split,
@@ -10,7 +10,7 @@ on a time split (train on earlier weekly cutoffs, validate and test on later one
   champion's on the same rows (tolerance in `ml/models/configs/propensity_lgbm.yaml`). Too few
   positive labels or a missing feature service fail the task; nothing is promoted.
 * **cart_analytics** — the cart-abandonment conversion curve (with 95 % intervals) and the
-  decay estimate from the dbt marts `fct_cart_conversions` / `mart_cart_conversion_curve` (skipped
+  decay estimate from the dbt marts `mart_cart_conversions` / `mart_cart_conversion_curve` (skipped
   for orders-only data).
 * **publish_user_models** — emits `user_models` when a new champion was promoted (skipped
   otherwise), which makes `score_user_models` re-score with it.

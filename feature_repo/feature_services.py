@@ -51,10 +51,29 @@ propensity_lgbm_v3 = FeatureService(
 # item's engagement and price: for planners' tools and analyses, not a model's training set. demand_lgbm
 # forecasts several periods ahead from one origin, so its lags and windows are taken at each forecast
 # origin, not at the target day (a point-in-time read at the target day would see the days between):
-# it computes them from the export mart_demand_series (docs/forecasting.md, "Why not through Feast").
+# it computes them from the export mart_demand_series (docs/forecasting.md, "Why demand_lgbm does not
+# train through Feast"). item_stats comes without its item-wide units_sold_7d/30d: the warehouse view's
+# units_sold_7d/28d carry the measure at the service's grain, and one service cannot serve two features
+# of one name (Feast joins them by name).
 item_warehouse_demand_v1 = FeatureService(
     name="item_warehouse_demand_v1",
-    features=[item_warehouse_demand, item_stats],
+    features=[
+        item_warehouse_demand,
+        item_stats[
+            [
+                "view_count_7d",
+                "view_count_30d",
+                "cart_add_count_7d",
+                "cart_add_count_30d",
+                "purchase_count_7d",
+                "purchase_count_30d",
+                "view_to_cart_rate_30d",
+                "cart_to_purchase_rate_30d",
+                "price",
+                "price_band",
+            ]
+        ],
+    ],
     description="Recent demand per item x warehouse with the item's engagement and price, version 1 (entities item, warehouse)",
     owner="data-platform",
     tags={"version": "1", "entities": "item,warehouse", "kind": "analytics"},

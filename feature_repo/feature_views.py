@@ -39,8 +39,8 @@ item_stats = FeatureView(
         Field(name="cart_add_count_30d", dtype=Int64, description="Add-to-cart events, 30 days (null without events)"),
         Field(name="purchase_count_7d", dtype=Int64, description="Purchase events, 7 days (null without events)"),
         Field(name="purchase_count_30d", dtype=Int64, description="Purchase events, 30 days (null without events)"),
-        Field(name="units_sold_7d", dtype=Int64, description="Units on non-cancelled orders, 7 days"),
-        Field(name="units_sold_30d", dtype=Int64, description="Units on non-cancelled orders, 30 days"),
+        Field(name="units_sold_7d", dtype=Int64, description="Units on non-cancelled orders, all warehouses, 7 days"),
+        Field(name="units_sold_30d", dtype=Int64, description="Units on non-cancelled orders, all warehouses, 30 days"),
         Field(name="view_to_cart_rate_30d", dtype=Float64, description="cart_add_count_30d / view_count_30d (null without views)"),
         Field(name="cart_to_purchase_rate_30d", dtype=Float64, description="purchase_count_30d / cart_add_count_30d (null without cart adds)"),
         Field(name="price", dtype=Float64, description="Current list price (dim_items)"),
@@ -65,9 +65,9 @@ item_warehouse_demand = FeatureView(
     schema=[
         Field(name="item_id", dtype=String, description="Item (entity item)"),  # join key
         Field(name="warehouse_id", dtype=String, description="Warehouse (entity warehouse)"),  # join key
-        Field(name="units_sum_7d", dtype=Int64, description="Units ordered in the 7 days ending on the snapshot day"),
-        Field(name="units_sum_28d", dtype=Int64, description="Units ordered in the 28 days ending on the snapshot day"),
-        Field(name="units_mean_28d", dtype=Float64, description="units_sum_28d / 28 (days before the first sale count as 0)"),
+        Field(name="units_sold_7d", dtype=Int64, description="Units sold from this warehouse (fct_daily_demand.units: non-cancelled orders, or the ERP series) in the 7 days ending on the snapshot day"),
+        Field(name="units_sold_28d", dtype=Int64, description="Units sold from this warehouse in the 28 days ending on the snapshot day"),
+        Field(name="units_mean_28d", dtype=Float64, description="units_sold_28d / 28 (days before the first sale count as 0)"),
         Field(name="units_std_28d", dtype=Float64, description="Population standard deviation of daily units over the 28 days"),
         Field(name="stockout_day_count_28d", dtype=Int64, description="Days with end-of-day stock 0 in the 28 days (0 without inventory data)"),
         Field(name="promo_day_count_28d", dtype=Int64, description="Promoted days in the 28 days"),
@@ -103,8 +103,8 @@ user_activity = FeatureView(
         Field(name="search_count_30d", dtype=Int64, description="Searches, 30 days"),
         Field(name="category_distinct_count_7d", dtype=Int64, description="Distinct leaf categories viewed, added or bought, 7 days"),
         Field(name="category_distinct_count_30d", dtype=Int64, description="Distinct leaf categories viewed, added or bought, 30 days"),
-        Field(name="cart_abandon_count_7d", dtype=Int64, description="Cart adds not bought within 24 h, counted on the day the 24 h ran out, 7 days"),
-        Field(name="cart_abandon_count_30d", dtype=Int64, description="Cart adds not bought within 24 h, 30 days"),
+        Field(name="cart_abandon_count_7d", dtype=Int64, description="Cart adds neither bought nor re-added within 24 h (int_cart_adds__matched_to_purchases), counted on the day the 24 h ran out, 7 days"),
+        Field(name="cart_abandon_count_30d", dtype=Int64, description="Cart adds neither bought nor re-added within 24 h, 30 days"),
         Field(name="last_cart_add_at", dtype=UnixTimestamp, description="Latest add-to-cart up to the snapshot (null when none yet)"),
         Field(name="hours_since_last_cart_add", dtype=Float64, description="Hours from last_cart_add_at to this row's event_timestamp (recompute at request time from last_cart_add_at)"),
     ],
@@ -197,8 +197,8 @@ user_rfm = FeatureView(
 # snapshot days are every 7th day counting back from the lake's last day, and a user has a row on
 # every snapshot from the first one on or after their first non-cancelled order. Values cover orders
 # up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last
-# snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are
-# quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two
+# snapshot is stamped lake_last_date + 1, the scoring cutoff of mart_user_purchase_labels). Scores
+# are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two
 # measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm
 # 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3
 # potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2
@@ -221,7 +221,7 @@ user_rfm_segments = FeatureView(
     ],
     source=feat_user_rfm_segments_source,
     online=True,
-    description="RFM quintile scores and named segments per user from non-cancelled orders (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp: snapshot days are every 7th day counting back from the lake's last day, and a user has a row on every snapshot from the first one on or after their first non-cancelled order. Values cover orders up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last snapshot is stamped lake_last_date + 1, the scoring cutoff of label_user_purchase). Scores are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3 potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2 about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise hibernating.",
+    description="RFM quintile scores and named segments per user from non-cancelled orders (Feast view user_rfm_segments). Grain: one row per user per weekly snapshot event_timestamp: snapshot days are every 7th day counting back from the lake's last day, and a user has a row on every snapshot from the first one on or after their first non-cancelled order. Values cover orders up to the end of snapshot day D and are stamped event_timestamp = D + 1 00:00 UTC (the last snapshot is stamped lake_last_date + 1, the scoring cutoff of mart_user_purchase_labels). Scores are quintiles among that snapshot's buyers (equal-sized buckets; ties broken by the other two measures, then user_id). Segment rules on r_score and fm = ceil((f_score + m_score) / 2): r 5: fm 4-5 champions, fm 2-3 potential_loyalists, fm 1 new_customers; r 4: fm 4-5 loyal_customers, fm 2-3 potential_loyalists, fm 1 promising; r 3: fm 4-5 loyal_customers, fm 3 need_attention, fm 1-2 about_to_sleep; r 1-2: fm 5 cannot_lose_them, fm 3-4 at_risk, r 1 and fm 1 lost, otherwise hibernating.",
     owner="data-platform",
     tags={"dbt_model": "feat_user_rfm_segments", "owner": "data-platform"},
 )

@@ -59,7 +59,7 @@ def test_decay_matches_the_generator(built_warehouse, truth):
 
 
 def test_curve_counts_match_the_fact_table(built_warehouse, carts):
-    """The curve mart recounted from fct_cart_conversions (fully observed adds only)."""
+    """The curve mart recounted from mart_cart_conversions (fully observed adds only)."""
     curve = cart.conversion_curve(built_warehouse)
     full = carts[carts["is_fully_observed"]]
     to_buy = full["hours_to_purchase"]

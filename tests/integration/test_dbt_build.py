@@ -172,13 +172,34 @@ def test_rfm_counts_only_past_orders(built, con):
 
 
 def test_cart_abandonment_is_dated_when_known(built, con):
-    """No abandonment is counted before 24 h have passed since its add."""
+    """An abandonment is dated 24 h after its add, and only when neither a purchase nor a re-add came
+    within those 24 h (what was known at abandoned_at decides; a purchase after it does not undo it)."""
     early = con.execute(
         "select count(*) from intermediate.int_cart_adds__matched_to_purchases "
-        "where is_abandoned and (abandoned_at < added_at + interval 24 hours or purchased_at is not null)"
+        "where is_abandoned and (abandoned_at <> added_at + interval 24 hours "
+        "or purchased_at < added_at + interval 24 hours or readded_at < added_at + interval 24 hours)"
     ).fetchone()[0]
     assert early == 0
     assert con.execute("select count_if(is_abandoned) from intermediate.int_cart_adds__matched_to_purchases").fetchone()[0] > 0
+
+
+def test_cart_rule_lives_once(built, con):
+    """The export ml/models/user/cart.py reads is the intermediate's match row for row, and the 24 h flags
+    behind feat_user_activity derive from that same match (hours_to_purchase < 24, the curve's split)."""
+    settings, _ = built
+    exported = f"read_parquet('{settings.exports_dir / 'mart_cart_conversions.parquet'}')"
+    columns = ", ".join(r[0] for r in con.execute(f"describe select * from {exported}").fetchall())
+    matched = f"(select {columns} from intermediate.int_cart_adds__matched_to_purchases)"
+    differ = con.execute(
+        f"select count(*) from ((select * from {matched} except all select * from {exported}) "
+        f"union all (select * from {exported} except all select * from {matched}))"
+    ).fetchone()[0]
+    assert differ == 0
+    inconsistent = con.execute(
+        "select count(*) from intermediate.int_cart_adds__matched_to_purchases "
+        "where is_purchased_24h <> coalesce(hours_to_purchase < 24, false)"
+    ).fetchone()[0]
+    assert inconsistent == 0
 
 
 def test_daily_demand_adds_up_to_order_lines(con):

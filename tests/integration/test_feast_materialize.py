@@ -118,7 +118,7 @@ def write_marts(settings, bump: int = 0, drop: dict | None = None) -> None:
             "item_id": [i for i in ITEMS for _ in WAREHOUSES] * 2,
             "warehouse_id": WAREHOUSES * len(ITEMS) * 2,
             "event_timestamp": [T("2024-01-04")] * 36 + [T("2024-01-07")] * 36,
-            "units_sum_7d": [i + bump for i in range(72)],
+            "units_sold_7d": [i + bump for i in range(72)],
             "units_mean_28d": [i / 28 for i in range(72)],
         },
     )

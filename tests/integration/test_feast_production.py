@@ -66,7 +66,7 @@ def production_settings(tmp_path_factory):
                 "item_id": ["i1"],
                 "warehouse_id": ["w1"],
                 "event_timestamp": [T("2024-01-05")],
-                "units_sum_7d": [3],
+                "units_sold_7d": [3],
                 "last_sale_date": [T("2024-01-04")],
             },
         ),

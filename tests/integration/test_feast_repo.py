@@ -68,7 +68,7 @@ def _rename(cols, old, new):
             lambda c: c["price"].update(data_type="varchar"),
             "'price' is Float64 in Feast but feat_item_stats.price is varchar",
         ),
-        ("feat_item_warehouse_demand", lambda c: c["units_sum_7d"].update(data_type="double"), "'units_sum_7d' is Int64 in Feast"),
+        ("feat_item_warehouse_demand", lambda c: c["units_sold_7d"].update(data_type="double"), "'units_sold_7d' is Int64 in Feast"),
     ],
 )
 def test_mart_change_without_regenerating_fails(manifest, tmp_path, model, change, expected):
@@ -158,7 +158,7 @@ GOOD = {
     "user_rfm": {"user_id": ["u1", "u2"], "event_timestamp": [T("2024-01-02"), T("2024-01-02")], "order_count_lifetime": [1, 2]},
     "user_activity": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "view_count_7d": [1]},
     "item_stats": {"item_id": ["i1"], "event_timestamp": [T("2024-01-02")], "price": [1.0]},
-    "item_warehouse_demand": {"item_id": ["i1"], "warehouse_id": ["w1"], "event_timestamp": [T("2024-01-02")], "units_sum_7d": [1]},
+    "item_warehouse_demand": {"item_id": ["i1"], "warehouse_id": ["w1"], "event_timestamp": [T("2024-01-02")], "units_sold_7d": [1]},
     "user_rfm_segments": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "r_score": [5], "rfm_segment": ["champions"]},
     "user_affinity": {"user_id": ["u1"], "event_timestamp": [T("2024-01-02")], "top_category_share_30d": [1.0]},
     "user_profile": {"user_id": ["u1"], "event_timestamp": [T("1970-01-01")], "age_band": ["25-34"], "region": ["north"]},
@@ -218,7 +218,7 @@ def test_duplicate_entity_timestamp_rows(good_marts):
 def test_null_join_keys(good_marts):
     import pyarrow.parquet as pq
 
-    rows = {"item_id": ["i1", None], "warehouse_id": [None, "w1"], "event_timestamp": [T("2024-01-02")] * 2, "units_sum_7d": [1, 2]}
+    rows = {"item_id": ["i1", None], "warehouse_id": [None, "w1"], "event_timestamp": [T("2024-01-02")] * 2, "units_sold_7d": [1, 2]}
     pq.write_table(mart_table(good_marts, "item_warehouse_demand", rows), good_marts.features_dir / "feat_item_warehouse_demand.parquet")
     [problem] = _problems(good_marts)
     assert "feature view 'item_warehouse_demand'" in problem and "2 row(s) with a null join key (item_id, warehouse_id)" in problem

@@ -57,7 +57,7 @@ def store_settings(tmp_path_factory):
             "item_id": ["i1", "i1"],
             "warehouse_id": ["w1", "w1"],
             "event_timestamp": [T("2024-01-02"), T("2024-01-04")],
-            "units_sum_7d": [4, 6],
+            "units_sold_7d": [4, 6],
             "last_sale_date": [T("2024-01-01"), T("2024-01-03")],
         },
     }
@@ -148,7 +148,7 @@ def test_two_key_service(store_settings, store):
     )
     df = training.build_training_set(store_settings, frame, "item_warehouse_demand_v1", store=store)
     assert len(df) == 3
-    assert df["units_sum_7d"].iloc[0] == 4 and pd.isna(df["units_sum_7d"].iloc[1]) and df["units_sum_7d"].iloc[2] == 6
+    assert df["units_sold_7d"].iloc[0] == 4 and pd.isna(df["units_sold_7d"].iloc[1]) and df["units_sold_7d"].iloc[2] == 6
     assert df["price"].tolist() == [9.5, 9.5, 9.5]  # item_stats joins on item only
     assert df["last_sale_date"].iloc[2] == T("2024-01-03")
 

@@ -34,12 +34,12 @@ def _settings(root, name):
 
 
 def _fingerprint(settings) -> dict[str, tuple]:
-    """Row count and the sums of every revenue / unit / quantity column of every fct_, dim_ and feat_ model."""
+    """Row count and the sums of every revenue / unit / quantity column of every fct_, dim_, feat_ and mart_ model."""
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
         out = {}
         rels = con.execute(
-            "select table_schema || '.' || table_name from information_schema.tables where table_name similar to '(fct|dim|feat)_.*'"
+            "select table_schema || '.' || table_name from information_schema.tables where table_name similar to '(fct|dim|feat|mart)_.*'"
         ).fetchall()
         for (rel,) in rels:
             cols = [
@@ -298,7 +298,7 @@ def test_a_lake_without_warehouses_builds_validates_and_skips_demand(tmp_path):
     warehouse.build(settings, echo=None)
     report = validate_sources(settings)
     assert report["item_warehouse_demand"]["rows"] == 0 and not report["item_warehouse_demand"]["problems"]
-    for mart in ("fct_search_purchases", "fct_cart_conversions", "mart_inventory_position", "mart_promotion_calendar"):
+    for mart in ("mart_search_purchases", "mart_cart_conversions", "mart_inventory_position", "mart_promotion_calendar"):
         assert len(pd.read_parquet(settings.exports_dir / f"{mart}.parquet")) == 0, f"{mart}: an all-null placeholder row"
     summary = tasks.train_demand(settings)
     assert summary["status"] == "skipped" and not summary["promoted"]

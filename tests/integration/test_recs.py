@@ -192,7 +192,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(small_store, scored, tmp_path
     from ml.settings import settings_for
 
     empty = settings_for(data_dir=tmp_path / "empty", feast_repo_dir=small_store.feast_repo_dir)
-    with pytest.raises(recs.RecsError, match="fct_interactions"):
+    with pytest.raises(recs.RecsError, match="mart_interactions"):
         recs.train(empty, echo=None)
     before = sorted(outputs.scores_root(small_store, recs.MODEL_NAME).rglob("*.parquet"))
     with pytest.raises(registry.ModelLoadError):

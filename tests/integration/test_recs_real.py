@@ -1,5 +1,5 @@
 """MovieLens-100k through the interactions adapter (preset movielens_atomic -> lake -> dbt exports
-fct_interactions / mart_item_catalogue) under RecBole's protocol (random 8:1:1 per user, full
+mart_interactions / mart_item_catalogue) under RecBole's protocol (random 8:1:1 per user, full
 ranking): the split and metrics run on the ingested frame, and the candidates + LambdaRank model
 beats popularity; Online Retail II through its preset: the served lists beat the plain references on
 the purchases after a cutoff. Skips, or fails under REQUIRE_SERVICES=1, when shared/data lacks the files. The

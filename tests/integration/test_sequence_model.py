@@ -1,6 +1,6 @@
-"""propensity_gru on a real dbt build (tiny generated lake): the seq_user_events export against
+"""propensity_gru on a real dbt build (tiny generated lake): the mart_user_event_sequences export against
 fct_events / fct_order_lines, then the GRU trained on sequences for the rows of the label mart
-label_user_purchase with a time split (earlier cutoffs train, the last labelled cutoff tests). The
+mart_user_purchase_labels with a time split (earlier cutoffs train, the last labelled cutoff tests). The
 generator plants per-user purchase intent and activity, so the sequences carry signal: test ROC AUC
 must beat 0.6 (measured: ~0.65-0.67 at tiny, ~0.74 at small; n_events alone ~0.65 / ~0.70).
 """
@@ -22,7 +22,7 @@ LABEL = "is_purchased_7d"
 HORIZON_DAYS = 7
 
 
-def test_seq_user_events_is_every_event_in_time_order(built_warehouse):
+def test_mart_user_event_sequences_is_every_event_in_time_order(built_warehouse):
     from ml.models.user import sequence
 
     events = sequence.load_events(built_warehouse)
@@ -55,7 +55,7 @@ def test_gru_learns_purchase_propensity_from_sequences(built_warehouse):
     from ml.models.lifecycle.splits import time_split
     from ml.models.user import sequence
 
-    labels = pd.read_parquet(built_warehouse.exports_dir / "label_user_purchase.parquet")
+    labels = pd.read_parquet(built_warehouse.exports_dir / "mart_user_purchase_labels.parquet")
     labelled = labels[labels[LABEL].notna()]
     split = time_split(labelled, time_col="event_timestamp", n_valid=1, n_test=1, gap_days=HORIZON_DAYS)
 

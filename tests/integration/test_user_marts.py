@@ -1,6 +1,6 @@
 """The user marts of the propensity model on a real dbt build: feat_user_rfm_segments (weekly RFM
 quintiles + segments), feat_user_affinity (30-day item affinity) and the exported labels
-label_user_purchase, checked against recounts from fct_orders / fct_events, and a point-in-time
+mart_user_purchase_labels, checked against recounts from fct_orders / fct_events, and a point-in-time
 training set through the Feast service propensity_lgbm_v2. The last test builds the orders-only
 Online Retail II sample (skips, or fails under REQUIRE_SERVICES=1, when shared/data lacks it).
 """
@@ -51,7 +51,7 @@ def _feature(settings, model: str) -> str:
 
 
 def _labels(settings) -> str:
-    return f"read_parquet('{settings.exports_dir / 'label_user_purchase.parquet'}')"
+    return f"read_parquet('{settings.exports_dir / 'mart_user_purchase_labels.parquet'}')"
 
 
 def _bounds(con) -> tuple:
@@ -198,7 +198,7 @@ def test_affinity_top_share_recounts_from_events(built_warehouse, con):
     assert checked > 0 and mismatches == 0
 
 
-# -- label_user_purchase ------------------------------------------------------------------------
+# -- mart_user_purchase_labels ------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def test_naming_conventions():
             "intermediate": "int_",
             "marts": ("dim_", "fct_"),
             "marts/features": "feat_",
-            "marts/exports": ("fct_", "mart_", "label_", "seq_"),
+            "marts/exports": "mart_",
         }
         assert name.startswith(prefix[folder]), f"{name} in {folder}"
         if folder == "intermediate":

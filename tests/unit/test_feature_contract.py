@@ -62,7 +62,7 @@ def manifest():
                     _col("item_id", "varchar"),
                     _col("warehouse_id", "varchar"),
                     _col("event_timestamp", "timestamp with time zone"),
-                    _col("units_sum_7d", "bigint"),
+                    _col("units_sold_7d", "bigint"),
                     _col("last_sale_date", "date"),
                 ],
                 ttl_days=28,
@@ -162,9 +162,9 @@ def test_renamed_column_is_named(tmp_path, manifest):
 def test_dropped_column_is_named(tmp_path, manifest):
     repo = _write_repo(tmp_path, manifest)
     changed = copy.deepcopy(manifest)
-    del changed["nodes"]["model.p.feat_item_warehouse_demand"]["columns"]["units_sum_7d"]
+    del changed["nodes"]["model.p.feat_item_warehouse_demand"]["columns"]["units_sold_7d"]
     problems = contract.check_repo(changed, repo)
-    assert any("'units_sum_7d' is not in dbt model feat_item_warehouse_demand" in p for p in problems)
+    assert any("'units_sold_7d' is not in dbt model feat_item_warehouse_demand" in p for p in problems)
 
 
 def test_retyped_column_is_named(tmp_path, manifest):

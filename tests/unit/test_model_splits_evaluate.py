@@ -21,7 +21,7 @@ from ml.models.lifecycle.splits import Split, time_split
 
 
 def weekly(n_weeks: int, users: int = 3, start: str = "2024-01-01") -> pd.DataFrame:
-    """``users`` rows per weekly cutoff (tz-aware), like label_user_purchase."""
+    """``users`` rows per weekly cutoff (tz-aware), like mart_user_purchase_labels."""
     times = pd.date_range(start, periods=n_weeks, freq="7D", tz="UTC")
     return pd.DataFrame(
         {"user_id": [f"u{u}" for _ in times for u in range(users)], "event_timestamp": [t for t in times for _ in range(users)]}

@@ -1,7 +1,7 @@
 """What a shop asks of its recommender, on its own purchases: the purchase protocols and the plain
 references every ranker must beat before it is promoted (``recs.train``) or called done (bench).
 
-A cutoff splits the interactions (fct_interactions: user_id, item_id, event_type,
+A cutoff splits the interactions (mart_interactions: user_id, item_id, event_type,
 event_timestamp): everything before it is history, the purchases in the ``horizon_days`` after it
 are the truth. Lists are [user_id, item_id, score] frames (best first by score, any length).
 

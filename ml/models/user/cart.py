@@ -1,6 +1,6 @@
 """Cart-abandonment analytics (``cart_abandonment``): how likely a cart is bought, by hours since the add.
 
-The counting happens in dbt (``models/marts/exports/``): ``fct_cart_conversions`` follows every
+The counting happens in dbt (``models/marts/exports/``): ``mart_cart_conversions`` follows every
 add_to_cart for 30 days (first purchase of the item by the user, removal, re-add, censoring at the
 lake's end) and ``mart_cart_conversion_curve`` counts, on a grid of hours h since the add, the fully
 observed carts still open at h and how many of them are bought later. This module reads the two
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODEL_NAME = "cart_abandonment"
 CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
-CONVERSIONS_MART = "fct_cart_conversions"
+CONVERSIONS_MART = "mart_cart_conversions"
 CURVE_MART = "mart_cart_conversion_curve"
 AT_RISK = "cart_at_risk"
 AT_RISK_COLUMNS = ("scoring_date", "user_id", "item_id", "event_id", "added_at", "hours_open", "p_convert", "abandonment_risk")
@@ -203,7 +203,7 @@ def _read_mart(settings: Settings, mart: str, key: str) -> "pd.DataFrame":
 
 
 def read_conversions(settings: Settings) -> "pd.DataFrame":
-    """fct_cart_conversions (one row per add_to_cart); CartDataError when missing or empty."""
+    """mart_cart_conversions (one row per add_to_cart); CartDataError when missing or empty."""
     return _read_mart(settings, CONVERSIONS_MART, "event_id")
 
 
@@ -397,7 +397,7 @@ def latest_scoring_date(settings: Settings) -> date:
     """The day after the cart data ends: the scoring date of today's at-risk list."""
     carts = read_conversions(settings)
     if carts.empty:
-        raise CartDataError("fct_cart_conversions is empty: cart analytics need clickstream events (add_to_cart); this lake is orders-only")
+        raise CartDataError(f"{CONVERSIONS_MART} is empty: cart analytics need clickstream events (add_to_cart); this lake is orders-only")
     return carts["observed_until"].max().normalize().date() + timedelta(days=1)
 
 

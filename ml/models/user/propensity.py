@@ -1,6 +1,6 @@
 """Purchase propensity (``propensity_lgbm``): P(a user orders in the next ``horizon_days``), LightGBM.
 
-    train(settings)  labels (dbt mart label_user_purchase) -> time split by cutoff -> point-in-time
+    train(settings)  labels (dbt mart mart_user_purchase_labels) -> time split by cutoff -> point-in-time
                      features through the Feast service -> LightGBM with early stopping -> test
                      metrics against the RFM-score rule and a logistic regression (reference gate)
                      -> fairness audit, PCA, report -> the same booster refit on every labelled
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "propensity_lgbm"
 CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
-LABELS_MART = "label_user_purchase"
+LABELS_MART = "mart_user_purchase_labels"
 SCORE_VIEW = "user_propensity"
 SCORES_SERVICE = "propensity_scores_v1"  # Feast service of the served scores (feature_repo/score_views.py)
 AUDIT_COLUMNS = ("gender", "age_band", "region")
@@ -76,7 +76,7 @@ def resolve_horizon(settings: Settings, config: dict) -> int:
     horizon = config.get("horizon_days", "auto")
     if horizon != "auto":
         if int(horizon) not in (7, 30):
-            raise PropensityError(f"horizon_days must be 7, 30 or auto (label_user_purchase holds those), got {horizon!r}")
+            raise PropensityError(f"horizon_days must be 7, 30 or auto (mart_user_purchase_labels holds those), got {horizon!r}")
         return int(horizon)
     tables = lake_status(settings.lake_dir).get("tables", {})
     return 7 if tables.get("events", {}).get("present") else 30
@@ -678,7 +678,12 @@ def train_sequence_model(settings: Settings, split, config: dict, horizon: int, 
     }
     features = ["event_type", "category_l1", "price_band", "gap_to_cutoff", "gap_prev", "n_events"]
     with registry.training_run(
-        settings, seq.MODEL_NAME, params=params, feature_service="export:seq_user_events", features=features, snapshot=_snapshot(settings)
+        settings,
+        seq.MODEL_NAME,
+        params=params,
+        feature_service="export:mart_user_event_sequences",
+        features=features,
+        snapshot=_snapshot(settings),
     ):
         registry.log_metrics(metrics, prefix="test_")
         version = registry.log_model(model, seq.MODEL_NAME, flavor="pytorch")

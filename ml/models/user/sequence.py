@@ -1,7 +1,7 @@
 """propensity_gru: a GRU over each user's last N events, predicting the same purchase label as
 propensity_lgbm.
 
-Data: the dbt export ``seq_user_events`` ($EXPORTS_DIR/seq_user_events.parquet; one row per user
+Data: the dbt export ``mart_user_event_sequences`` ($EXPORTS_DIR/mart_user_event_sequences.parquet; one row per user
 event: user_id, event_timestamp, event_type, category_l1, price_band). For every entity row
 (user_id, event_timestamp = the prediction time, e.g. a label cutoff) ``build_sequences`` takes that
 user's last ``n_last`` events *strictly before* the prediction time, so a sequence never sees its
@@ -11,7 +11,7 @@ gaps: log1p(hours from the event to the prediction time) and log1p(hours since t
 event).
 
     load_config(path=None, **overrides) -> SequenceConfig       hyperparameters (configs/propensity_gru.yaml)
-    load_events(settings) -> DataFrame                         the seq_user_events export
+    load_events(settings) -> DataFrame                         the mart_user_event_sequences export
     fit_vocab(events) -> dict[str, list[str]]                  token lists per categorical field
     build_sequences(events, entities, n_last=50, vocab=None, label_col=None) -> dict of arrays
     sequences_for(model, events, entities) -> dict              the same, with the model's vocab and n_last
@@ -42,7 +42,7 @@ from torch import nn
 from ml.models.lifecycle.config import CONFIGS_DIR
 
 MODEL_NAME = "propensity_gru"
-EXPORT = "seq_user_events"
+EXPORT = "mart_user_event_sequences"
 CONFIG_PATH = CONFIGS_DIR / f"{MODEL_NAME}.yaml"
 
 FIELDS = ("event_type", "category_l1", "price_band")  # categorical inputs, one embedding each
@@ -111,7 +111,7 @@ def _as_config(config) -> SequenceConfig:
 
 
 def load_events(settings) -> pd.DataFrame:
-    """The seq_user_events export (dbt), sorted by user_id, event_timestamp (UTC)."""
+    """The mart_user_event_sequences export (dbt), sorted by user_id, event_timestamp (UTC)."""
     path = Path(settings.exports_dir) / f"{EXPORT}.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: build the warehouse first (`ecomml warehouse build`)")

@@ -3,7 +3,7 @@
 -- re-added before h) and how many of those are bought later, within 30 days of the add.
 -- Beside it, the "bought by h" vs "bought after h" split over every fully observed add (removed ones
 -- included): at h = 24 its late_conversion_ratio = P(bought after 24 h | not within 24 h) / P(bought
--- within 24 h), the generator's late_conversion_ratio. Confidence intervals are added in ml/models/cart.py.
+-- within 24 h), the generator's late_conversion_ratio. Confidence intervals are added in ml/models/user/cart.py.
 -- Empty when there is no fully observed add (orders-only lakes, lakes shorter than 30 days).
 with
 
@@ -12,7 +12,7 @@ carts as (
         event_id,
         hours_to_purchase,
         epoch(coalesce(removed_at, readded_at) - added_at) / 3600.0 as hours_to_close
-    from {{ ref('fct_cart_conversions') }}
+    from {{ ref('mart_cart_conversions') }}
     where is_fully_observed
 ),
 

@@ -1,4 +1,4 @@
--- The forecasters' extra regressors (ml/models/demand.py pivots them into columns by name beside
+-- The forecasters' extra regressors (ml/models/demand/pipeline.py pivots them into columns by name beside
 -- mart_demand_series): the ERP exports' named regressors of the series that fct_daily_demand holds,
 -- sorted by series, date and name.
 with

@@ -1,4 +1,4 @@
--- The inventory plan's stock input (ml/models/demand.py): per item x warehouse, the latest inventory
+-- The inventory plan's stock input (ml/models/demand/pipeline.py): per item x warehouse, the latest inventory
 -- snapshot's on-hand and on-order units and replenishment lead time, with the warehouse's median lead
 -- time over its items' latest snapshots (the fallback for an item whose snapshot has none).
 -- is_current: the snapshot is from the lake's last inventory day (an older one is stale stock).

@@ -1,7 +1,7 @@
 -- The promotion calendar after the demand history ends: one row per item x warehouse x promoted day
 -- for every demand series (fct_daily_demand) that a promotion covers after the series' last period.
 -- A promotion without a warehouse covers all of the item's series. The forecast job
--- (ml/models/demand.py) reads it as the known future of the is_promoted / discount_pct regressors.
+-- (ml/models/demand/pipeline.py) reads it as the known future of the is_promoted / discount_pct regressors.
 with
 
 demand as (

@@ -1,5 +1,5 @@
 -- Static attributes of the demand series (store type, store size, department ...; mapping
--- demand.attributes), long format; ml/models/demand.py joins them as one column attr_<name> per name.
+-- demand.attributes), long format; ml/models/demand/pipeline.py joins them as one column attr_<name> per name.
 with
 
 attributes as (

@@ -2,7 +2,7 @@
 -- Grain: one row per item x warehouse per snapshot, only on the days the values change (sale days,
 -- the days sales leave the 7/28-day windows, stock-out and promotion changes). Values cover data up
 -- to the END of day D, stamped event_timestamp = D + 1 00:00 UTC. Days before the pair's first sale
--- count as zero demand, so units_mean_28d = units_sum_28d / 28 and units_std_28d is the population
+-- count as zero demand, so units_mean_28d = units_sold_28d / 28 and units_std_28d is the population
 -- standard deviation over those 28 days. days_since_last_sale is as of the row's snapshot; between
 -- rows, compute it from last_sale_date.
 with
@@ -16,8 +16,8 @@ windowed as (
         item_id,
         warehouse_id,
         demand_date,
-        sum(units) {{ trailing_days(['item_id', 'warehouse_id'], 'demand_date', 7) }} as units_sum_7d,
-        sum(units) {{ trailing_days(['item_id', 'warehouse_id'], 'demand_date', 28) }} as units_sum_28d,
+        sum(units) {{ trailing_days(['item_id', 'warehouse_id'], 'demand_date', 7) }} as units_sold_7d,
+        sum(units) {{ trailing_days(['item_id', 'warehouse_id'], 'demand_date', 28) }} as units_sold_28d,
         sum(units * units) {{ trailing_days(['item_id', 'warehouse_id'], 'demand_date', 28) }} as units_square_sum_28d,
         sum(case when is_stockout then 1 else 0 end) {{ trailing_days(['item_id', 'warehouse_id'], 'demand_date', 28) }}
             as stockout_day_count_28d,
@@ -32,8 +32,8 @@ windowed as (
 stats as (
     select
         *,
-        round(units_sum_28d / 28.0, 6) as units_mean_28d,
-        round(sqrt(greatest(units_square_sum_28d / 28.0 - (units_sum_28d / 28.0) ^ 2, 0)), 6) as units_std_28d
+        round(units_sold_28d / 28.0, 6) as units_mean_28d,
+        round(sqrt(greatest(units_square_sum_28d / 28.0 - (units_sold_28d / 28.0) ^ 2, 0)), 6) as units_std_28d
     from windowed
 ),
 
@@ -41,7 +41,7 @@ changed as (
     select *
     from stats
     qualify {{ changed(['item_id', 'warehouse_id'], 'demand_date', [
-        'units_sum_7d', 'units_sum_28d', 'units_std_28d', 'stockout_day_count_28d',
+        'units_sold_7d', 'units_sold_28d', 'units_std_28d', 'stockout_day_count_28d',
         'promo_day_count_28d', 'last_sale_date']) }}
 ),
 
@@ -50,8 +50,8 @@ final as (
         item_id,
         warehouse_id,
         {{ snapshot_timestamp('demand_date') }} as event_timestamp,
-        units_sum_7d::bigint as units_sum_7d,
-        units_sum_28d::bigint as units_sum_28d,
+        units_sold_7d::bigint as units_sold_7d,
+        units_sold_28d::bigint as units_sold_28d,
         units_mean_28d::double as units_mean_28d,
         units_std_28d::double as units_std_28d,
         stockout_day_count_28d::bigint as stockout_day_count_28d,

@@ -2,7 +2,7 @@
 -- Grain: one row per user per snapshot, only on the days the values change: activity days, and
 -- the days that activity leaves the 7- and 30-day windows. Values cover events up to the END of
 -- day D, stamped event_timestamp = D + 1 00:00 UTC. A cart add counts as abandoned on the day its
--- 24 hours ran out without a purchase (int_cart_adds__matched_to_purchases), never earlier.
+-- 24 hours ran out without a purchase or a re-add (int_cart_adds__matched_to_purchases), never earlier.
 -- Orders-only lakes (no events) yield no rows.
 with
 

@@ -3,7 +3,7 @@
 -- day (D = lake_last_date - 7k, D >= lake_first_date), for each user with >= 1 non-cancelled order
 -- on or before D. Values cover orders up to the END of day D, stamped event_timestamp = D + 1
 -- 00:00 UTC, so the last snapshot is stamped lake_last_date + 1 (the scoring cutoff of
--- label_user_purchase) and every earlier one lands on a training cutoff.
+-- mart_user_purchase_labels) and every earlier one lands on a training cutoff.
 -- Scores are quintiles (ntile 5) among that snapshot's buyers: equal-sized buckets (sizes differ by
 -- at most one), ties broken by the other two measures and then user_id, so a build is deterministic.
 -- rfm_segment maps (r_score, fm = ceil((f_score + m_score) / 2)) to one of 11 names (see the .yml).
