@@ -4,13 +4,10 @@ look. ``where_to_look`` is also the summary ``ecomml pipeline`` prints."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from ml.orchestration.local_airflow import LocalAirflow, run_chain
 from ml.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def sample_user(settings: Settings) -> str:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ml.orchestration.chain import CHAIN, FEATURE_STORE_DAG, INGEST_DAG, MODEL_DAG_PAIRS, MODEL_DAGS, WAREHOUSE_DAG
+from ml.orchestration.chain import CHAIN, INGEST_DAG, MODEL_DAG_PAIRS, MODEL_DAGS
 from ml.orchestration.tasks import manifest_file, parse
 from ml.settings import PROJECT_ROOT, Settings, get_secrets
 
@@ -453,7 +453,7 @@ def run_chain(
     say(f"triggered {INGEST_DAG} run {run['dag_run_id']}")
     runs = {INGEST_DAG: client.wait_for_run(INGEST_DAG, run["dag_run_id"], timeout=timeout)}
     say(f"  {INGEST_DAG}: {runs[INGEST_DAG]['state']}")
-    for dag_id in (WAREHOUSE_DAG, FEATURE_STORE_DAG):
+    for dag_id in CHAIN[1:]:  # Asset-scheduled after ingest, in chain order
         left = max(deadline - time.monotonic(), 30)
         runs[dag_id] = client.wait_for_run(dag_id, after=started, timeout=left)
         say(f"  {dag_id}: {runs[dag_id]['state']} ({runs[dag_id]['dag_run_id']})")
