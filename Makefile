@@ -32,8 +32,11 @@ help:
 
 # One install step: pinned direct requirements + the full constraints file (no resolver backtracking).
 $(STAMP): requirements.txt constraints.txt pyproject.toml
+	@echo "==> [1/3] .venv: a virtual environment for $(PYTHON)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	@echo "==> [2/3] the pinned dependencies (about 2.4 GB, 2-7 min on 2 cores; one line per package)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar off -r requirements.txt -c constraints.txt
+	@echo "==> [3/3] this project (editable), then ecomml is ready: $(BIN)/ecomml --help"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -154,7 +154,8 @@ def demo(settings: Settings, scale: str | None = None, keep_running: bool = Fals
     try:
         user, password = airflow.credentials()
         print(f"Airflow UI: {airflow.url}   login: {user} / {password}", flush=True)
-        runs = run_chain(airflow.client(), conf={"generate_scale": scale}, timeout=timeout, models=True)
+        say = lambda line: print(line, flush=True)  # noqa: E731 - progress lines while the DAGs run
+        runs = run_chain(airflow.client(), conf={"generate_scale": scale}, timeout=timeout, models=True, echo=say)
         user_id = sample_user(settings)
         _print_recs_and_search(settings, user_id)
         _print_demand(settings)

@@ -258,12 +258,22 @@ class AirflowClient:
         return str(content)
 
     def wait_for_run(
-        self, dag_id: str, run_id: str | None = None, after: datetime | None = None, timeout: float = 600.0, poll: float = 3.0
+        self,
+        dag_id: str,
+        run_id: str | None = None,
+        after: datetime | None = None,
+        timeout: float = 600.0,
+        poll: float = 3.0,
+        progress: Callable[[str], None] | None = None,
+        every: float = 30.0,
     ) -> dict:
         """Wait until a run (``run_id``, else the first run queued after ``after``) ends; the run.
+        With ``progress``, every ``every`` seconds of waiting it gets one line: the run's state, its
+        task counts and the tasks running now (``progress_line``).
 
         Raises OrchestrationError when it fails (naming the failed tasks) or the wait times out."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline, next_note = started + timeout, started + every
         while True:
             run = None
             if run_id is not None:
@@ -282,6 +292,10 @@ class AirflowClient:
             if time.monotonic() > deadline:
                 state = run["state"] if run else "not created"
                 raise OrchestrationError(f"{dag_id}: run {run_id or '(none yet)'} still {state} after {timeout:.0f} s")
+            if progress is not None and time.monotonic() >= next_note:
+                next_note = time.monotonic() + every
+                tasks = self.task_instances(dag_id, run_id) if run is not None else []
+                progress(progress_line(dag_id, run, tasks, time.monotonic() - started))
             time.sleep(poll)
 
     def failure_summary(self, dag_id: str, run_id: str, tail: int = 12) -> str:
@@ -322,6 +336,20 @@ class AirflowClient:
                 "run_backwards": False,
             },
         )
+
+
+def progress_line(dag_id: str, run: dict | None, tasks: list[dict], waited_s: float) -> str:
+    """'  warehouse: running for 2 min 05 s, 45 of 130 tasks done, 2 running (dbt.fct_orders.run, ...)'."""
+    minutes, seconds = divmod(int(waited_s), 60)
+    waited = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+    if run is None:
+        return f"  {dag_id}: waiting {waited} for its run to be queued (its upstream Asset event)"
+    done = sum(t.get("state") in ("success", "skipped", "failed", "upstream_failed", "removed") for t in tasks)
+    running = [t["task_id"] for t in tasks if t.get("state") == "running"]
+    shown = ", ".join(running[:3]) + (", ..." if len(running) > 3 else "")
+    return f"  {dag_id}: {run['state']} for {waited}, {done} of {len(tasks)} tasks done" + (
+        f", {len(running)} running ({shown})" if running else ""
+    )
 
 
 class LocalAirflow:
@@ -451,20 +479,20 @@ def run_chain(
     deadline = time.monotonic() + timeout
     run = client.trigger(INGEST_DAG, conf=conf)
     say(f"triggered {INGEST_DAG} run {run['dag_run_id']}")
-    runs = {INGEST_DAG: client.wait_for_run(INGEST_DAG, run["dag_run_id"], timeout=timeout)}
+    runs = {INGEST_DAG: client.wait_for_run(INGEST_DAG, run["dag_run_id"], timeout=timeout, progress=echo)}
     say(f"  {INGEST_DAG}: {runs[INGEST_DAG]['state']}")
     for dag_id in CHAIN[1:]:  # Asset-scheduled after ingest, in chain order
         left = max(deadline - time.monotonic(), 30)
-        runs[dag_id] = client.wait_for_run(dag_id, after=started, timeout=left)
+        runs[dag_id] = client.wait_for_run(dag_id, after=started, timeout=left, progress=echo)
         say(f"  {dag_id}: {runs[dag_id]['state']} ({runs[dag_id]['dag_run_id']})")
     for train_dag, score_dag in MODEL_DAG_PAIRS if models else ():
         left = max(deadline - time.monotonic(), 30)
-        runs[train_dag] = client.wait_for_run(train_dag, after=started, timeout=left)
+        runs[train_dag] = client.wait_for_run(train_dag, after=started, timeout=left, progress=echo)
         say(f"  {train_dag}: {runs[train_dag]['state']} ({runs[train_dag]['dag_run_id']})")
         # the scoring run queued by the training run's promotion event (one queued by the feature
         # store may have run before, with the previous champion or none)
         trained = datetime.fromisoformat(runs[train_dag]["end_date"].replace("Z", "+00:00"))
         left = max(deadline - time.monotonic(), 30)
-        runs[score_dag] = client.wait_for_run(score_dag, after=trained - timedelta(seconds=5), timeout=left)
+        runs[score_dag] = client.wait_for_run(score_dag, after=trained - timedelta(seconds=5), timeout=left, progress=echo)
         say(f"  {score_dag}: {runs[score_dag]['state']} ({runs[score_dag]['dag_run_id']})")
     return runs

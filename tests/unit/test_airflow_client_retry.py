@@ -77,3 +77,32 @@ def test_a_client_error_is_not_retried(server):
     with pytest.raises(OrchestrationError, match="HTTP 404"):
         AirflowClient(server, "admin", "pw", retry_s=30).request("GET", "/dags/missing")
     assert len([p for _, p in Flaky.seen if p.startswith("/api")]) == 1
+
+
+class Scripted(AirflowClient):
+    """A client whose run goes queued -> running -> success over three polls, without a server."""
+
+    def __init__(self):
+        super().__init__("http://unused", "u", "p")
+        self.states = ["queued", "running", "success"]
+
+    def run(self, dag_id, run_id):
+        return {"dag_run_id": run_id, "state": self.states.pop(0) if len(self.states) > 1 else self.states[0]}
+
+    def task_instances(self, dag_id, run_id):
+        return [
+            {"task_id": "a", "state": "success"},
+            {"task_id": "b", "state": "running"},
+            {"task_id": "c", "state": None},
+        ]
+
+
+def test_waiting_for_a_run_reports_its_progress():
+    lines = []
+    run = Scripted().wait_for_run("warehouse", "r1", poll=0.01, progress=lines.append, every=0.0)
+    assert run["state"] == "success"
+    assert lines == [
+        "  warehouse: queued for 0 s, 1 of 3 tasks done, 1 running (b)",
+        "  warehouse: running for 0 s, 1 of 3 tasks done, 1 running (b)",
+    ]
+    assert Scripted().wait_for_run("warehouse", "r1", poll=0.01)["state"] == "success"  # no progress asked: silent
