@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import unquote, urlparse
 
+from ml import quiet
 from ml.features import contract
 from ml.settings import Settings
 
@@ -368,6 +369,7 @@ def get_store(settings: Settings) -> "FeatureStore":
     """A FeatureStore on the rendered configuration for these settings (apply first)."""
     from feast import FeatureStore
 
+    quiet.feast()
     cfg = write_config(settings)
     return FeatureStore(repo_path=str(settings.feast_repo_dir), fs_yaml_file=cfg)
 

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ml import quiet
 from ml.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,6 +102,7 @@ def _mlflow():
         os.environ.setdefault(name, value)
     import mlflow
 
+    quiet.mlflow()
     global _TELEMETRY_CHECKED
     if not _TELEMETRY_CHECKED:
         # MLflow decides at import time; if something imported it before the switch was set, redo it.
@@ -324,15 +326,16 @@ def log_model(
         # MLflow 3 defaults to "pt2" (torch.export: needs an input example, static shapes); a pickled
         # module loads back as the same nn.Module class (which must stay importable, e.g. from ml.models).
         flavor_kwargs.setdefault("serialization_format", "pickle")
-    info = module.log_model(
-        model,
-        name=MODEL_ARTIFACT,
-        registered_model_name=model_name,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements or _requirements(flavor, model, flavor_kwargs),
-        **flavor_kwargs,
-    )
+    with quiet.registered_quietly():
+        info = module.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            registered_model_name=model_name,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements or _requirements(flavor, model, flavor_kwargs),
+            **flavor_kwargs,
+        )
     mlflow_client = mlflow.MlflowClient()  # the run's URIs (training_run set them)
     version = str(info.registered_model_version)
     version_tags = {
