@@ -29,6 +29,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.FEATURE_STORE_DAG,
+    description="Feast apply + materialize the feature marts into the online store (pool feast_writer)",
     schedule=[FEATURE_WAREHOUSE],
     start_date=START_DATE,
     catchup=False,

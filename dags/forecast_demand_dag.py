@@ -25,6 +25,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.FORECAST_DEMAND_DAG,
+    description="Demand champion -> quantile forecast + inventory plan -> served online (item_warehouse_plan)",
     schedule=(FEATURE_STORE | DEMAND_MODEL),
     start_date=START_DATE,
     catchup=False,

@@ -25,6 +25,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.INGEST_DAG,
+    description="Land shop exports (LANDING_DIR) or generate a synthetic shop -> one atomic lake commit each",
     schedule="@daily",
     start_date=START_DATE,
     catchup=False,

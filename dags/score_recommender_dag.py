@@ -24,6 +24,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.SCORE_RECOMMENDER_DAG,
+    description="Champion ranker -> top-K per user + fallback -> served online (user_recommendations)",
     schedule=(FEATURE_STORE | RECOMMENDER),
     start_date=START_DATE,
     catchup=False,

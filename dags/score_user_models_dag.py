@@ -24,6 +24,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.SCORE_USER_MODELS_DAG,
+    description="Propensity champion -> batch scores with explanations, carts at risk -> served online",
     schedule=(FEATURE_STORE | USER_MODELS),
     start_date=START_DATE,
     catchup=False,

@@ -26,6 +26,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.TRAIN_DEMAND_DAG,
+    description="Rolling-origin backtest, demand_lgbm fitted + registered, promoted if it beats its references",
     schedule=[FEATURE_STORE],
     start_date=START_DATE,
     catchup=False,

@@ -31,6 +31,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.TRAIN_RECOMMENDER_DAG,
+    description="Item embeddings, Wide & Deep / LambdaRank / FM rankers, promoted if they beat popularity, item-kNN, buy again",
     schedule=[FEATURE_STORE],
     start_date=START_DATE,
     catchup=False,

@@ -30,6 +30,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.TRAIN_USER_MODELS_DAG,
+    description="Propensity (LightGBM vs logistic vs RFM rule) + cart-abandonment curve, promoted if not worse",
     schedule=[FEATURE_STORE],
     start_date=START_DATE,
     catchup=False,

@@ -24,6 +24,7 @@ from ml.orchestration import chain, tasks
 
 @dag(
     dag_id=chain.WAREHOUSE_DAG,
+    description="dbt build on DuckDB (one task per model, Cosmos): staging -> marts -> feature Parquet (pool duckdb_writer)",
     schedule=[LAKE],
     start_date=START_DATE,
     catchup=False,

@@ -18,7 +18,11 @@ from ml.settings import get_settings
 
 app = typer.Typer(
     name="ecomml",
-    help="E-commerce ML data platform: generate or ingest data, build the feature warehouse.",
+    help=(
+        "E-commerce ML data platform: ingest a shop's exports (or generate a synthetic shop), build the dbt/DuckDB "
+        "feature warehouse, serve its features through Feast, train and score the user-behaviour, recommendation and "
+        "demand models (MLflow registry), all of it through Airflow (`demo`) or in one process (`pipeline`)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -240,11 +244,33 @@ def warehouse_query(
 
 
 @warehouse_app.command("docs")
-def warehouse_docs() -> None:
-    """Run `dbt docs generate` (catalog + manifest for the docs site)."""
+def warehouse_docs(
+    serve: bool = typer.Option(
+        False, "--serve", help="Then serve the site on 127.0.0.1 until Ctrl-C (from disk a browser cannot load it)."
+    ),
+    port: int = typer.Option(8081, help="Port for --serve."),
+) -> None:
+    """Run `dbt docs generate` (catalog + manifest for the docs site); with --serve, browse it."""
     from ml.warehouse import docs
 
-    _echo_json(docs(get_settings()))
+    target = docs(get_settings())
+    if not serve:
+        _echo_json(target)
+        typer.echo(
+            "browse it: .venv/bin/ecomml warehouse docs --serve   (index.html fetches manifest.json, so it needs a server)", err=True
+        )
+        return
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(target))
+    handler.log_message = lambda *args: None  # one line per request is noise here
+    with ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        typer.echo(f"dbt docs: http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
 
 
 def _utc(value: Optional[str]):

@@ -49,6 +49,7 @@ PROBE = textwrap.dedent(
             out["dags"][dag.dag_id] = {
                 "file": path.name,
                 "doc_md": dag.doc_md or "",
+                "description": dag.description or "",
                 "tags": sorted(dag.tags),
                 "start_date": dag.start_date.isoformat() if dag.start_date else None,
                 "tz": str(dag.timezone),
@@ -130,6 +131,7 @@ def test_every_dag_imports_without_error(parsed):
 def test_dags_follow_the_conventions(parsed):
     for dag_id, info in parsed["dags"].items():
         assert info["doc_md"].startswith(f"# {dag_id}"), f"{dag_id}: module docstring is its doc_md"
+        assert 20 <= len(info["description"]) <= 140, f"{dag_id}: a one-line description for the DAG list"
         assert "ecomml" in info["tags"] and len(info["tags"]) >= 2, dag_id
         assert info["tz"] in ("UTC", "Timezone('UTC')") and info["start_date"].endswith("+00:00"), dag_id
         assert info["catchup"] is False, dag_id
