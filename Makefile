@@ -36,7 +36,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "==> [2/3] the pinned dependencies (about 2.4 GB, 2-7 min on 2 cores; one line per package)"
 	$(BIN)/pip install --disable-pip-version-check --progress-bar off -r requirements.txt -c constraints.txt
-	@echo "==> [3/3] this project (editable), then ecomml is ready: $(BIN)/ecomml --help"
+	@echo "==> [3/3] this project itself (an editable install)"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
