@@ -38,6 +38,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check --progress-bar off -r requirements.txt -c constraints.txt
 	@echo "==> [3/3] this project itself (an editable install)"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# byte-compile this project once: with PYTHONDONTWRITEBYTECODE set, Python never writes .pyc itself
+	$(BIN)/python -m compileall -q ml dags feature_repo > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
