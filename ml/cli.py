@@ -328,7 +328,8 @@ def features_apply() -> None:
     """Check the contract and sources, then `feast apply` (registers entities, views, services)."""
     from ml.features.repo import apply
 
-    typer.echo(apply(get_settings(), echo=typer.echo)["output"])
+    result = apply(get_settings(), echo=typer.echo)  # Feast's lines stream as they come: not printed again
+    typer.echo(f"feast apply done in {result['seconds']} s (configuration {result['config']})")
 
 
 @features_app.command("plan")
