@@ -706,7 +706,7 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Keep Airflow serving after the chain (Ctrl-C stops it)."),
 ) -> None:
     """The main job, through Airflow: ingest(generate) -> warehouse (dbt) -> feature store, then print the UI login."""
-    from ml.orchestration import demo as run
+    from ml.orchestration.demo import demo as run
 
     raise typer.Exit(run(get_settings(), scale=scale, keep_running=keep))
 
