@@ -70,7 +70,7 @@ def cell_units(lake_dir: Path) -> pd.DataFrame:
     con = duckdb.connect()
     try:
         frame = con.sql(f"""
-            select l.item_id, o.warehouse_id, o.order_date as demand_date, sum(l.quantity)::double as units
+            select l.item_id, o.warehouse_id, o.order_date as demand_date, sum(l.quantity)::double as lake_units
             from {table("order_lines")} l
             inner join {table("orders")} o using (order_id)
             where o.status <> 'cancelled' and o.warehouse_id is not null
@@ -111,7 +111,7 @@ def truth(built_warehouse, demand, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("promotion_truth")
 
     def total(lake_dir: Path) -> float:
-        return float(promoted.merge(cell_units(lake_dir), on=KEY, how="left")["units"].fillna(0.0).sum())
+        return float(promoted.merge(cell_units(lake_dir), on=KEY, how="left")["lake_units"].fillna(0.0).sum())
 
     a = [total(built_warehouse.lake_dir)]
     b = []
@@ -133,7 +133,7 @@ def dml(demand) -> dict:
 
 def test_lake_units_match_the_mart(built_warehouse, demand):
     """The truth counts units from the lake; it must count them as the mart does."""
-    units = demand.merge(cell_units(built_warehouse.lake_dir), on=KEY, how="left")["units"].fillna(0.0)
+    units = demand.merge(cell_units(built_warehouse.lake_dir), on=KEY, how="left")["lake_units"].fillna(0.0)
     assert (units.to_numpy() == demand["units"].to_numpy()).all()
 
 

@@ -232,7 +232,10 @@ def test_a_model_that_forecasts_about_zero_never_wins():
     ranked = overall.set_index("model")
     assert ranked.loc["zero", "wape"] < ranked.loc["unbiased", "wape"]  # WAPE alone would rank it first
     assert overall["model"].tolist() == ["unbiased", "zero"] and ranked["biased"].to_dict() == {"unbiased": False, "zero": True}
+    forecasts.attrs["timings"] = pd.DataFrame({"model": ["zero"], "fit_s": [0.1]})  # as rolling_origin leaves it
     selection, _ = bt.choose(forecasts, validation_origins=1)
+    assert selection["model"].tolist() == ["unbiased"]
+    selection, _ = bt.choose(forecasts, validation_origins=1, fallback="unbiased", margin=0.1, min_wins=1)
     assert selection["model"].tolist() == ["unbiased"]
     selection, _ = bt.choose(forecasts, validation_origins=1, bias_limit=None)  # the rule off: MAE picks the zero
     assert selection["model"].tolist() == ["zero"]

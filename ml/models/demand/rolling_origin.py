@@ -253,6 +253,10 @@ def choose(
     """
     if method not in ("best", "ensemble"):
         raise ValueError(f"method must be best or ensemble, not {method!r}")
+    # rolling_origin's frame carries its timings in .attrs: pandas compares attrs when it merges frames
+    # derived from it, which fails for a DataFrame value once a filter has copied it
+    forecasts = forecasts.copy(deep=False)
+    forecasts.attrs = {}
     origins = sorted(forecasts["origin"].unique())
     if isinstance(validation_origins, int):
         valid = origins[:validation_origins]
