@@ -51,6 +51,19 @@ def test_pipeline_leaves_warehouse_features_and_online_values(tmp_path):
     assert list((data_dir / "warehouse" / "scores" / "propensity_lgbm").glob("scoring_date=*/part.parquet"))
     assert list((data_dir / "reports" / "propensity_lgbm").glob("*/index.html"))
     assert re.search(r"recs_(widedeep|lgbm|fm) v1 +served ranker: test NDCG@10", out), out[-2000:]
+
+    # every report names its models: each metrics table starts with a model (or metric x model) column,
+    # and no promoted model shows as "version ?" / "pending"
+    reports = sorted((data_dir / "reports").glob("*/*/index.html"))
+    assert {r.parent.parent.name for r in reports} >= {"propensity_lgbm", "recs_widedeep", "demand_backtest", "cart_abandonment"}
+    for report in reports:
+        html = report.read_text()
+        assert not re.search(r"version \?|pending", html), report
+        for title, table in re.findall(r"<h2>(.*?)</h2><table.*?>(.*?)</table>", html, re.S):
+            first = re.search(r"<th>(.*?)</th>", table).group(1)
+            assert first, f"{report}: table {title!r} has an unnamed first column"
+            if re.search(r"metrics|Backtest|origin|protocols|Cold start|Sequence model", title):
+                assert first in ("model", "metric"), f"{report}: table {title!r} starts with {first!r}"
     assert list((data_dir / "warehouse" / "scores" / "recs_widedeep").glob("scoring_date=*/part.parquet"))
 
     # Idempotent: a second run succeeds on the existing state (models: tests/integration/test_propensity.py).
