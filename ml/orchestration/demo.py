@@ -66,22 +66,11 @@ def _print_demand(settings: Settings) -> None:
         overall, test, report = backtest
         cols = [c for c in ("wape", "mase", "bias", "coverage", "n_series", "biased") if c in overall.columns]
         print(f"\nDemand backtest (rolling origin, all origins; report {report}):\n{overall[cols].to_string()}", flush=True)
-    cols = [
-        "item_id",
-        "warehouse_id",
-        "forecast_units",
-        "lead_time_days",
-        "safety_stock",
-        "reorder_point",
-        "order_up_to",
-        "inventory_position",
-        "suggested_order_units",
-        "projected_stockout_date",
-    ]
+    cols = [c for c in demand.PLAN_SUMMARY_COLUMNS if c in online.columns]
     print(
         f"\nInventory plan: {len(plan):,} item x warehouse rows in {outputs.scores_root(settings, demand.PLAN_OUTPUT)}; "
         f"the busiest series, read online (Feast view {demand.PLAN_VIEW}):\n"
-        f"{online[[c for c in cols if c in online.columns]].round(2).to_string(index=False)}",
+        f"{online[cols].round(2).to_string(index=False)}",
         flush=True,
     )
 

@@ -47,6 +47,20 @@ RUN_NAME = "demand_backtest"
 FORECAST_OUTPUT = "demand_forecast"  # $SCORES_DIR/demand_forecast/forecast_date=D/: item x warehouse x period quantiles
 PLAN_OUTPUT = "demand_plan"  # $SCORES_DIR/demand_plan(.parquet): the inventory plan, Feast view item_warehouse_plan
 PLAN_VIEW = "item_warehouse_plan"
+# the plan's columns a person reads first (the forecast report's largest orders, the demo's online row)
+PLAN_SUMMARY_COLUMNS = (
+    "item_id",
+    "warehouse_id",
+    "forecast_units",
+    "lead_time_days",
+    "safety_stock",
+    "reorder_point",
+    "order_up_to",
+    "on_hand_units",
+    "inventory_position",
+    "suggested_order_units",
+    "projected_stockout_date",
+)
 PARTITION_KEY = "forecast_date"
 BACKTEST_CSV, TEST_CSV = "backtest_overall.csv", "backtest_test.csv"  # beside the backtest report
 FORECASTS_FILE = "backtest_forecasts.parquet"  # ... and every forecast of the backtest
@@ -724,20 +738,8 @@ def _forecast_report(settings, name, version, as_of, frame, plan, turnover_summa
     )
     report.table("Series per forecasting method", plan["method"].value_counts().rename("series").reset_index())
     report.table("Lead time source", plan["lead_time_source"].value_counts().rename("series").reset_index())
-    cols = [
-        "item_id",
-        "warehouse_id",
-        "forecast_units",
-        "lead_time_days",
-        "safety_stock",
-        "reorder_point",
-        "order_up_to",
-        "on_hand_units",
-        "inventory_position",
-        "suggested_order_units",
-        "projected_stockout_date",
-    ]
-    report.table("Largest suggested orders", plan.sort_values("suggested_order_units", ascending=False).head(20)[cols].round(2))
+    largest = plan.sort_values("suggested_order_units", ascending=False).head(20)
+    report.table("Largest suggested orders", largest[list(PLAN_SUMMARY_COLUMNS)].round(2))
     report.table("Turnover: history vs the policy replayed over it", pd.DataFrame([turnover_summary]))
     if len(preparation):
         report.table("Input preparation (rule, rows)", preparation.groupby(["rule", "reason"])["rows"].sum().reset_index())
